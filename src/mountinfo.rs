@@ -1,0 +1,560 @@
+//! `/proc/<pid>/mountinfo`, parsed exactly: the single source of truth for what is
+//! mounted where, in which namespace, and with which propagation.
+
+use std::ffi::OsString;
+use std::fmt;
+use std::io::{self, Read};
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+/// How many times a table is read before two reads must agree.
+const MAX_READS: usize = 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum MountinfoError {
+    #[error("cannot read {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("{path} line {line}: {reason}")]
+    Malformed {
+        path: PathBuf,
+        line: usize,
+        reason: String,
+    },
+    #[error("{path} kept changing: no two of {MAX_READS} reads agreed")]
+    Unstable { path: PathBuf },
+}
+
+/// Where the proc filesystem to read is mounted: `/proc`, or `/host/proc` when the
+/// host's is mounted into a container.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcRoot(PathBuf);
+
+impl Default for ProcRoot {
+    fn default() -> Self {
+        ProcRoot(PathBuf::from("/proc"))
+    }
+}
+
+impl ProcRoot {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        ProcRoot(path.into())
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+
+    /// `<root>/<pid>/mountinfo`, or `<root>/self/mountinfo` for `None`.
+    pub fn mountinfo(&self, pid: Option<u32>) -> PathBuf {
+        match pid {
+            Some(pid) => self.0.join(pid.to_string()).join("mountinfo"),
+            None => self.0.join("self/mountinfo"),
+        }
+    }
+}
+
+/// The propagation fields of one mount (optional fields of mountinfo, see
+/// `proc_pid_mountinfo(5)`). A mount can be shared and a slave at once.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Propagation {
+    /// `shared:N`: member of peer group N.
+    pub shared: Option<u32>,
+    /// `master:N`: slave of peer group N.
+    pub master: Option<u32>,
+    /// `propagate_from:N`: nearest dominant peer group visible in this namespace.
+    pub propagate_from: Option<u32>,
+    /// `unbindable`.
+    pub unbindable: bool,
+}
+
+impl Propagation {
+    /// Neither shared nor a slave.
+    pub fn is_private(&self) -> bool {
+        self.shared.is_none() && self.master.is_none()
+    }
+}
+
+/// The words findmnt's PROPAGATION column uses: `shared` or `private`, then
+/// `,slave` and `,unbindable` when they apply.
+impl fmt::Display for Propagation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(if self.shared.is_some() {
+            "shared"
+        } else {
+            "private"
+        })?;
+        if self.master.is_some() {
+            f.write_str(",slave")?;
+        }
+        if self.unbindable {
+            f.write_str(",unbindable")?;
+        }
+        Ok(())
+    }
+}
+
+/// One line of mountinfo, with every escaped field decoded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Mount {
+    pub id: u32,
+    pub parent: u32,
+    pub major: u32,
+    pub minor: u32,
+    /// The path inside the filesystem that is mounted (not `/` for bind mounts).
+    pub root: PathBuf,
+    pub target: PathBuf,
+    pub options: String,
+    pub propagation: Propagation,
+    pub fstype: String,
+    pub source: OsString,
+    pub super_options: String,
+}
+
+impl Mount {
+    /// Whether `path` (absolute, normalized) lies in this mount's subtree, by whole
+    /// path components: `/var/lib/kube` does not contain `/var/lib/kubelet`.
+    pub fn contains(&self, path: &Path) -> bool {
+        path.starts_with(&self.target)
+    }
+}
+
+/// A consistent snapshot of one namespace's mount table, in kernel order (a later
+/// entry on the same target covers an earlier one).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountTable {
+    pub mounts: Vec<Mount>,
+}
+
+impl MountTable {
+    /// Reads the table of `pid` (`None`: this process) under `proc`, until two reads
+    /// agree, so that a table changing while it is read is never half seen.
+    pub fn read(proc: &ProcRoot, pid: Option<u32>) -> Result<Self, MountinfoError> {
+        Self::read_path(&proc.mountinfo(pid))
+    }
+
+    pub fn read_path(path: &Path) -> Result<Self, MountinfoError> {
+        let read = || -> Result<Vec<u8>, MountinfoError> {
+            let mut buf = Vec::with_capacity(64 * 1024);
+            std::fs::File::open(path)
+                .and_then(|mut f| f.read_to_end(&mut buf))
+                .map_err(|source| MountinfoError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+            Ok(buf)
+        };
+        let mut previous = read()?;
+        for _ in 1..MAX_READS {
+            let current = read()?;
+            if current == previous {
+                return Self::parse(&current).map_err(|e| e.at(path));
+            }
+            previous = current;
+        }
+        Err(MountinfoError::Unstable {
+            path: path.to_owned(),
+        })
+    }
+
+    /// Parses mountinfo text. Errors name the 1-based line and what is wrong.
+    pub fn parse(text: &[u8]) -> Result<Self, LineError> {
+        let mounts = text
+            .split(|&b| b == b'\n')
+            .enumerate()
+            .filter(|(_, line)| !line.is_empty())
+            .map(|(i, line)| {
+                parse_line(line).map_err(|reason| LineError {
+                    line: i + 1,
+                    reason,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(MountTable { mounts })
+    }
+
+    /// The mount that holds `path`. Of the mounts whose targets are whole-component
+    /// prefixes of it, follow parent ids from the namespace root down. Among the
+    /// children of one mount, the one with the shortest target hides the others (a
+    /// deeper one mounted after it would be its child, not its sibling), and of
+    /// mounts on one target the latest wins. Kernel order alone is not enough:
+    /// after a pivot the root can be listed after its children.
+    pub fn containing(&self, path: &Path) -> Option<&Mount> {
+        let path = normalize(path);
+        let chain: Vec<&Mount> = self.mounts.iter().filter(|m| m.contains(&path)).collect();
+        let deepest_child = |parent: Option<u32>| {
+            chain
+                .iter()
+                .copied()
+                .filter(|m| match parent {
+                    Some(id) => m.parent == id && m.id != id,
+                    None => !chain.iter().any(|p| p.id == m.parent && p.id != m.id),
+                })
+                .rev()
+                .min_by_key(|m| m.target.as_os_str().len())
+        };
+        let mut holder = deepest_child(None)?;
+        while let Some(child) = deepest_child(Some(holder.id)) {
+            holder = child;
+        }
+        Some(holder)
+    }
+
+    /// The visible mount whose target is exactly `path`.
+    pub fn by_target(&self, path: &Path) -> Option<&Mount> {
+        self.containing(path)
+            .filter(|m| m.target == normalize(path))
+    }
+
+    pub fn by_id(&self, id: u32) -> Option<&Mount> {
+        self.mounts.iter().find(|m| m.id == id)
+    }
+
+    pub fn is_mount_point(&self, path: &Path) -> bool {
+        self.by_target(path).is_some()
+    }
+
+    /// The peer group the mount holding `path` belongs to, if it is shared.
+    pub fn peer_group(&self, path: &Path) -> Option<u32> {
+        self.containing(path).and_then(|m| m.propagation.shared)
+    }
+
+    /// Every other mount point that shows the same directory of the same filesystem
+    /// as `path` (same device and root), like mount-utils' GetMountRefs. `path` may be
+    /// a mount point or a directory inside one (a bind source).
+    pub fn refs(&self, path: &Path) -> Vec<PathBuf> {
+        let path = normalize(path);
+        let Some(holder) = self.containing(&path) else {
+            return Vec::new();
+        };
+        let inside = path.strip_prefix(&holder.target).unwrap_or(Path::new(""));
+        let root = if inside.as_os_str().is_empty() {
+            holder.root.clone()
+        } else {
+            holder.root.join(inside)
+        };
+        self.mounts
+            .iter()
+            .filter(|m| (m.major, m.minor) == (holder.major, holder.minor) && m.root == root)
+            .filter(|m| m.target != path)
+            .map(|m| m.target.clone())
+            .collect()
+    }
+}
+
+/// A parse failure, before the file it came from is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {reason}")]
+pub struct LineError {
+    pub line: usize,
+    pub reason: String,
+}
+
+impl LineError {
+    fn at(self, path: &Path) -> MountinfoError {
+        MountinfoError::Malformed {
+            path: path.to_owned(),
+            line: self.line,
+            reason: self.reason,
+        }
+    }
+}
+
+/// Lexical normalization: drops `.` and trailing slashes. `..` is kept (callers that
+/// accept untrusted paths refuse it before they get here).
+pub fn normalize(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, Component::CurDir))
+        .collect()
+}
+
+/// `36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue`
+fn parse_line(line: &[u8]) -> Result<Mount, String> {
+    let mut fields = line.split(|&b| b == b' ');
+    let mut next = |name: &str| {
+        fields
+            .next()
+            .filter(|f| !f.is_empty())
+            .ok_or_else(|| format!("missing {name}"))
+    };
+    let id = number(next("mount id")?, "mount id")?;
+    let parent = number(next("parent id")?, "parent id")?;
+    let devno = next("major:minor")?;
+    let (major, minor) = split_once(devno, b':')
+        .ok_or_else(|| format!("major:minor {:?} has no ':'", lossy(devno)))?;
+    let major = number(major, "major")?;
+    let minor = number(minor, "minor")?;
+    let root = PathBuf::from(OsString::from_vec(unescape(next("root")?)?));
+    let target = PathBuf::from(OsString::from_vec(unescape(next("mount point")?)?));
+    let options = text(next("mount options")?, "mount options")?;
+    let mut propagation = Propagation::default();
+    loop {
+        let field = next("separator '-'")?;
+        if field == b"-" {
+            break;
+        }
+        apply_optional(&mut propagation, field)?;
+    }
+    let fstype = text(&unescape(next("filesystem type")?)?, "filesystem type")?;
+    let source = OsString::from_vec(unescape(next("mount source")?)?);
+    let super_options = text(next("super options")?, "super options")?;
+    Ok(Mount {
+        id,
+        parent,
+        major,
+        minor,
+        root,
+        target,
+        options,
+        propagation,
+        fstype,
+        source,
+        super_options,
+    })
+}
+
+fn apply_optional(p: &mut Propagation, field: &[u8]) -> Result<(), String> {
+    let (tag, value) = split_once(field, b':').unwrap_or((field, b""));
+    let group = || number(value, &format!("{} peer group", lossy(tag)));
+    match tag {
+        b"shared" => p.shared = Some(group()?),
+        b"master" => p.master = Some(group()?),
+        b"propagate_from" => p.propagate_from = Some(group()?),
+        b"unbindable" => p.unbindable = true,
+        // Later kernels may add tags; an unknown one is not an error (proc(5)).
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Decodes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline,
+/// `\134` backslash, and any other `\ooo`).
+pub fn unescape(field: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' {
+            let digits = field
+                .get(i + 1..i + 4)
+                .filter(|d| d.iter().all(|b| (b'0'..=b'7').contains(b)))
+                .ok_or_else(|| {
+                    format!(
+                        "bad escape at byte {i} of {:?}: want a backslash and three octal digits",
+                        lossy(field)
+                    )
+                })?;
+            let value = digits
+                .iter()
+                .fold(0u32, |acc, d| acc * 8 + u32::from(d - b'0'));
+            out.push(
+                u8::try_from(value)
+                    .map_err(|_| format!("escape \\{} is over 255", lossy(digits)))?,
+            );
+            i += 4;
+        } else {
+            out.push(field[i]);
+            i += 1;
+        }
+    }
+    Ok(out)
+}
+
+fn split_once(s: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
+    let at = s.iter().position(|&b| b == sep)?;
+    Some((&s[..at], &s[at + 1..]))
+}
+
+fn number(s: &[u8], what: &str) -> Result<u32, String> {
+    std::str::from_utf8(s)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(|| format!("{what} {:?} is not a number", lossy(s)))
+}
+
+fn text(s: &[u8], what: &str) -> Result<String, String> {
+    String::from_utf8(s.to_vec()).map_err(|_| format!("{what} {:?} is not UTF-8", lossy(s)))
+}
+
+fn lossy(s: &[u8]) -> std::borrow::Cow<'_, str> {
+    String::from_utf8_lossy(s)
+}
+
+/// Encodes a path the way the kernel writes it into mountinfo (for fixtures and
+/// for messages that must stay on one line).
+pub fn escape(path: &Path) -> String {
+    let mut out = Vec::new();
+    for &b in path.as_os_str().as_bytes() {
+        match b {
+            b' ' | b'\t' | b'\n' | b'\\' => out.extend(format!("\\{b:03o}").bytes()),
+            _ => out.push(b),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+22 27 0:21 / /proc rw,relatime - proc proc rw
+27 1 254:0 / / rw,relatime shared:1 - ext4 /dev/vda rw
+30 27 0:40 / /var/lib/kubelet rw,relatime shared:7 master:3 - tmpfs tmpfs rw
+31 30 0:41 / /var/lib/kubelet/pods/a\\040b\\011c\\012d\\134e rw master:9 propagate_from:2 - tmpfs my\\040src rw
+32 27 254:0 /srv/data /mnt/bind rw unbindable - ext4 /dev/vda rw
+33 27 0:40 /pods /mnt/kube rw shared:7 unbindable - tmpfs tmpfs rw
+34 27 254:0 /srv/data /mnt/bind2 rw - ext4 /dev/vda rw
+";
+
+    fn sample() -> MountTable {
+        MountTable::parse(SAMPLE.as_bytes()).unwrap()
+    }
+
+    #[test]
+    fn decodes_escapes_in_targets_and_sources() {
+        let t = sample();
+        let m = t.by_id(31).unwrap();
+        assert_eq!(m.target, Path::new("/var/lib/kubelet/pods/a b\tc\nd\\e"));
+        assert_eq!(m.source, "my src");
+        assert_eq!(m.root, Path::new("/"));
+        assert_eq!(unescape(b"caf\\303\\251").unwrap(), "café".as_bytes());
+    }
+
+    #[test]
+    fn models_every_propagation_form() {
+        let t = sample();
+        let p = |id| t.by_id(id).unwrap().propagation;
+        assert!(p(22).is_private());
+        assert_eq!(p(22).to_string(), "private");
+        assert_eq!(p(27).shared, Some(1));
+        assert_eq!(p(27).to_string(), "shared");
+        assert_eq!((p(30).shared, p(30).master), (Some(7), Some(3)));
+        assert_eq!(p(30).to_string(), "shared,slave");
+        assert_eq!((p(31).master, p(31).propagate_from), (Some(9), Some(2)));
+        assert_eq!(p(31).to_string(), "private,slave");
+        assert!(p(32).unbindable && p(32).is_private());
+        assert_eq!(p(32).to_string(), "private,unbindable");
+        assert_eq!(p(33).to_string(), "shared,unbindable");
+    }
+
+    #[test]
+    fn containing_matches_whole_components_and_prefers_later_mounts() {
+        let t = sample();
+        let id = |p: &str| t.containing(Path::new(p)).map(|m| m.id);
+        assert_eq!(id("/var/lib/kubelet/pods/x"), Some(30));
+        assert_eq!(id("/var/lib/kubelet"), Some(30));
+        assert_eq!(id("/var/lib/kubelet/"), Some(30));
+        assert_eq!(id("/var/lib/kube"), Some(27));
+        assert_eq!(id("/var/lib/kubeletx"), Some(27));
+        assert_eq!(id("/proc/1"), Some(22));
+        assert!(t.is_mount_point(Path::new("/var/lib/kubelet")));
+        assert!(!t.is_mount_point(Path::new("/var/lib")));
+        assert_eq!(t.peer_group(Path::new("/var/lib/kubelet/pods")), Some(7));
+        assert_eq!(t.peer_group(Path::new("/proc")), None);
+    }
+
+    #[test]
+    fn overmounts_hide_what_lies_beneath() {
+        // 40 and 41 are stacked on /var/lib/kubelet; 50 is mounted over /var later
+        // and hides both.
+        let t = MountTable::parse(
+            b"40 27 0:50 / /var/lib/kubelet rw shared:3 - tmpfs a rw\n\
+              27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+              41 40 0:51 / /var/lib/kubelet rw - tmpfs b rw\n",
+        )
+        .unwrap();
+        assert_eq!(
+            t.containing(Path::new("/var/lib/kubelet/x")).unwrap().id,
+            41
+        );
+        assert_eq!(t.peer_group(Path::new("/var/lib/kubelet")), None);
+        let mut hidden = t.clone();
+        hidden.mounts.extend(
+            MountTable::parse(b"50 27 0:52 / /var rw - tmpfs c rw\n")
+                .unwrap()
+                .mounts,
+        );
+        assert_eq!(
+            hidden
+                .containing(Path::new("/var/lib/kubelet/x"))
+                .unwrap()
+                .id,
+            50
+        );
+        assert!(!hidden.is_mount_point(Path::new("/var/lib/kubelet")));
+    }
+
+    #[test]
+    fn refs_find_mounts_of_the_same_source_and_root() {
+        let t = sample();
+        assert_eq!(
+            t.refs(Path::new("/mnt/bind")),
+            vec![PathBuf::from("/mnt/bind2")]
+        );
+        // A directory that is the source of a bind mount.
+        assert_eq!(
+            t.refs(Path::new("/var/lib/kubelet/pods")),
+            vec![PathBuf::from("/mnt/kube")]
+        );
+        assert_eq!(t.refs(Path::new("/proc")), Vec::<PathBuf>::new());
+    }
+
+    #[test]
+    fn malformed_lines_name_the_line_and_the_fault() {
+        let cases: &[(&str, &str)] = &[
+            (
+                "x 1 0:1 / / rw - tmpfs t rw",
+                "mount id \"x\" is not a number",
+            ),
+            (
+                "1 1 01 / / rw - tmpfs t rw",
+                "major:minor \"01\" has no ':'",
+            ),
+            (
+                "1 1 0:1 / / rw shared:1 tmpfs t rw",
+                "missing separator '-'",
+            ),
+            (
+                "1 1 0:1 / / rw shared:x - tmpfs t rw",
+                "shared peer group \"x\" is not a number",
+            ),
+            ("1 1 0:1 /a\\04 / rw - tmpfs t rw", "bad escape at byte 2"),
+            ("1 1 0:1 / / rw - tmpfs", "missing mount source"),
+            ("1 1 0:1 /", "missing mount point"),
+            ("1 1 0:1 /  rw - tmpfs t rw", "missing mount point"),
+        ];
+        for (line, want) in cases {
+            let text = format!("{}{line}\n", SAMPLE);
+            let err = MountTable::parse(text.as_bytes()).unwrap_err();
+            assert_eq!(err.line, 8, "{line}");
+            assert!(
+                err.reason.contains(want),
+                "{line}: got {:?}, want {want:?}",
+                err.reason
+            );
+        }
+    }
+
+    #[test]
+    fn escape_round_trips() {
+        let p = Path::new("/a b\tc\nd\\e/é");
+        let escaped = escape(p);
+        assert!(!escaped.contains([' ', '\t', '\n']));
+        assert_eq!(
+            unescape(escaped.as_bytes()).unwrap(),
+            p.as_os_str().as_bytes()
+        );
+    }
+
+    #[test]
+    fn reads_own_table() {
+        let t = MountTable::read(&ProcRoot::default(), None).unwrap();
+        assert!(t.containing(Path::new("/")).is_some());
+        let err = MountTable::read(&ProcRoot::new("/nonexistent-proc"), Some(1)).unwrap_err();
+        assert!(
+            err.to_string().contains("/nonexistent-proc/1/mountinfo"),
+            "{err}"
+        );
+    }
+}

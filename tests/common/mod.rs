@@ -1,0 +1,192 @@
+//! Test support. Privileged tests run their body as pid 1 of a fresh pid and mount
+//! namespace (`/` rprivate, its own `/proc`, a tmpfs scratch root), so nothing they
+//! mount reaches the machine's table and every process they start dies with them.
+//! Inside, `Host::namespace` builds the "containerized kubelet", "VCS" and "pod"
+//! namespaces of a node.
+#![allow(dead_code)] // each test crate uses a part of this module
+
+pub mod fixtures;
+
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+
+const INSIDE: &str = "SIDEMOUNT_TEST_INSIDE";
+const SCRATCH: &str = "SIDEMOUNT_TEST_SCRATCH";
+/// A privileged test body may run this long before it is killed.
+const TEST_TIMEOUT_SECS: &str = "300";
+
+pub const SIDEMOUNT: &str = env!("CARGO_BIN_EXE_sidemount");
+
+/// Whether a test that needs root can run. Without root it prints why and skips,
+/// unless `SIDEMOUNT_REQUIRE_ROOT=1`, where skipping is a failure.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    assert!(
+        std::env::var("SIDEMOUNT_REQUIRE_ROOT").as_deref() != Ok("1"),
+        "{test} needs root and SIDEMOUNT_REQUIRE_ROOT=1 forbids skipping it"
+    );
+    eprintln!("skipping {test}: it needs root (mount namespaces)");
+    false
+}
+
+/// Defines a `#[test]` whose body runs in its own namespaces as root (see `isolated`).
+#[macro_export]
+macro_rules! privileged_test {
+    ($(#[$meta:meta])* fn $name:ident($host:ident: $ty:ty) $body:block) => {
+        $(#[$meta])*
+        #[test]
+        fn $name() {
+            common::isolated(stringify!($name), |$host: $ty| $body);
+        }
+    };
+}
+
+/// Runs `body` as pid 1 of new pid and mount namespaces: the test binary executes
+/// itself again under `unshare`, filtered to this one test.
+pub fn isolated(test: &str, body: impl FnOnce(&Host)) {
+    if std::env::var(INSIDE).as_deref() == Ok(test) {
+        let scratch = PathBuf::from(std::env::var_os(SCRATCH).expect("scratch dir"));
+        sh(&format!(
+            "mount -t tmpfs sidemount-test {}",
+            quote(&scratch)
+        ));
+        body(&Host { scratch });
+        return;
+    }
+    if !root_or_skip(test) {
+        return;
+    }
+    let scratch = tempfile::Builder::new()
+        .prefix("sidemount-test-")
+        .tempdir()
+        .unwrap();
+    let status = Command::new("timeout")
+        .args([
+            "--kill-after=5",
+            TEST_TIMEOUT_SECS,
+            "unshare",
+            "--mount",
+            "--pid",
+            "--fork",
+        ])
+        .args(["--mount-proc", "--propagation", "private", "--"])
+        .arg(std::env::current_exe().unwrap())
+        .args([test, "--exact", "--nocapture", "--test-threads=1"])
+        .env(INSIDE, test)
+        .env(SCRATCH, scratch.path())
+        .status()
+        .expect("run unshare");
+    assert!(status.success(), "{test} failed in its namespace: {status}");
+}
+
+/// The test's own "host": pid 1 of its pid namespace, with a tmpfs scratch root.
+pub struct Host {
+    pub scratch: PathBuf,
+}
+
+impl Host {
+    /// A directory under the scratch root, created.
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        let p = self.scratch.join(rel);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
+    /// A new mount namespace that starts as a copy of this one (shared mounts stay
+    /// in their peer groups, as a container's `:rshared` volume does), after running
+    /// `setup` in it. It lives until the returned handle is dropped.
+    pub fn namespace(&self, name: &str, setup: &str) -> Namespace {
+        let child = Command::new("unshare")
+            .args(["--mount", "--propagation", "unchanged", "--", "sh", "-euc"])
+            .arg(format!("{setup}\necho ready\nexec sleep 1000000"))
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut ns = Namespace {
+            name: name.into(),
+            pid: child.id(),
+            child,
+        };
+        let mut ready = String::new();
+        use std::io::BufRead;
+        std::io::BufReader::new(ns.child.stdout.as_mut().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n", "namespace {name}: setup {setup:?} failed");
+        ns
+    }
+}
+
+/// A process holding a mount namespace open.
+pub struct Namespace {
+    pub name: String,
+    pub pid: u32,
+    child: Child,
+}
+
+impl Namespace {
+    /// A command that runs inside this namespace.
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let mut c = Command::new("nsenter");
+        c.args(["-t", &self.pid.to_string(), "-m", "--"])
+            .arg(program);
+        c
+    }
+
+    /// Runs a shell line in this namespace; panics with its output when it fails.
+    pub fn sh(&self, line: &str) -> String {
+        let out = self.command("sh").args(["-euc", line]).output().unwrap();
+        expect_success(&format!("{}: {line}", self.name), out)
+    }
+}
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs a shell line here; panics with its output when it fails.
+pub fn sh(line: &str) -> String {
+    let out = Command::new("sh").args(["-euc", line]).output().unwrap();
+    expect_success(line, out)
+}
+
+pub fn expect_success(what: &str, out: Output) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: {}\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Polls `cond` every 10 ms for up to 10 s.
+pub fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting: {what}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
+}
+
+/// Single-quotes a path for `sh`.
+pub fn quote(path: &Path) -> String {
+    let s = String::from_utf8_lossy(path.as_os_str().as_bytes());
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// Runs `sidemount` with `args`, returning its output whatever its status.
+pub fn sidemount(args: &[&str]) -> Output {
+    Command::new(SIDEMOUNT).args(args).output().unwrap()
+}

@@ -3,7 +3,19 @@
 //! each mount reached the host's and the caller's namespaces.
 
 pub mod check;
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod executor;
+pub mod helper_args;
+pub mod install;
 pub mod list;
+pub mod mounter;
 pub mod mountinfo;
+pub mod policy;
 pub mod propagation;
+pub mod record;
+pub mod server;
 pub mod syscall;
+pub mod verify;
+pub mod wire;

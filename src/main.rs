@@ -1,15 +1,25 @@
 //! The `sidemount` command line: one binary for every role.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use sidemount::client::{Client, DEFAULT_SOCKET};
+use sidemount::config::Config;
+use sidemount::daemon::{Daemon, Paths};
+use sidemount::executor::{self, Executor};
+use sidemount::helper_args::{self, split_options, Invocation};
 use sidemount::mountinfo::{MountTable, ProcRoot};
-use sidemount::{check, list, propagation, syscall};
+use sidemount::wire::{MountRequest, UnmountRequest};
+use sidemount::{check, install, list, mounter, propagation, server, syscall};
 
 const KUBELET_ROOT: &str = "/var/lib/kubelet";
+/// How long a helper waits for the daemon (the daemon's own deadline is shorter).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 #[derive(Parser)]
 #[command(
@@ -24,6 +34,59 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the node daemon: serve mount requests on a unix socket.
+    Serve {
+        /// YAML configuration; without it the embedded default (host executor for
+        /// every type) is used.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        /// Overrides the configuration's kubelet_root.
+        #[arg(long)]
+        kubelet_root: Option<PathBuf>,
+        /// The host's proc (pid 1 is the host's namespace).
+        #[arg(long, default_value = "/proc")]
+        host_proc: PathBuf,
+        /// Where the record of mounts is kept.
+        #[arg(long, default_value = "/run/sidemount/state")]
+        state_dir: PathBuf,
+    },
+    /// Mount through the daemon (kubelet --experimental-mounter-path convention).
+    Mount {
+        #[arg(short = 't', long = "types", default_value = "")]
+        fstype: String,
+        #[arg(short = 'o', long = "options")]
+        options: Vec<String>,
+        /// Options that must never be shown (mount-utils' MountSensitive).
+        #[arg(long = "sensitive-options")]
+        sensitive: Vec<String>,
+        #[arg(short, long)]
+        verbose: bool,
+        source: String,
+        target: PathBuf,
+    },
+    /// Unmount through the daemon.
+    Umount {
+        #[arg(short = 'l', long)]
+        lazy: bool,
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(short, long)]
+        verbose: bool,
+        target: PathBuf,
+    },
+    /// Create mount.TYPE/umount.TYPE links to this binary, so mount(8) calls it.
+    InstallHelpers {
+        #[arg(long, default_value = "/sbin")]
+        dir: PathBuf,
+        /// Comma-separated filesystem types: nfs,nfs4,fuse.sshfs
+        #[arg(long, value_delimiter = ',', required = true)]
+        types: Vec<String>,
+        /// The binary the links point at (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
     /// Make PATH a shared mount point (kubelet's MakeRShared): bind it onto itself if
     /// it is not a mount point, then MS_SHARED|MS_REC. Idempotent.
     Share {
@@ -69,6 +132,29 @@ enum TableOrJson {
 }
 
 fn main() -> ExitCode {
+    // Invoked by mount(8) as mount.TYPE / umount.TYPE?
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let program = args
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    if let Some(parsed) = helper_args::parse_helper(&program, &args[1..]) {
+        return match parsed {
+            Ok(inv) => forward(inv),
+            Err(e) => {
+                eprintln!("sidemount: {e}");
+                ExitCode::from(mounter::USAGE)
+            }
+        };
+    }
     match run(Cli::parse()) {
         Ok(code) => code,
         Err(e) => {
@@ -78,8 +164,145 @@ fn main() -> ExitCode {
     }
 }
 
+/// Sends a mount or unmount to the daemon; exits like mount(8).
+fn forward(inv: Invocation) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidemount: cannot start: {e}");
+            return ExitCode::from(mounter::MOUNT_FAILURE);
+        }
+    };
+    let client = Client::new(Client::socket_from_env(), CLIENT_TIMEOUT);
+    ExitCode::from(runtime.block_on(mounter::run(&client, inv)))
+}
+
+fn serve(
+    config: Option<PathBuf>,
+    socket: PathBuf,
+    kubelet_root: Option<PathBuf>,
+    host_proc: PathBuf,
+    state_dir: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("SIDEMOUNT_LOG")
+                .unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let mut config = match &config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    if let Some(root) = kubelet_root {
+        config.kubelet_root = root;
+    }
+    if !caps::has_cap(
+        None,
+        caps::CapSet::Effective,
+        caps::Capability::CAP_SYS_ADMIN,
+    )? {
+        bail!("sidemount serve needs CAP_SYS_ADMIN to mount: run it as root or in a privileged container");
+    }
+    let host: Arc<dyn Executor> = Arc::new(executor::Host::new(ProcRoot::default()));
+    let paths = Paths {
+        proc: ProcRoot::default(),
+        host_proc: ProcRoot::new(host_proc),
+        state_dir,
+    };
+    let daemon = Arc::new(Daemon::new(&config, paths, vec![host])?);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let listener = server::bind(&socket)?;
+        tracing::info!(socket = %socket.display(), kubelet_root = %config.kubelet_root.display(),
+            "serving");
+        server::serve(listener, daemon, shutdown_signal()).await?;
+        tracing::info!("stopped; mounts stay");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Serve {
+            config,
+            socket,
+            kubelet_root,
+            host_proc,
+            state_dir,
+        } => serve(config, socket, kubelet_root, host_proc, state_dir),
+        Command::Mount {
+            fstype,
+            options,
+            sensitive,
+            verbose,
+            source,
+            target,
+        } => {
+            let request = MountRequest {
+                source,
+                target,
+                fstype,
+                options: split_options(options.iter().map(String::as_str)),
+                sensitive_options: split_options(sensitive.iter().map(String::as_str)),
+                caller_pid: None,
+            };
+            Ok(forward(Invocation::Mount {
+                request,
+                fake: false,
+                verbose,
+            }))
+        }
+        Command::Umount {
+            lazy,
+            force,
+            verbose,
+            target,
+        } => Ok(forward(Invocation::Unmount {
+            request: UnmountRequest {
+                target,
+                lazy,
+                force,
+                caller_pid: None,
+            },
+            verbose,
+        })),
+        Command::InstallHelpers { dir, types, binary } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().context("cannot find this binary")?,
+            };
+            for done in install::install_helpers(&dir, &binary, &types)? {
+                let how = if done.created {
+                    "created"
+                } else {
+                    "already there"
+                };
+                println!("{}: {how}", done.path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Share { path, proc } => {
             let path = std::fs::canonicalize(&path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?;

@@ -190,3 +190,149 @@ pub fn quote(path: &Path) -> String {
 pub fn sidemount(args: &[&str]) -> Output {
     Command::new(SIDEMOUNT).args(args).output().unwrap()
 }
+
+/// A `sidemount serve` started by a test, on a socket in the scratch root. Stopped
+/// (SIGTERM, then SIGKILL) when dropped.
+pub struct Daemon {
+    pub socket: PathBuf,
+    pub state_dir: PathBuf,
+    pub log: PathBuf,
+    pub child: Child,
+}
+
+impl Daemon {
+    /// Starts the daemon for the kubelet root `root`, with `extra` arguments, and
+    /// waits until it answers.
+    pub fn start(host: &Host, root: &Path, extra: &[&str]) -> Daemon {
+        let run = host.dir("run");
+        let socket = run.join("sidemount.sock");
+        let state_dir = run.join("state");
+        let log = run.join(format!("daemon-{}.log", std::process::id()));
+        let log_file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap();
+        let child = Command::new(SIDEMOUNT)
+            .arg("serve")
+            .arg("--socket")
+            .arg(&socket)
+            .arg("--kubelet-root")
+            .arg(root)
+            .arg("--state-dir")
+            .arg(&state_dir)
+            .args(extra)
+            .stderr(log_file)
+            .spawn()
+            .unwrap();
+        let daemon = Daemon {
+            socket,
+            state_dir,
+            log,
+            child,
+        };
+        wait_until("the daemon answers", || daemon.get("/v1/status").is_some());
+        daemon
+    }
+
+    /// GET path, as JSON; None when the daemon does not answer.
+    pub fn get(&self, path: &str) -> Option<serde_json::Value> {
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "10", "--unix-socket"])
+            .arg(&self.socket)
+            .arg(format!("http://sidemount{path}"))
+            .output()
+            .ok()?;
+        out.status
+            .success()
+            .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// The targets the daemon's record holds.
+    pub fn recorded(&self) -> Vec<String> {
+        let mounts = self.get("/v1/mounts").expect("daemon answers");
+        mounts
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["target"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends `signal` and waits for the daemon to exit.
+    pub fn stop(&mut self, signal: nix::sys::signal::Signal) -> std::process::ExitStatus {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, signal);
+        self.child.wait().unwrap()
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            self.stop(nix::sys::signal::Signal::SIGTERM);
+        }
+    }
+}
+
+/// Installs sidemount's helpers for `types` and lays them over /usr/sbin (where
+/// mount(8) looks) in the namespace `run` executes in, as a kubelet node would have
+/// them installed.
+pub fn install_helpers_line(host: &Host, types: &str) -> String {
+    let dir = host.dir("helpers");
+    expect_success(
+        "install-helpers",
+        sidemount(&[
+            "install-helpers",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--types",
+            types,
+        ]),
+    );
+    format!(
+        "mount -t overlay helpers -o lowerdir={}:/usr/sbin /usr/sbin",
+        dir.display()
+    )
+}
+
+/// A loop device over a fresh ext4 image, detached when dropped.
+pub struct LoopDevice {
+    pub device: String,
+}
+
+impl LoopDevice {
+    pub fn ext4(host: &Host, name: &str) -> LoopDevice {
+        let image = host.dir("images").join(format!("{name}.img"));
+        sh(&format!(
+            "truncate -s 16M {0} && mkfs.ext4 -q {0}",
+            quote(&image)
+        ));
+        let device = sh(&format!("losetup -f --show {}", quote(&image)))
+            .trim()
+            .to_owned();
+        LoopDevice { device }
+    }
+}
+
+impl Drop for LoopDevice {
+    fn drop(&mut self) {
+        let _ = Command::new("losetup").args(["-d", &self.device]).status();
+    }
+}
+
+/// The mount points at or below `dir` in the table of `pid` (None: this process).
+pub fn mount_points_under(pid: Option<u32>, dir: &Path) -> Vec<PathBuf> {
+    use sidemount::mountinfo::{MountTable, ProcRoot};
+    MountTable::read(&ProcRoot::default(), pid)
+        .unwrap()
+        .mounts
+        .into_iter()
+        .filter(|m| m.target.starts_with(dir))
+        .map(|m| m.target)
+        .collect()
+}

@@ -1,0 +1,136 @@
+//! The daemon's client: one HTTP/1.1 request over the unix socket, with a deadline,
+//! for the mount helpers and the command line.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::net::UnixStream;
+
+use crate::wire::ApiError;
+
+/// Where the daemon listens unless told otherwise (`SIDEMOUNT_SOCKET`, `--socket`).
+pub const DEFAULT_SOCKET: &str = "/run/sidemount/sidemount.sock";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("cannot reach the sidemount daemon at {socket}: {source} (is `sidemount serve` running, and is {socket} shared with this container?)")]
+    Connect {
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the sidemount daemon at {socket} did not answer within {after:?}")]
+    Timeout { socket: PathBuf, after: Duration },
+    #[error("talking to the sidemount daemon at {socket}: {reason}")]
+    Protocol { socket: PathBuf, reason: String },
+    #[error(transparent)]
+    Api(#[from] ApiError),
+}
+
+pub struct Client {
+    socket: PathBuf,
+    timeout: Duration,
+}
+
+impl Client {
+    pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        Client {
+            socket: socket.into(),
+            timeout,
+        }
+    }
+
+    /// The socket from `SIDEMOUNT_SOCKET`, else the default.
+    pub fn socket_from_env() -> PathBuf {
+        std::env::var_os("SIDEMOUNT_SOCKET")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        self.call(Method::GET, path, Bytes::new()).await
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
+        let bytes = serde_json::to_vec(body).map_err(|e| self.protocol(e))?;
+        self.call(Method::POST, path, Bytes::from(bytes)).await
+    }
+
+    async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        tokio::time::timeout(self.timeout, self.exchange(method, path, body))
+            .await
+            .map_err(|_| ClientError::Timeout {
+                socket: self.socket.clone(),
+                after: self.timeout,
+            })?
+    }
+
+    async fn exchange<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Bytes,
+    ) -> Result<T, ClientError> {
+        let stream =
+            UnixStream::connect(&self.socket)
+                .await
+                .map_err(|source| ClientError::Connect {
+                    socket: self.socket.clone(),
+                    source,
+                })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .map_err(|e| self.protocol(e))?;
+        tokio::spawn(conn);
+        let request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "sidemount")
+            .header("content-type", "application/json")
+            .body(Full::new(body))
+            .map_err(|e| self.protocol(e))?;
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| self.protocol(e))?;
+        let status = response.status();
+        let bytes = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(|e| self.protocol(e))?
+            .to_bytes();
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| self.protocol(e));
+        }
+        Err(match serde_json::from_slice::<ApiError>(&bytes) {
+            Ok(api) => ClientError::Api(api),
+            Err(_) => self.protocol(format!("{status}: {}", String::from_utf8_lossy(&bytes))),
+        })
+    }
+
+    fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
+        ClientError::Protocol {
+            socket: self.socket.clone(),
+            reason: reason.to_string(),
+        }
+    }
+}

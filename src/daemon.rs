@@ -1,0 +1,322 @@
+//! The one path every kubelet mount takes through the node daemon: policy, routing,
+//! execution, proof from mountinfo in every namespace, record; and the undo that
+//! leaves nothing behind when any step fails.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::executor::{ExecError, Executor, UnmountFlags};
+use crate::mountinfo::ProcRoot;
+use crate::policy::{redacted_options, scrub, Policy};
+use crate::propagation::Namespace;
+use crate::record::{Record, RecordError};
+use crate::verify::{self, VerifyError, Views};
+use crate::wire::{
+    ApiError, ErrorCode, MountRecord, MountRequest, MountResponse, Status, UnmountRequest,
+    UnmountResponse,
+};
+
+/// Who is asking, from SO_PEERCRED. `pid` is `None` when the peer's pid is not
+/// visible in the daemon's pid namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<u32>,
+}
+
+pub struct Daemon {
+    kubelet_root: PathBuf,
+    policy: Policy,
+    timeout: Duration,
+    proc: ProcRoot,
+    host_proc: ProcRoot,
+    executors: Vec<Arc<dyn Executor>>,
+    record: Mutex<Record>,
+    reconciled_away: Vec<MountRecord>,
+    /// Targets with an operation in progress.
+    busy: Mutex<HashSet<PathBuf>>,
+}
+
+/// Where the daemon finds things.
+pub struct Paths {
+    pub proc: ProcRoot,
+    pub host_proc: ProcRoot,
+    pub state_dir: PathBuf,
+}
+
+impl Daemon {
+    /// Opens the record and reconciles it against mountinfo: records whose mount
+    /// vanished are dropped and reported; nothing is unmounted.
+    pub fn new(
+        config: &Config,
+        paths: Paths,
+        executors: Vec<Arc<dyn Executor>>,
+    ) -> Result<Self, RecordError> {
+        let mut record = Record::open(&paths.state_dir)?;
+        let reconciled_away = record.reconcile(|name| {
+            executors
+                .iter()
+                .find(|e| e.name() == name)
+                .and_then(|e| e.namespace().table().ok())
+        })?;
+        for r in &reconciled_away {
+            warn!(target = %r.target.display(), mount_id = r.mount_id, executor = %r.executor,
+                "recorded mount vanished while the daemon was away; record dropped");
+        }
+        Ok(Daemon {
+            kubelet_root: config.kubelet_root.clone(),
+            policy: config.policy(),
+            timeout: config.request_timeout(),
+            proc: paths.proc,
+            host_proc: paths.host_proc,
+            executors,
+            record: Mutex::new(record),
+            reconciled_away,
+            busy: Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub async fn mount(&self, peer: Peer, req: MountRequest) -> Result<MountResponse, ApiError> {
+        // 1. Who may ask, and for what.
+        self.policy.check_peer(peer.uid)?;
+        let target = self.policy.check_mount(&req)?;
+        let req = MountRequest { target, ..req };
+        let target = req.target.as_path();
+        // 2. One operation at a time on a target.
+        let _claim = self.claim(target)?;
+        // 3. The executor for this type, and the namespaces that must see the mount.
+        let exec = self.route(&req.fstype);
+        let views = self.views(exec.as_ref(), req.caller_pid.or(peer.pid));
+        let before = verify::mounts_on(&views.executor.table().map_err(internal)?, target);
+        // 4. Execute; on failure undo whatever it left.
+        let output = match exec.mount(&req, self.timeout).await {
+            Ok(output) => output,
+            Err(e) => {
+                self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+                return Err(exec_error(&req, &e, ErrorCode::MountFailed));
+            }
+        };
+        // 5. Prove it in every namespace; undo when it did not arrive everywhere.
+        let (mount, seen) = match verify::mounted(target, &before, &views) {
+            Ok(found) => found,
+            Err(e) => {
+                self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+                return Err(verify_error(&req, &e).with_output(scrub(&req, &output)));
+            }
+        };
+        // 6. Record it; a mount that cannot be recorded is undone.
+        let record = MountRecord {
+            target: target.to_owned(),
+            executor: exec.name().to_owned(),
+            source: scrub(&req, &req.source),
+            fstype: mount.fstype.clone(),
+            options: redacted_options(&req),
+            mount_id: mount.id,
+        };
+        let recorded = self.record.lock().unwrap().insert(record.clone());
+        if let Err(e) = recorded {
+            self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+            return Err(internal(e));
+        }
+        info!(target = %target.display(), executor = exec.name(), fstype = %record.fstype,
+            source = %record.source, options = ?record.options, mount_id = mount.id, "mounted and verified");
+        Ok(MountResponse {
+            record,
+            seen,
+            output: scrub(&req, &output),
+        })
+    }
+
+    pub async fn unmount(
+        &self,
+        peer: Peer,
+        req: UnmountRequest,
+    ) -> Result<UnmountResponse, ApiError> {
+        // 1. Who may ask, and for what.
+        self.policy.check_peer(peer.uid)?;
+        let target = self.policy.check_unmount(&req)?;
+        let target = target.as_path();
+        // 2. One operation at a time on a target.
+        let _claim = self.claim(target)?;
+        // 3. The executor that made it (by the record, else by its type).
+        let table = self.executors[0].namespace().table().map_err(internal)?;
+        let recorded = self.record.lock().unwrap().find(target).cloned();
+        let exec = match &recorded {
+            Some(r) => self.named(&r.executor)?,
+            None => self.route(table.by_target(target).map_or("", |m| m.fstype.as_str())),
+        };
+        let views = self.views(exec.as_ref(), req.caller_pid.or(peer.pid));
+        let table = views.executor.table().map_err(internal)?;
+        let mount = table.by_target(target).cloned().ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotMounted,
+                format!(
+                    "{} is not a mount point in the {} namespace",
+                    target.display(),
+                    views.executor.name
+                ),
+            )
+        })?;
+        // 4. Execute.
+        let flags = UnmountFlags {
+            lazy: req.lazy,
+            force: req.force,
+        };
+        let output = exec
+            .unmount(target, &mount.fstype, flags, self.timeout)
+            .await
+            .map_err(|e| exec_error(&MountRequest::default(), &e, ErrorCode::UnmountFailed))?;
+        // 5. Prove it is gone everywhere; forget it once the executor's copy is gone.
+        let proof = verify::unmounted(target, &mount, &views);
+        let executor_gone = !matches!(&proof, Err(VerifyError::StillMounted { namespace, .. })
+            if *namespace == views.executor.name);
+        if executor_gone && recorded.is_some() {
+            self.record
+                .lock()
+                .unwrap()
+                .remove(target)
+                .map_err(internal)?;
+        }
+        let seen = proof.map_err(|e| {
+            let code = if executor_gone {
+                ErrorCode::PropagationBroken
+            } else {
+                ErrorCode::UnmountFailed
+            };
+            ApiError::new(code, e.to_string()).with_output(output.clone())
+        })?;
+        info!(target = %target.display(), executor = exec.name(), "unmounted and verified");
+        Ok(UnmountResponse {
+            target: target.to_owned(),
+            seen,
+            output,
+        })
+    }
+
+    pub fn mounts(&self) -> Vec<MountRecord> {
+        self.record.lock().unwrap().mounts().to_vec()
+    }
+
+    pub fn status(&self) -> Status {
+        Status {
+            version: env!("CARGO_PKG_VERSION").into(),
+            kubelet_root: self.kubelet_root.clone(),
+            executors: self.executors.iter().map(|e| e.name().to_owned()).collect(),
+            mounts: self.mounts(),
+            reconciled_away: self.reconciled_away.clone(),
+        }
+    }
+
+    /// Every type goes to the host executor until VCS containers are configured.
+    fn route(&self, _fstype: &str) -> Arc<dyn Executor> {
+        self.executors[0].clone()
+    }
+
+    fn named(&self, name: &str) -> Result<Arc<dyn Executor>, ApiError> {
+        self.executors
+            .iter()
+            .find(|e| e.name() == name)
+            .cloned()
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::ExecutorUnavailable,
+                    format!("the executor {name:?} that made this mount is not configured"),
+                )
+            })
+    }
+
+    /// The executor's namespace, the host's (pid 1 under the host proc), and the
+    /// caller's when its pid is visible here.
+    fn views(&self, exec: &dyn Executor, caller: Option<u32>) -> Views {
+        let mut others = vec![Namespace::new("host", self.host_proc.clone(), Some(1))];
+        if let Some(pid) = caller.filter(|&p| p > 0) {
+            if self.proc.mountinfo(Some(pid)).exists() {
+                others.push(Namespace::new(
+                    format!("caller (pid {pid})"),
+                    self.proc.clone(),
+                    Some(pid),
+                ));
+            }
+        }
+        Views {
+            executor: exec.namespace(),
+            others,
+            shared_root: self.kubelet_root.clone(),
+        }
+    }
+
+    fn claim(&self, target: &Path) -> Result<Claim<'_>, ApiError> {
+        if !self.busy.lock().unwrap().insert(target.to_owned()) {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!("another operation on {} is in progress", target.display()),
+            ));
+        }
+        Ok(Claim {
+            busy: &self.busy,
+            target: target.to_owned(),
+        })
+    }
+
+    /// Unmounts whatever a failed attempt left on `target` (mounts not in `before`).
+    async fn undo(&self, exec: &dyn Executor, target: &Path, before: &[u32], fstype: &str) {
+        let Ok(table) = exec.namespace().table() else {
+            warn!(target = %target.display(), "cannot read mountinfo to undo a failed mount");
+            return;
+        };
+        for id in verify::mounts_on(&table, target) {
+            if before.contains(&id) {
+                continue;
+            }
+            let lazy = UnmountFlags {
+                lazy: true,
+                force: false,
+            };
+            match exec.unmount(target, fstype, lazy, self.timeout).await {
+                Ok(_) => info!(target = %target.display(), mount_id = id, "undid a failed mount"),
+                Err(e) => {
+                    warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount")
+                }
+            }
+        }
+    }
+}
+
+/// Releases a target when its operation ends, however it ends.
+struct Claim<'a> {
+    busy: &'a Mutex<HashSet<PathBuf>>,
+    target: PathBuf,
+}
+
+impl Drop for Claim<'_> {
+    fn drop(&mut self) {
+        self.busy.lock().unwrap().remove(&self.target);
+    }
+}
+
+fn internal(e: impl std::fmt::Display) -> ApiError {
+    ApiError::new(ErrorCode::Internal, e.to_string())
+}
+
+/// An executor failure, with secrets scrubbed from message and output.
+fn exec_error(req: &MountRequest, e: &ExecError, failed: ErrorCode) -> ApiError {
+    ApiError::new(e.code(failed), scrub(req, &e.to_string())).with_output(scrub(req, e.output()))
+}
+
+fn verify_error(req: &MountRequest, e: &VerifyError) -> ApiError {
+    let code = match e {
+        VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
+        VerifyError::NotMounted { .. } => ErrorCode::MountFailed,
+        _ => ErrorCode::Internal,
+    };
+    let mut message = format!("{}; the mount was undone", scrub(req, &e.to_string()));
+    if let Some(remedy) = e.remedy() {
+        message.push_str(&format!("; fix: {remedy}"));
+    }
+    ApiError::new(code, message)
+}

@@ -1,0 +1,291 @@
+//! Creates the `mount.TYPE`/`umount.TYPE` links that make mount(8) call sidemount,
+//! without ever overwriting a helper that is not sidemount's.
+
+use std::fs;
+use std::io;
+use std::os::unix::fs::symlink;
+use std::path::{Path, PathBuf};
+
+use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
+
+#[derive(Debug, thiserror::Error)]
+pub enum InstallError {
+    #[error("invalid type '{0}': want one or more of a-z 0-9 . _ + -")]
+    InvalidType(String),
+    #[error("binary {0} is not an absolute path")]
+    RelativeBinary(PathBuf),
+    #[error(
+        "{path} exists and is not sidemount's ({what}): remove it first or pick another --dir"
+    )]
+    Occupied { path: PathBuf, what: String },
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+}
+
+/// One helper link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Installed {
+    pub path: PathBuf,
+    /// false: it was already our link.
+    pub created: bool,
+}
+
+/// For each type, creates DIR/mount.TYPE and DIR/umount.TYPE as symlinks to `binary`
+/// (absolute path). Idempotent: an existing symlink whose text is `binary`, or that
+/// canonicalizes to the same file, is left as is (created=false). Anything else at
+/// one of those paths is an error, and then nothing is created for any type: all
+/// paths are checked before any is created. Creates DIR if missing.
+pub fn install_helpers(
+    dir: &Path,
+    binary: &Path,
+    types: &[String],
+) -> Result<Vec<Installed>, InstallError> {
+    if !binary.is_absolute() {
+        return Err(InstallError::RelativeBinary(binary.to_owned()));
+    }
+    let mut plan: Vec<Installed> = Vec::new();
+    for fstype in types {
+        check_type(fstype)?;
+        for prefix in ["mount.", "umount."] {
+            let path = dir.join(format!("{prefix}{fstype}"));
+            if plan.iter().all(|i| i.path != path) {
+                let created = !is_our_link(&path, binary)?;
+                plan.push(Installed { path, created });
+            }
+        }
+    }
+    fs::create_dir_all(dir).map_err(io_at(dir))?;
+    for new in plan.iter().filter(|i| i.created) {
+        create_link(&new.path, binary)?;
+    }
+    Ok(plan)
+}
+
+/// Types are non-empty and made of `[a-z0-9._+-]`, so `mount.TYPE` stays one file
+/// name in DIR.
+fn check_type(fstype: &str) -> Result<(), InstallError> {
+    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._+-".contains(c);
+    if fstype.is_empty() || !fstype.chars().all(allowed) {
+        return Err(InstallError::InvalidType(fstype.to_owned()));
+    }
+    Ok(())
+}
+
+/// Ok(true): `path` is a symlink to `binary`; Ok(false): nothing is there.
+fn is_our_link(path: &Path, binary: &Path) -> Result<bool, InstallError> {
+    let meta = match fs::symlink_metadata(path) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    let what = if meta.file_type().is_symlink() {
+        let target = fs::read_link(path).map_err(io_at(path))?;
+        if target == binary || same_file(path, binary) {
+            return Ok(true);
+        }
+        format!("a symlink to {}", target.display())
+    } else if meta.is_dir() {
+        "a directory".to_owned()
+    } else if meta.is_file() {
+        "a regular file".to_owned()
+    } else {
+        "a special file".to_owned()
+    };
+    Err(InstallError::Occupied {
+        path: path.to_owned(),
+        what,
+    })
+}
+
+fn same_file(a: &Path, b: &Path) -> bool {
+    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
+}
+
+/// Makes the link under a temporary name in the same directory, then renames it
+/// into place with RENAME_NOREPLACE: `path` never exists half made, and whatever
+/// appeared there since it was checked is not replaced.
+fn create_link(path: &Path, binary: &Path) -> Result<(), InstallError> {
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    let tmp = path.with_file_name(format!(".{name}.sidemount-{}", std::process::id()));
+    // A leftover of an earlier run that had the same pid.
+    match fs::remove_file(&tmp) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(io_at(&tmp)(e)),
+        _ => {}
+    }
+    symlink(binary, &tmp).map_err(io_at(&tmp))?;
+    renameat2(
+        AT_FDCWD,
+        &tmp,
+        AT_FDCWD,
+        path,
+        RenameFlags::RENAME_NOREPLACE,
+    )
+    .map_err(|errno| {
+        let _ = fs::remove_file(&tmp);
+        io_at(path)(errno.into())
+    })
+}
+
+fn io_at(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
+    move |source| InstallError::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn types(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// A temp dir holding a stand-in binary, and the (not yet existing) DIR.
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let tmp = tempfile::tempdir().unwrap();
+        let binary = tmp.path().join("sidemount");
+        fs::write(&binary, "#!/bin/true\n").unwrap();
+        let dir = tmp.path().join("sbin");
+        (tmp, binary, dir)
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn creates_both_links_then_leaves_them() {
+        let (_tmp, binary, dir) = setup();
+        let wanted = types(&["nfs", "fuse.sshfs"]);
+        let paths = [
+            "mount.nfs",
+            "umount.nfs",
+            "mount.fuse.sshfs",
+            "umount.fuse.sshfs",
+        ]
+        .map(|n| dir.join(n));
+        let first = install_helpers(&dir, &binary, &wanted).unwrap();
+        let made = |created| {
+            paths
+                .iter()
+                .map(|p| Installed {
+                    path: p.clone(),
+                    created,
+                })
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(first, made(true));
+        for path in &paths {
+            assert_eq!(fs::read_link(path).unwrap(), binary);
+        }
+        assert_eq!(
+            names(&dir),
+            [
+                "mount.fuse.sshfs",
+                "mount.nfs",
+                "umount.fuse.sshfs",
+                "umount.nfs"
+            ]
+        );
+        assert_eq!(
+            install_helpers(&dir, &binary, &wanted).unwrap(),
+            made(false)
+        );
+    }
+
+    #[test]
+    fn a_relative_link_to_the_same_binary_is_ours() {
+        let (_tmp, binary, dir) = setup();
+        fs::create_dir(&dir).unwrap();
+        symlink("../sidemount", dir.join("mount.nfs")).unwrap();
+        let got = install_helpers(&dir, &binary, &types(&["nfs", "nfs"])).unwrap();
+        assert_eq!(
+            got,
+            [
+                Installed {
+                    path: dir.join("mount.nfs"),
+                    created: false
+                },
+                Installed {
+                    path: dir.join("umount.nfs"),
+                    created: true
+                },
+            ]
+        );
+        assert_eq!(
+            fs::read_link(dir.join("mount.nfs")).unwrap(),
+            Path::new("../sidemount")
+        );
+    }
+
+    #[test]
+    fn a_regular_file_in_the_way_stops_everything() {
+        let (_tmp, binary, dir) = setup();
+        fs::create_dir(&dir).unwrap();
+        let theirs = dir.join("umount.cifs");
+        fs::write(&theirs, "real helper").unwrap();
+        let err = install_helpers(&dir, &binary, &types(&["nfs", "cifs", "ceph"])).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            format!(
+                "{} exists and is not sidemount's (a regular file): remove it first or pick another --dir",
+                theirs.display()
+            )
+        );
+        assert_eq!(names(&dir), ["umount.cifs"]);
+        assert_eq!(fs::read_to_string(&theirs).unwrap(), "real helper");
+    }
+
+    #[test]
+    fn a_symlink_elsewhere_or_a_directory_is_not_ours() {
+        let (_tmp, binary, dir) = setup();
+        fs::create_dir(&dir).unwrap();
+        symlink("/bin/true", dir.join("mount.nfs")).unwrap();
+        let err = install_helpers(&dir, &binary, &types(&["nfs"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .ends_with("mount.nfs exists and is not sidemount's (a symlink to /bin/true): remove it first or pick another --dir"),
+            "{err}"
+        );
+        fs::create_dir(dir.join("umount.cifs")).unwrap();
+        let err = install_helpers(&dir, &binary, &types(&["cifs"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("umount.cifs exists and is not sidemount's (a directory)"),
+            "{err}"
+        );
+        assert_eq!(names(&dir), ["mount.nfs", "umount.cifs"]);
+    }
+
+    #[test]
+    fn invalid_types_and_relative_binaries_create_nothing() {
+        let (_tmp, binary, dir) = setup();
+        for bad in ["a/b", "", "NFS", "nfs "] {
+            let err = install_helpers(&dir, &binary, &types(&["nfs", bad])).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!("invalid type '{bad}': want one or more of a-z 0-9 . _ + -")
+            );
+        }
+        let err = install_helpers(&dir, Path::new("sidemount"), &types(&["nfs"])).unwrap_err();
+        assert_eq!(err.to_string(), "binary sidemount is not an absolute path");
+        assert!(!dir.exists());
+    }
+
+    #[test]
+    fn a_stale_temporary_link_is_replaced() {
+        let (_tmp, binary, dir) = setup();
+        fs::create_dir(&dir).unwrap();
+        let stale = dir.join(format!(".mount.nfs.sidemount-{}", std::process::id()));
+        symlink("/bin/false", &stale).unwrap();
+        install_helpers(&dir, &binary, &types(&["nfs"])).unwrap();
+        assert_eq!(fs::read_link(dir.join("mount.nfs")).unwrap(), binary);
+        assert_eq!(names(&dir), ["mount.nfs", "umount.nfs"]);
+    }
+}

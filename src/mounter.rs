@@ -1,0 +1,91 @@
+//! The caller's side of a mount or unmount: sends the request to the daemon, then
+//! reports and exits the way mount(8) and its helpers do (0 ok, 32 failure).
+
+use crate::client::{Client, ClientError};
+use crate::helper_args::Invocation;
+use crate::wire::{self, MountResponse, Sighting, UnmountResponse};
+
+/// mount(8)'s exit status for a failed mount.
+pub const MOUNT_FAILURE: u8 = 32;
+/// mount(8)'s exit status for a usage error.
+pub const USAGE: u8 = 1;
+
+/// Carries out `inv` through the daemon; returns the exit status. The real tool's
+/// output goes to stderr, as mount(8) helpers print it.
+pub async fn run(client: &Client, inv: Invocation) -> u8 {
+    let (result, verbose) = match inv {
+        Invocation::Mount { fake: true, .. } => return 0,
+        Invocation::Mount {
+            request, verbose, ..
+        } => {
+            let r: Result<MountResponse, _> = client.post(wire::MOUNTS, &request).await;
+            (
+                r.map(|r| {
+                    let what = format!(
+                        "{} on {} type {} (executor {}, mount {})",
+                        r.record.source,
+                        r.record.target.display(),
+                        r.record.fstype,
+                        r.record.executor,
+                        r.record.mount_id
+                    );
+                    (what, r.seen, r.output)
+                }),
+                verbose,
+            )
+        }
+        Invocation::Unmount { request, verbose } => {
+            let r: Result<UnmountResponse, _> = client.post(wire::UNMOUNTS, &request).await;
+            (
+                r.map(|r| {
+                    (
+                        format!("{} unmounted", r.target.display()),
+                        r.seen,
+                        r.output,
+                    )
+                }),
+                verbose,
+            )
+        }
+    };
+    match result {
+        Ok((what, seen, output)) => {
+            eprint!("{output}");
+            if verbose {
+                eprintln!("sidemount: {what}; {}", seen_text(&seen));
+            }
+            0
+        }
+        Err(e) => {
+            report(&e);
+            MOUNT_FAILURE
+        }
+    }
+}
+
+fn report(e: &ClientError) {
+    if let ClientError::Api(api) = e {
+        eprint!("{}", api.output);
+        if !api.output.is_empty() && !api.output.ends_with('\n') {
+            eprintln!();
+        }
+    }
+    eprintln!("sidemount: {e}");
+}
+
+/// "verified in host as mount 41 (shared), ..." or "verified gone from host, ...".
+fn seen_text(seen: &[Sighting]) -> String {
+    let places: Vec<String> = seen
+        .iter()
+        .map(|s| match (s.mount_id, &s.propagation) {
+            (Some(id), Some(p)) => format!("{} as mount {id} ({p})", s.namespace),
+            _ => s.namespace.clone(),
+        })
+        .collect();
+    let verb = if seen.iter().all(|s| s.mount_id.is_none()) {
+        "verified gone from"
+    } else {
+        "verified in"
+    };
+    format!("{verb} {}", places.join(", "))
+}

@@ -1,0 +1,332 @@
+//! The node daemon and the mount helper, end to end on real namespaces: util-linux
+//! mount(8) calls `mount.TYPE` (sidemount), which forwards to `sidemount serve`,
+//! which mounts and proves the mount in the host's and the caller's namespaces.
+
+mod common;
+
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{
+    expect_success, install_helpers_line, mount_points_under, quote, sh, sidemount, Daemon, Host,
+    LoopDevice, Namespace, SIDEMOUNT,
+};
+use nix::sys::signal::Signal;
+
+/// Where the kubelet runs: in the test's "host" namespace, or in a container-like
+/// namespace whose kubelet root is `:rshared`.
+enum Kubelet {
+    OnHost,
+    InContainer(Namespace),
+}
+
+impl Kubelet {
+    fn command(&self, program: &str) -> Command {
+        match self {
+            Kubelet::OnHost => Command::new(program),
+            Kubelet::InContainer(ns) => ns.command(program),
+        }
+    }
+
+    /// Runs a shell line as the kubelet would, with the daemon's socket.
+    fn run(&self, daemon: &Daemon, line: &str) -> Output {
+        self.command("sh")
+            .args(["-c", line])
+            .env("SIDEMOUNT_SOCKET", &daemon.socket)
+            .output()
+            .unwrap()
+    }
+
+    fn pid(&self) -> Option<u32> {
+        match self {
+            Kubelet::OnHost => None,
+            Kubelet::InContainer(ns) => Some(ns.pid),
+        }
+    }
+}
+
+/// A shared kubelet root with a pod volume directory for each name.
+fn kubelet_root(host: &Host) -> PathBuf {
+    let root = host.dir("var/lib/kubelet");
+    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
+    root
+}
+
+fn volume(root: &Path, pod: &str, name: &str) -> PathBuf {
+    let dir = root.join(format!("pods/{pod}/volumes/kubernetes.io~test/{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn is_mounted(pid: Option<u32>, target: &Path) -> bool {
+    mount_points_under(pid, target).iter().any(|t| t == target)
+}
+
+/// tmpfs, a bind and a loop-backed ext4 volume: each visible to host and kubelet,
+/// then unmounted and gone from both, with the record following.
+fn mounts_reach_host_and_kubelet(host: &Host, container: bool) {
+    let root = kubelet_root(host);
+    let helpers = install_helpers_line(host, "tmpfs,ext4");
+    let kubelet = if container {
+        Kubelet::InContainer(host.namespace("kubelet", &helpers))
+    } else {
+        sh(&helpers);
+        Kubelet::OnHost
+    };
+    let daemon = Daemon::start(host, &root, &[]);
+    let disk = LoopDevice::ext4(host, "disk");
+    let source = host.dir("var/lib/kubelet/plugins/shared-data");
+    std::fs::write(source.join("hello"), "from the plugin dir").unwrap();
+
+    let tmp = volume(&root, "p1", "scratch");
+    let bind = volume(&root, "p1", "data");
+    let ext4 = volume(&root, "p1", "disk");
+    let lines = [
+        // mount(8) runs the mount.tmpfs helper: sidemount.
+        format!("mount -t tmpfs -o size=1m tmpfs {}", quote(&tmp)),
+        // kubelet --experimental-mounter-path convention.
+        format!(
+            "{SIDEMOUNT} mount -o bind {} {}",
+            quote(&source),
+            quote(&bind)
+        ),
+        format!("mount -t ext4 {} {}", disk.device, quote(&ext4)),
+    ];
+    for line in &lines {
+        let out = kubelet.run(&daemon, line);
+        expect_success(line, out);
+    }
+    for target in [&tmp, &bind, &ext4] {
+        assert!(
+            is_mounted(None, target),
+            "{} not on the host",
+            target.display()
+        );
+        assert!(
+            is_mounted(kubelet.pid(), target),
+            "{} not in the kubelet",
+            target.display()
+        );
+    }
+    // Data written on one side is read on the other.
+    expect_success(
+        "write",
+        kubelet.run(&daemon, &format!("echo hi > {}/f", quote(&ext4))),
+    );
+    assert_eq!(std::fs::read_to_string(ext4.join("f")).unwrap(), "hi\n");
+    assert_eq!(
+        std::fs::read_to_string(bind.join("hello")).unwrap(),
+        "from the plugin dir"
+    );
+    let mut recorded = daemon.recorded();
+    recorded.sort();
+    let mut want: Vec<String> = [&tmp, &bind, &ext4]
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect();
+    want.sort();
+    assert_eq!(recorded, want);
+
+    // umount(8) runs umount.TYPE: sidemount again.
+    for target in [&tmp, &bind, &ext4] {
+        expect_success(
+            "umount",
+            kubelet.run(&daemon, &format!("umount {}", quote(target))),
+        );
+    }
+    let pods = root.join("pods");
+    assert_eq!(mount_points_under(None, &pods), Vec::<PathBuf>::new());
+    assert_eq!(
+        mount_points_under(kubelet.pid(), &pods),
+        Vec::<PathBuf>::new()
+    );
+    assert!(daemon.recorded().is_empty());
+}
+
+privileged_test! {
+    fn kubelet_on_the_host_mounts_through_the_daemon(host: &Host) {
+        mounts_reach_host_and_kubelet(host, false);
+    }
+}
+
+privileged_test! {
+    fn kubelet_in_a_container_mounts_through_the_daemon(host: &Host) {
+        mounts_reach_host_and_kubelet(host, true);
+    }
+}
+
+privileged_test! {
+    fn a_private_kubelet_root_fails_naming_the_break(host: &Host) {
+        let root = kubelet_root(host);
+        let helpers = install_helpers_line(host, "tmpfs");
+        let kubelet = Kubelet::InContainer(host.namespace(
+            "kubelet",
+            &format!("{helpers}\nmount --make-private {}", quote(&root)),
+        ));
+        let daemon = Daemon::start(host, &root, &[]);
+        let target = volume(&root, "p1", "v");
+        let out = kubelet.run(&daemon, &format!("mount -t tmpfs tmpfs {}", quote(&target)));
+        assert_eq!(out.status.code(), Some(32));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("did not reach the caller (pid"), "{err}");
+        assert!(err.contains(&format!("{} is private in the caller", root.display())), "{err}");
+        assert!(err.contains(&format!("fix: run `sidemount share {}`", root.display())), "{err}");
+        assert!(err.contains("[propagation_broken]"), "{err}");
+        assert!(!is_mounted(None, &target), "left on the host");
+        assert!(!is_mounted(kubelet.pid(), &target), "left in the kubelet");
+        assert!(daemon.recorded().is_empty());
+    }
+}
+
+privileged_test! {
+    fn bad_requests_are_refused_each_with_its_reason(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let before = mount_points_under(None, &host.scratch);
+        let refused = |args: &[&str], want: &str| {
+            let out = Command::new(SIDEMOUNT)
+                .arg("mount")
+                .args(args)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket)
+                .output()
+                .unwrap();
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(32), "{args:?}: {err}");
+            assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
+        };
+        let outside = host.dir("elsewhere");
+        refused(&["-t", "tmpfs", "tmpfs", outside.to_str().unwrap()], "outside the allowed roots");
+        let dotdot = format!("{}/pods/../../elsewhere", root.display());
+        refused(&["-t", "tmpfs", "tmpfs", &dotdot], "'..'");
+        std::fs::create_dir_all(root.join("pods/p1/volumes")).unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("pods/p1/volumes/evil")).unwrap();
+        let via_link = format!("{}/pods/p1/volumes/evil/ssl", root.display());
+        refused(&["-t", "tmpfs", "tmpfs", &via_link], "symbolic link");
+        let target = volume(&root, "p1", "v");
+        let t = target.to_str().unwrap();
+        refused(&["-t", "tmpfs", "--", "-oremount", t], "begins with '-'");
+        refused(&["-t", "tmp fs", "tmpfs", t], "filesystem type");
+        assert_eq!(mount_points_under(None, &host.scratch), before, "something was mounted");
+
+        // A non-root caller (the socket opened up to let it reach the daemon).
+        sh(&format!("chmod 0666 {} && chmod 0755 {}", quote(&daemon.socket), quote(daemon.socket.parent().unwrap())));
+        let out = Command::new("setpriv")
+            .args(["--reuid=65534", "--regid=65534", "--clear-groups", SIDEMOUNT, "mount", "-t", "tmpfs", "tmpfs", t])
+            .env("SIDEMOUNT_SOCKET", &daemon.socket)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(32), "{err}");
+        assert!(err.contains("uid 65534") && err.contains("[forbidden]"), "{err}");
+        assert_eq!(mount_points_under(None, &host.scratch), before);
+        assert!(daemon.recorded().is_empty());
+    }
+}
+
+privileged_test! {
+    fn secrets_never_reach_logs_errors_or_status(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let target = volume(&root, "p1", "v");
+        let t = target.to_str().unwrap();
+        let run = |args: &[&str]| {
+            Command::new(SIDEMOUNT).args(args).env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
+        };
+        // tmpfs refuses the option: the failure must not echo the secret.
+        let out = run(&["mount", "-t", "tmpfs", "-o", "password=hunter2", "tmpfs", t]);
+        assert_eq!(out.status.code(), Some(32));
+        assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
+        // A caller-marked option mounts, and is shown nowhere.
+        let out = run(&["mount", "-t", "tmpfs", "--sensitive-options", "size=12345k", "-v", "tmpfs", t]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+        assert!(!err.contains("12345k"), "{err}");
+        let status = daemon.get("/v1/status").unwrap().to_string();
+        assert!(status.contains("<redacted>") && !status.contains("12345k"), "{status}");
+        let state = std::fs::read_to_string(daemon.state_dir.join("mounts.json")).unwrap();
+        assert!(!state.contains("12345k"), "{state}");
+        expect_success("umount", run(&["umount", t]));
+        let log = daemon.log_text();
+        assert!(log.contains("mounted and verified"), "{log}");
+        assert!(!log.contains("hunter2") && !log.contains("12345k"), "{log}");
+    }
+}
+
+privileged_test! {
+    fn a_killed_daemon_restarts_knowing_its_mounts(host: &Host) {
+        let root = kubelet_root(host);
+        let mut daemon = Daemon::start(host, &root, &[]);
+        let (a, b) = (volume(&root, "p1", "a"), volume(&root, "p1", "b"));
+        for t in [&a, &b] {
+            let out = Command::new(SIDEMOUNT)
+                .args(["mount", "-t", "tmpfs", "tmpfs"])
+                .arg(t)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket)
+                .output()
+                .unwrap();
+            expect_success("mount", out);
+        }
+        assert_eq!(daemon.stop(Signal::SIGKILL).signal(), Some(9));
+        // One mount disappears while the daemon is away.
+        sh(&format!("umount {}", quote(&b)));
+        let daemon = Daemon::start(host, &root, &[]);
+        assert_eq!(daemon.recorded(), vec![a.display().to_string()]);
+        let status = daemon.get("/v1/status").unwrap();
+        assert_eq!(status["reconciled_away"][0]["target"], b.display().to_string());
+        assert!(is_mounted(None, &a), "nothing is unmounted behind the user's back");
+    }
+}
+
+privileged_test! {
+    fn sigterm_finishes_and_leaves_mounts(host: &Host) {
+        let root = kubelet_root(host);
+        let mut daemon = Daemon::start(host, &root, &[]);
+        let target = volume(&root, "p1", "v");
+        let out = Command::new(SIDEMOUNT)
+            .args(["mount", "-t", "tmpfs", "tmpfs"])
+            .arg(&target)
+            .env("SIDEMOUNT_SOCKET", &daemon.socket)
+            .output()
+            .unwrap();
+        expect_success("mount", out);
+        assert!(daemon.stop(Signal::SIGTERM).success());
+        assert!(is_mounted(None, &target));
+        assert!(daemon.log_text().contains("stopped; mounts stay"));
+    }
+}
+
+privileged_test! {
+    fn three_hundred_concurrent_mounts_leave_nothing(host: &Host) {
+        let root = kubelet_root(host);
+        let helpers = install_helpers_line(host, "tmpfs");
+        sh(&helpers);
+        let daemon = Daemon::start(host, &root, &[]);
+        let targets: Vec<PathBuf> = (0..100)
+            .flat_map(|pod| (0..3).map(move |v| (pod, v)))
+            .map(|(pod, v)| volume(&root, &format!("pod-{pod}"), &format!("vol-{v}")))
+            .collect();
+        let all = |line: &dyn Fn(&Path) -> String| {
+            let children: Vec<_> = targets
+                .iter()
+                .map(|t| {
+                    Command::new("sh")
+                        .args(["-c", &line(t)])
+                        .env("SIDEMOUNT_SOCKET", &daemon.socket)
+                        .stderr(std::process::Stdio::piped())
+                        .spawn()
+                        .unwrap()
+                })
+                .collect();
+            for child in children {
+                expect_success("concurrent", child.wait_with_output().unwrap());
+            }
+        };
+        all(&|t| format!("mount -t tmpfs -o size=64k tmpfs {}", quote(t)));
+        assert_eq!(mount_points_under(None, &root.join("pods")).len(), 300);
+        assert_eq!(daemon.recorded().len(), 300);
+        all(&|t| format!("umount {}", quote(t)));
+        assert_eq!(mount_points_under(None, &root.join("pods")), Vec::<PathBuf>::new());
+        assert!(daemon.recorded().is_empty());
+    }
+}

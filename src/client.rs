@@ -1,7 +1,7 @@
 //! The daemon's client: one HTTP/1.1 request over the unix socket, with a deadline,
 //! for the mount helpers and the command line.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 use http_body_util::{BodyExt, Full};
@@ -50,10 +50,6 @@ impl Client {
         std::env::var_os("SIDEMOUNT_SOCKET")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET))
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     pub async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {

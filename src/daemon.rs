@@ -144,11 +144,14 @@ impl Daemon {
         // 2. One operation at a time on a target.
         let _claim = self.claim(target)?;
         // 3. The executor that made it (by the record, else by its type).
-        let table = self.executors[0].namespace().table().map_err(internal)?;
         let recorded = self.record.lock().unwrap().find(target).cloned();
         let exec = match &recorded {
             Some(r) => self.named(&r.executor)?,
-            None => self.route(table.by_target(target).map_or("", |m| m.fstype.as_str())),
+            // Not made by the daemon: route it by the type mounted there now.
+            None => {
+                let table = self.executors[0].namespace().table().map_err(internal)?;
+                self.route(table.by_target(target).map_or("", |m| m.fstype.as_str()))
+            }
         };
         let views = self.views(exec.as_ref(), req.caller_pid.or(peer.pid));
         let table = views.executor.table().map_err(internal)?;

@@ -18,6 +18,9 @@ step "forwarded vs direct tmpfs mount+umount, $n rounds each, interleaved"
 exec unshare --mount --pid --fork --mount-proc --propagation private -- bash -euc '
   bin=$1 n=$2
   work=$(mktemp -d /tmp/sidemount-bench.XXXXXX)
+  # Whatever happens, nothing outlives the script: the tmpfs goes with this
+  # namespace (-i: no helper, the daemon may be gone), and its directory here.
+  trap "umount -i -R -l \"$work\" 2>/dev/null || true; rmdir \"$work\"" EXIT
   mount -t tmpfs sidemount-bench "$work"
   root=$work/var/lib/kubelet
   mkdir -p "$root/pods/direct" "$root/pods/helper" "$root/pods/mounter" "$work/helpers" "$work/run"
@@ -26,6 +29,7 @@ exec unshare --mount --pid --fork --mount-proc --propagation private -- bash -eu
   mount -t overlay helpers -o "lowerdir=$work/helpers:/usr/sbin" /usr/sbin
   export SIDEMOUNT_SOCKET=$work/run/sidemount.sock
   "$bin" serve --socket "$SIDEMOUNT_SOCKET" --kubelet-root "$root" --state-dir "$work/run/state" 2>"$work/daemon.log" &
+  daemon=$!
   for _ in $(seq 100); do [ -S "$SIDEMOUNT_SOCKET" ] && break; sleep 0.05; done
   direct=0 helper=0 mounter=0
   for i in $(seq "$n"); do
@@ -45,5 +49,5 @@ exec unshare --mount --pid --fork --mount-proc --propagation private -- bash -eu
     printf \"%-58s %8.2f ms  %5.2fx\n\", \"mounter path: sidemount mount/umount -> daemon -> mount(8)\", m / n / 1000, m / d
     printf \"%-58s %8.2f ms  %5.2fx\n\", \"helper path: mount(8) -> mount.tmpfs -> daemon -> mount(8)\", h / n / 1000, h / d
   }"
-  kill %1; wait %1 || true
+  kill "$daemon"; wait "$daemon" || true
 ' bench "$bin" "$n"

@@ -21,6 +21,9 @@ exec unshare --mount --pid --fork --mount-proc --propagation private -- bash -eu
   . hack/lib.sh
   bin=$1
   demo=$(mktemp -d /tmp/sidemount-demo.XXXXXX)
+  # Whatever happens, nothing outlives the script: the tmpfs goes with this
+  # namespace (-i: no helper, the daemon may be gone), and its directory here.
+  trap "umount -i -R -l \"$demo\" 2>/dev/null || true; rmdir \"$demo\"" EXIT
   mount -t tmpfs sidemount-demo "$demo"
   root=$demo/var/lib/kubelet
   run=$demo/run/sidemount
@@ -74,6 +77,5 @@ exec unshare --mount --pid --fork --mount-proc --propagation private -- bash -eu
 
   step "stopping the daemon and the demo"
   kill "$kubelet" "$daemon"; wait "$daemon" || true
-  umount -R "$demo"; rmdir "$demo"
   echo "done: nothing is left mounted, running or written outside the demo namespaces"
 ' up "$bin"

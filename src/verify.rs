@@ -126,13 +126,6 @@ pub fn unmounted(
     mount: &Mount,
     views: &Views,
 ) -> Result<Vec<Sighting>, VerifyError> {
-    let mut seen = Vec::new();
-    let executor = views.executor.table()?;
-    let rest: Vec<(Namespace, MountTable)> = views
-        .others
-        .iter()
-        .map(|ns| Ok((ns.clone(), ns.table()?)))
-        .collect::<Result<_, MountinfoError>>()?;
     let still = |ns: &Namespace, found: Option<&Mount>| match found {
         Some(m) => Err(VerifyError::StillMounted {
             target: target.display().to_string(),
@@ -141,9 +134,10 @@ pub fn unmounted(
         }),
         None => Ok(sighting(ns, None)),
     };
-    seen.push(still(&views.executor, executor.by_id(mount.id))?);
-    for (ns, table) in &rest {
-        seen.push(still(ns, copy_of(table, target, mount))?);
+    let executor = views.executor.table()?;
+    let mut seen = vec![still(&views.executor, executor.by_id(mount.id))?];
+    for ns in &views.others {
+        seen.push(still(ns, copy_of(&ns.table()?, target, mount))?);
     }
     Ok(seen)
 }

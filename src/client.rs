@@ -19,15 +19,25 @@ pub const DEFAULT_SOCKET: &str = "/run/sidemount/sidemount.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the sidemount daemon at {socket}: {source} (is `sidemount serve` running, and is {socket} shared with this container?)")]
+    #[error("cannot reach the {peer} at {socket}: {source}{hint}")]
     Connect {
+        peer: String,
         socket: PathBuf,
         source: std::io::Error,
+        hint: &'static str,
     },
-    #[error("the sidemount daemon at {socket} did not answer within {after:?}")]
-    Timeout { socket: PathBuf, after: Duration },
-    #[error("talking to the sidemount daemon at {socket}: {reason}")]
-    Protocol { socket: PathBuf, reason: String },
+    #[error("the {peer} at {socket} did not answer within {after:?}")]
+    Timeout {
+        peer: String,
+        socket: PathBuf,
+        after: Duration,
+    },
+    #[error("talking to the {peer} at {socket}: {reason}")]
+    Protocol {
+        peer: String,
+        socket: PathBuf,
+        reason: String,
+    },
     #[error(transparent)]
     Api(#[from] ApiError),
 }
@@ -35,14 +45,34 @@ pub enum ClientError {
 pub struct Client {
     socket: PathBuf,
     timeout: Duration,
+    /// Who answers on the socket, for messages.
+    peer: String,
+    /// What to check when it cannot be reached.
+    hint: &'static str,
 }
 
 impl Client {
+    /// A client of the node daemon.
     pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
         Client {
             socket: socket.into(),
             timeout,
+            peer: "sidemount daemon".into(),
+            hint: " (is `sidemount serve` running, and is its socket shared with this container?)",
         }
+    }
+
+    /// A client of another server that speaks the same API (an agent).
+    pub fn of(peer: impl Into<String>, socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        Client {
+            peer: peer.into(),
+            hint: "",
+            ..Client::new(socket, timeout)
+        }
+    }
+
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
     }
 
     /// The socket from `SIDEMOUNT_SOCKET`, else the default.
@@ -74,6 +104,7 @@ impl Client {
         tokio::time::timeout(self.timeout, self.exchange(method, path, body))
             .await
             .map_err(|_| ClientError::Timeout {
+                peer: self.peer.clone(),
                 socket: self.socket.clone(),
                 after: self.timeout,
             })?
@@ -89,8 +120,10 @@ impl Client {
             UnixStream::connect(&self.socket)
                 .await
                 .map_err(|source| ClientError::Connect {
+                    peer: self.peer.clone(),
                     socket: self.socket.clone(),
                     source,
+                    hint: self.hint,
                 })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
             .await
@@ -125,6 +158,7 @@ impl Client {
 
     fn protocol(&self, reason: impl std::fmt::Display) -> ClientError {
         ClientError::Protocol {
+            peer: self.peer.clone(),
             socket: self.socket.clone(),
             reason: reason.to_string(),
         }

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::policy::Policy;
+use crate::vcs::Vcs;
 
 /// The configuration `sidemount serve` uses when it is given no file.
 pub const DEFAULT_YAML: &str = include_str!("default-config.yaml");
@@ -27,7 +28,7 @@ pub enum ConfigError {
     #[error("{origin}: {key}: {reason}")]
     Invalid {
         origin: String,
-        key: &'static str,
+        key: String,
         reason: String,
     },
 }
@@ -43,6 +44,9 @@ pub struct Config {
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
     pub request_timeout_seconds: u64,
+    /// Volume-client containers; types none of them claims stay on the host executor.
+    #[serde(default)]
+    pub vcs: Vec<Vcs>,
 }
 
 impl Default for Config {
@@ -60,16 +64,40 @@ impl Config {
         Config::parse(&text, &path.display().to_string())
     }
 
-    /// Parses and validates a document; `origin` names it in errors.
+    /// Parses and validates a document; `origin` names it in errors. Besides the
+    /// full form it accepts the seed's flat ConfigMap data (`volume-plugin`,
+    /// `docker-container`) and a whole ConfigMap whose `data` holds either that or
+    /// the full form under `sidemount.yaml`.
     pub fn parse(text: &str, origin: &str) -> Result<Self, ConfigError> {
-        let config: Config =
-            serde_yaml_ng::from_str(text).map_err(|source| ConfigError::Parse {
-                origin: origin.into(),
-                source,
-            })?;
-        let invalid = |key, reason: String| ConfigError::Invalid {
+        let parse_err = |source| ConfigError::Parse {
             origin: origin.into(),
-            key,
+            source,
+        };
+        let value: serde_yaml_ng::Value = serde_yaml_ng::from_str(text).map_err(parse_err)?;
+        let data = match value.get("kind").and_then(|k| k.as_str()) {
+            Some("ConfigMap") => value.get("data").cloned().unwrap_or_default(),
+            _ => value,
+        };
+        let config = if data.get(FLAT_PLUGIN).is_some() {
+            flat(data).map_err(parse_err)?
+        } else if let Some(full) = data.get(CONFIGMAP_KEY).and_then(|d| d.as_str()) {
+            serde_yaml_ng::from_str(full).map_err(parse_err)?
+        } else {
+            serde_yaml_ng::from_str(text).map_err(parse_err)?
+        };
+        Config::validate(config, origin)
+    }
+
+    /// Adds VCS entries (from flags) and validates the result again.
+    pub fn with_vcs(mut self, extra: Vec<Vcs>, origin: &str) -> Result<Self, ConfigError> {
+        self.vcs.extend(extra);
+        Config::validate(self, origin)
+    }
+
+    fn validate(config: Config, origin: &str) -> Result<Self, ConfigError> {
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            origin: origin.into(),
+            key: key.into(),
             reason,
         };
         let absolute = |key, paths: &[PathBuf]| match paths.iter().find(|p| !p.is_absolute()) {
@@ -87,6 +115,26 @@ impl Config {
                 "request_timeout_seconds",
                 "must be at least 1".into(),
             ));
+        }
+        let mut claimed: Vec<(&str, &str)> = Vec::new();
+        for (i, v) in config.vcs.iter().enumerate() {
+            v.validate()
+                .map_err(|(key, reason)| invalid(&key, reason))?;
+            if config.vcs[..i].iter().any(|o| o.name == v.name) {
+                return Err(invalid(
+                    "vcs[].name",
+                    format!("{:?} names two entries", v.name),
+                ));
+            }
+            for t in &v.types {
+                if let Some((_, other)) = claimed.iter().find(|(ct, _)| ct == t) {
+                    return Err(invalid(
+                        &format!("vcs[{}].types", v.name),
+                        format!("{t:?} is already claimed by vcs {other:?}"),
+                    ));
+                }
+                claimed.push((t, &v.name));
+            }
         }
         Ok(config)
     }
@@ -114,6 +162,27 @@ impl Config {
             allowed_uids: self.allowed_uids.clone(),
         }
     }
+}
+
+/// The seed's flat ConfigMap key that marks the form, and the key that holds the
+/// full form in a ConfigMap.
+const FLAT_PLUGIN: &str = "volume-plugin";
+const CONFIGMAP_KEY: &str = "sidemount.yaml";
+
+/// The flat form: the embedded default plus one VCS for the named plugin.
+fn flat(data: serde_yaml_ng::Value) -> Result<Config, serde_yaml_ng::Error> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Flat {
+        #[serde(rename = "volume-plugin")]
+        plugin: String,
+        #[serde(rename = "docker-container")]
+        image: String,
+    }
+    let f: Flat = serde_yaml_ng::from_value(data)?;
+    let mut config = Config::default();
+    config.vcs.push(Vcs::for_plugin(&f.plugin, &f.image));
+    Ok(config)
 }
 
 #[cfg(test)]
@@ -150,5 +219,80 @@ mod tests {
         assert_eq!(e, "test.yaml: kubelet_root: k is not an absolute path");
         let e = err("kubelet_root: /k\nrequest_timeout_seconds: 0\n");
         assert_eq!(e, "test.yaml: request_timeout_seconds: must be at least 1");
+        let base = "kubelet_root: /k\nrequest_timeout_seconds: 5\nvcs:\n";
+        let e = err(&format!(
+            "{base}- {{name: a, types: [nfs], image: i, colour: x}}\n"
+        ));
+        assert!(e.contains("unknown field `colour`"), "{e}");
+        let e = err(&format!(
+            "{base}- {{name: a, types: [nfs], image: i, mode: fast}}\n"
+        ));
+        assert!(e.contains("unknown variant `fast`"), "{e}");
+        let e = err(&format!(
+            "{base}- {{name: a, types: [nfs], image: i}}\n- {{name: a, types: [x], image: i}}\n"
+        ));
+        assert_eq!(e, "test.yaml: vcs[].name: \"a\" names two entries");
+        let e = err(&format!(
+            "{base}- {{name: a, types: [nfs], image: i}}\n- {{name: b, types: [nfs4, nfs], image: i}}\n"
+        ));
+        assert_eq!(
+            e,
+            "test.yaml: vcs[b].types: \"nfs\" is already claimed by vcs \"a\""
+        );
+    }
+
+    #[test]
+    fn full_form_reads_every_vcs_field() {
+        let c = Config::parse(
+            r#"
+kubelet_root: /var/lib/kubelet
+request_timeout_seconds: 60
+vcs:
+  - name: sshfs
+    types: [fuse.sshfs]
+    image: sidemount/vcs-sshfs:latest
+    long_running: true
+    host_network: true
+    security: {privileged: false, capabilities: [SYS_ADMIN], devices: [/dev/fuse], unconfined: true}
+    binds: [/etc/ssh-keys]
+    env: {SSH_AUTH_SOCK: ""}
+  - name: ceph
+    types: [ceph]
+    image: sidemount/vcs-ceph@sha256:0123
+    provider: external
+    binds: ["/etc/ceph:/etc/ceph", /lib/modules]
+    run: [rbd]
+"#,
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.vcs.len(), 2);
+        let s = &c.vcs[0];
+        assert!(s.long_running && !s.security.privileged && s.security.unconfined);
+        assert_eq!(s.mode, crate::vcs::Mode::Agent);
+        let ceph = &c.vcs[1];
+        assert_eq!(ceph.provider, crate::vcs::Provider::External);
+        assert!(ceph.security.privileged && ceph.allows("rbd") && !ceph.allows("sh"));
+    }
+
+    #[test]
+    fn seed_configmap_forms_are_accepted() {
+        let flat = "volume-plugin: \"nfs\"\ndocker-container: \"k8io/nfs:latest\"\n";
+        let c = Config::parse(flat, "t").unwrap();
+        assert_eq!(c.kubelet_root, Path::new("/var/lib/kubelet"));
+        assert_eq!(c.vcs[0].name, "nfs");
+        assert_eq!(c.vcs[0].image, "k8io/nfs:latest");
+        let whole = format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: volume-client}}\ndata:\n  {}",
+            flat.replace('\n', "\n  ")
+        );
+        assert_eq!(Config::parse(&whole, "t").unwrap(), c);
+        let full = "kind: ConfigMap\ndata:\n  sidemount.yaml: |\n    kubelet_root: /k\n    request_timeout_seconds: 5\n";
+        assert_eq!(
+            Config::parse(full, "t").unwrap().kubelet_root,
+            Path::new("/k")
+        );
+        let e = Config::parse("volume-plugin: nfs\nimage: x\n", "t").unwrap_err();
+        assert!(e.to_string().contains("unknown field `image`"), "{e}");
     }
 }

@@ -11,14 +11,16 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::executor::{ExecError, Executor, UnmountFlags};
-use crate::mountinfo::ProcRoot;
+use crate::mountinfo::{MountTable, ProcRoot};
 use crate::policy::{redacted_options, scrub, Policy};
 use crate::propagation::Namespace;
+use crate::provider::Handle;
 use crate::record::{Record, RecordError};
+use crate::syscall::{MntFlags, Syscall};
 use crate::verify::{self, VerifyError, Views};
 use crate::wire::{
-    ApiError, ErrorCode, MountRecord, MountRequest, MountResponse, Status, UnmountRequest,
-    UnmountResponse,
+    ApiError, ErrorCode, Executed, MountRecord, MountRequest, MountResponse, RunRequest, Status,
+    UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse,
 };
 
 /// Who is asking, from SO_PEERCRED. `pid` is `None` when the peer's pid is not
@@ -35,7 +37,9 @@ pub struct Daemon {
     timeout: Duration,
     proc: ProcRoot,
     host_proc: ProcRoot,
+    /// The host executor first, then one per VCS.
     executors: Vec<Arc<dyn Executor>>,
+    vcs: Vec<Handle>,
     record: Mutex<Record>,
     reconciled_away: Vec<MountRecord>,
     /// Targets with an operation in progress.
@@ -51,18 +55,28 @@ pub struct Paths {
 
 impl Daemon {
     /// Opens the record and reconciles it against mountinfo: records whose mount
-    /// vanished are dropped and reported; nothing is unmounted.
-    pub fn new(
+    /// vanished are dropped and reported; nothing is unmounted. `host` mounts every
+    /// type no VCS claims.
+    pub async fn new(
         config: &Config,
         paths: Paths,
-        executors: Vec<Arc<dyn Executor>>,
+        host: Arc<dyn Executor>,
+        vcs: Vec<Handle>,
     ) -> Result<Self, RecordError> {
+        let mut executors = vec![host];
+        executors.extend(vcs.iter().map(|h| h.executor.clone()));
+        let mut tables: Vec<(String, MountTable)> = Vec::new();
+        for e in &executors {
+            if let Ok(Ok(table)) = e.namespace().await.map(|ns| ns.table()) {
+                tables.push((e.name().to_owned(), table));
+            }
+        }
         let mut record = Record::open(&paths.state_dir)?;
         let reconciled_away = record.reconcile(|name| {
-            executors
+            tables
                 .iter()
-                .find(|e| e.name() == name)
-                .and_then(|e| e.namespace().table().ok())
+                .find(|(n, _)| n == name)
+                .map(|(_, t)| t.clone())
         })?;
         for r in &reconciled_away {
             warn!(target = %r.target.display(), mount_id = r.mount_id, executor = %r.executor,
@@ -75,6 +89,7 @@ impl Daemon {
             proc: paths.proc,
             host_proc: paths.host_proc,
             executors,
+            vcs,
             record: Mutex::new(record),
             reconciled_away,
             busy: Mutex::new(HashSet::new()),
@@ -91,10 +106,17 @@ impl Daemon {
         let _claim = self.claim(target)?;
         // 3. The executor for this type, and the namespaces that must see the mount.
         let exec = self.route(&req.fstype);
-        let views = self.views(exec.as_ref(), req.caller_pid.or(peer.pid));
-        let before = verify::mounts_on(&views.executor.table().map_err(internal)?, target);
+        let views = self
+            .views(exec.as_ref(), req.caller_pid.or(peer.pid))
+            .await
+            .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
+        let before = Before {
+            executor: verify::mounts_on(&views.executor.table().map_err(internal)?, target),
+            daemon: verify::mounts_on(&self.own_table().map_err(internal)?, target),
+        };
+        let deadline = self.deadline(req.timeout_seconds);
         // 4. Execute; on failure undo whatever it left.
-        let output = match exec.mount(&req, self.timeout).await {
+        let output = match exec.mount(&req, deadline).await {
             Ok(output) => output,
             Err(e) => {
                 self.undo(exec.as_ref(), target, &before, &req.fstype).await;
@@ -102,7 +124,7 @@ impl Daemon {
             }
         };
         // 5. Prove it in every namespace; undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, &before, &views) {
+        let (mount, seen) = match verify::mounted(target, &before.executor, &views) {
             Ok(found) => found,
             Err(e) => {
                 self.undo(exec.as_ref(), target, &before, &req.fstype).await;
@@ -149,11 +171,16 @@ impl Daemon {
             Some(r) => self.named(&r.executor)?,
             // Not made by the daemon: route it by the type mounted there now.
             None => {
-                let table = self.executors[0].namespace().table().map_err(internal)?;
+                let table = self.own_table().map_err(internal)?;
                 self.route(table.by_target(target).map_or("", |m| m.fstype.as_str()))
             }
         };
-        let views = self.views(exec.as_ref(), req.caller_pid.or(peer.pid));
+        let unmount_error =
+            |e: ExecError| exec_error(&MountRequest::default(), &e, ErrorCode::UnmountFailed);
+        let views = self
+            .views(exec.as_ref(), req.caller_pid.or(peer.pid))
+            .await
+            .map_err(unmount_error)?;
         let table = views.executor.table().map_err(internal)?;
         let mount = table.by_target(target).cloned().ok_or_else(|| {
             ApiError::new(
@@ -171,9 +198,14 @@ impl Daemon {
             force: req.force,
         };
         let output = exec
-            .unmount(target, &mount.fstype, flags, self.timeout)
+            .unmount(
+                target,
+                &mount.fstype,
+                flags,
+                self.deadline(req.timeout_seconds),
+            )
             .await
-            .map_err(|e| exec_error(&MountRequest::default(), &e, ErrorCode::UnmountFailed))?;
+            .map_err(unmount_error)?;
         // 5. Prove it is gone everywhere; forget it once the executor's copy is gone.
         let proof = verify::unmounted(target, &mount, &views);
         let executor_gone = !matches!(&proof, Err(VerifyError::StillMounted { namespace, .. })
@@ -205,19 +237,147 @@ impl Daemon {
         self.record.lock().unwrap().mounts().to_vec()
     }
 
-    pub fn status(&self) -> Status {
+    pub async fn status(&self) -> Status {
+        let vcs = futures_util::future::join_all(self.vcs.iter().map(|h| h.status())).await;
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             kubelet_root: self.kubelet_root.clone(),
             executors: self.executors.iter().map(|e| e.name().to_owned()).collect(),
+            vcs,
             mounts: self.mounts(),
             reconciled_away: self.reconciled_away.clone(),
         }
     }
 
-    /// Every type goes to the host executor until VCS containers are configured.
-    fn route(&self, _fstype: &str) -> Arc<dyn Executor> {
-        self.executors[0].clone()
+    /// Runs an allowed VCS command (`sidemount run`): the seed's
+    /// RunContainerInSidecarContainer.
+    pub async fn run(&self, peer: Peer, req: RunRequest) -> Result<Executed, ApiError> {
+        self.policy.check_peer(peer.uid)?;
+        let handle = self.handle(&req.vcs)?;
+        let program = req.command.first().map(String::as_str).unwrap_or("");
+        if !handle.vcs.allows(program) {
+            return Err(ApiError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "vcs {:?} does not allow running {program:?}; its `run` list is {:?}",
+                    handle.vcs.name, handle.vcs.run
+                ),
+            ));
+        }
+        let done = handle
+            .executor
+            .run(&req.command, self.deadline(req.timeout_seconds))
+            .await
+            .map_err(|e| {
+                ApiError::new(e.code(ErrorCode::Internal), e.to_string()).with_output(e.output())
+            })?;
+        info!(vcs = %handle.vcs.name, command = %done.command, exit_code = done.exit_code, "ran");
+        Ok(done)
+    }
+
+    /// Replaces a docker-provided VCS container by one made from the current
+    /// configuration; refused while long-running mounts depend on it, unless forced.
+    pub async fn upgrade(
+        &self,
+        peer: Peer,
+        req: UpgradeRequest,
+    ) -> Result<UpgradeResponse, ApiError> {
+        self.policy.check_peer(peer.uid)?;
+        let handle = self.handle(&req.vcs)?;
+        let Some((docker, spec)) = &handle.docker else {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!(
+                    "vcs {:?} is run by someone else (provider external): upgrade it there",
+                    req.vcs
+                ),
+            ));
+        };
+        let unavailable = |e: crate::docker::DockerError| {
+            ApiError::new(ErrorCode::ExecutorUnavailable, e.to_string())
+        };
+        let name = handle.vcs.executor_name();
+        let mounts: Vec<PathBuf> = self
+            .mounts()
+            .into_iter()
+            .filter(|m| m.executor == name)
+            .map(|m| m.target)
+            .collect();
+        if handle.vcs.long_running && !mounts.is_empty() && !req.force {
+            return Err(ApiError::new(
+                ErrorCode::InUse,
+                format!(
+                    "{} long-running mount(s) of vcs {:?} depend on its container ({}); unmount them first, or pass --force to replace it anyway (they will break)",
+                    mounts.len(),
+                    req.vcs,
+                    mounts.iter().map(|m| m.display().to_string()).collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
+        let current = docker
+            .find(&spec.container_name())
+            .await
+            .map_err(unavailable)?;
+        let up_to_date = current
+            .as_ref()
+            .is_some_and(|c| c.running && c.config == spec.config_hash());
+        if up_to_date && !req.force {
+            return Ok(UpgradeResponse {
+                vcs: req.vcs,
+                container: spec.container_name(),
+                replaced: false,
+                mounts,
+            });
+        }
+        docker.replace(spec).await.map_err(unavailable)?;
+        if let Some(agent) = &handle.agent {
+            agent
+                .wait(Duration::from_secs(30))
+                .await
+                .map_err(|e| ApiError::new(ErrorCode::ExecutorUnavailable, e.to_string()))?;
+        }
+        warn!(vcs = %req.vcs, container = %spec.container_name(), mounts = mounts.len(), "volume-client container replaced");
+        Ok(UpgradeResponse {
+            vcs: req.vcs,
+            container: spec.container_name(),
+            replaced: true,
+            mounts,
+        })
+    }
+
+    fn handle(&self, name: &str) -> Result<&Handle, ApiError> {
+        self.vcs.iter().find(|h| h.vcs.name == name).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::NotAllowed,
+                format!(
+                    "no vcs is named {name:?}; configured: {:?}",
+                    self.vcs
+                        .iter()
+                        .map(|h| h.vcs.name.as_str())
+                        .collect::<Vec<_>>()
+                ),
+            )
+        })
+    }
+
+    /// The VCS that claims `fstype`, else the host executor.
+    fn route(&self, fstype: &str) -> Arc<dyn Executor> {
+        self.vcs
+            .iter()
+            .find(|h| h.vcs.types.iter().any(|t| t == fstype))
+            .map_or_else(|| self.executors[0].clone(), |h| h.executor.clone())
+    }
+
+    /// The caller's deadline when it is shorter than the daemon's.
+    fn deadline(&self, asked: Option<u64>) -> Duration {
+        asked
+            .map(Duration::from_secs)
+            .map_or(self.timeout, |d| d.min(self.timeout))
+    }
+
+    /// The daemon's own mount table.
+    fn own_table(&self) -> Result<MountTable, crate::mountinfo::MountinfoError> {
+        MountTable::read(&self.proc, None)
     }
 
     fn named(&self, name: &str) -> Result<Arc<dyn Executor>, ApiError> {
@@ -235,7 +395,7 @@ impl Daemon {
 
     /// The executor's namespace, the host's (pid 1 under the host proc), and the
     /// caller's when its pid is visible here.
-    fn views(&self, exec: &dyn Executor, caller: Option<u32>) -> Views {
+    async fn views(&self, exec: &dyn Executor, caller: Option<u32>) -> Result<Views, ExecError> {
         let mut others = vec![Namespace::new("host", self.host_proc.clone(), Some(1))];
         if let Some(pid) = caller.filter(|&p| p > 0) {
             if self.proc.mountinfo(Some(pid)).exists() {
@@ -246,11 +406,11 @@ impl Daemon {
                 ));
             }
         }
-        Views {
-            executor: exec.namespace(),
+        Ok(Views {
+            executor: exec.namespace().await?,
             others,
             shared_root: self.kubelet_root.clone(),
-        }
+        })
     }
 
     fn claim(&self, target: &Path) -> Result<Claim<'_>, ApiError> {
@@ -266,10 +426,40 @@ impl Daemon {
         })
     }
 
-    /// Unmounts whatever a failed attempt left on `target` (mounts not in `before`).
-    async fn undo(&self, exec: &dyn Executor, target: &Path, before: &[u32], fstype: &str) {
-        let Ok(table) = exec.namespace().table() else {
-            warn!(target = %target.display(), "cannot read mountinfo to undo a failed mount");
+    /// Unmounts whatever a failed attempt left on `target`: first through the
+    /// executor, then, for copies that outlived it (its container died), by a lazy
+    /// unmount in the daemon's own namespace, which reaches its peers.
+    async fn undo(&self, exec: &dyn Executor, target: &Path, before: &Before, fstype: &str) {
+        self.undo_in_executor(exec, target, &before.executor, fstype)
+            .await;
+        let Ok(table) = self.own_table() else {
+            warn!(target = %target.display(), "cannot read the daemon's mountinfo to undo a failed mount");
+            return;
+        };
+        for id in verify::mounts_on(&table, target) {
+            if before.daemon.contains(&id) {
+                continue;
+            }
+            match crate::syscall::Linux.umount(target, MntFlags::MNT_DETACH) {
+                Ok(()) => {
+                    info!(target = %target.display(), mount_id = id, "detached what a failed mount left behind")
+                }
+                Err(e) => {
+                    warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount")
+                }
+            }
+        }
+    }
+
+    async fn undo_in_executor(
+        &self,
+        exec: &dyn Executor,
+        target: &Path,
+        before: &[u32],
+        fstype: &str,
+    ) {
+        let Ok(Ok(table)) = exec.namespace().await.map(|ns| ns.table()) else {
+            warn!(target = %target.display(), executor = exec.name(), "cannot read the executor's mountinfo to undo a failed mount");
             return;
         };
         for id in verify::mounts_on(&table, target) {
@@ -288,6 +478,13 @@ impl Daemon {
             }
         }
     }
+}
+
+/// The mounts on a target before an attempt, in the executor's namespace and in
+/// the daemon's own.
+struct Before {
+    executor: Vec<u32>,
+    daemon: Vec<u32>,
 }
 
 /// Releases a target when its operation ends, however it ends.

@@ -8,14 +8,18 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
+use sidemount::agent::{self, Agent};
 use sidemount::client::{Client, DEFAULT_SOCKET};
 use sidemount::config::Config;
 use sidemount::daemon::{Daemon, Paths};
 use sidemount::executor::{self, Executor};
 use sidemount::helper_args::{self, split_options, Invocation};
 use sidemount::mountinfo::{MountTable, ProcRoot};
-use sidemount::wire::{MountRequest, UnmountRequest};
-use sidemount::{check, install, list, mounter, propagation, server, syscall};
+use sidemount::provider::{self, Layout};
+use sidemount::wire::{
+    self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
+};
+use sidemount::{check, install, list, mounter, propagation, server, syscall, vcs};
 
 const KUBELET_ROOT: &str = "/var/lib/kubelet";
 /// How long a helper waits for the daemon (the daemon's own deadline is shorter).
@@ -51,6 +55,45 @@ enum Command {
         /// Where the record of mounts is kept.
         #[arg(long, default_value = "/run/sidemount/state")]
         state_dir: PathBuf,
+        /// A volume-client container with every default: NAME=IMAGE (repeatable;
+        /// `--NAME_mount_container=IMAGE` is the same).
+        #[arg(long = "vcs", value_name = "NAME=IMAGE")]
+        vcs: Vec<String>,
+        /// The static sidemount binary bound into VCS containers as their agent, as
+        /// a path on the Docker host (default: this binary).
+        #[arg(long)]
+        agent_binary: Option<PathBuf>,
+    },
+    /// Run as the agent of a volume-client container (its PID 1).
+    Agent {
+        /// The VCS this container serves.
+        #[arg(long)]
+        vcs: String,
+        /// The unix socket to serve the daemon on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Longest any command may run.
+        #[arg(long, default_value_t = 120)]
+        timeout_seconds: u64,
+    },
+    /// Run a command the VCS allows in its container (`rbd map ...`): prints its
+    /// combined output and exits with its exit code.
+    Run {
+        #[arg(long)]
+        vcs: String,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Replace a VCS container by one made from the current configuration.
+    Upgrade {
+        vcs: String,
+        /// Even while long-running mounts depend on it (they break).
+        #[arg(long)]
+        force: bool,
+        #[arg(long, default_value = DEFAULT_SOCKET)]
+        socket: PathBuf,
     },
     /// Mount through the daemon (kubelet --experimental-mounter-path convention).
     Mount {
@@ -155,7 +198,25 @@ fn main() -> ExitCode {
             }
         };
     }
-    match run(Cli::parse()) {
+    let mut args = args;
+    let seed_flags = match vcs::take_mount_container_flags(&mut args) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("sidemount: {e}");
+            return ExitCode::from(mounter::USAGE);
+        }
+    };
+    let mut cli = Cli::parse_from(args);
+    if let Command::Serve { vcs, .. } = &mut cli.command {
+        vcs.extend(seed_flags);
+    } else if let Some(flag) = seed_flags.first() {
+        eprintln!(
+            "sidemount: --{}_mount_container is a flag of `serve`",
+            flag.split('=').next().unwrap_or("")
+        );
+        return ExitCode::from(mounter::USAGE);
+    }
+    match run(cli) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("sidemount: {e:#}");
@@ -180,13 +241,8 @@ fn forward(inv: Invocation) -> ExitCode {
     ExitCode::from(runtime.block_on(mounter::run(&client, inv)))
 }
 
-fn serve(
-    config: Option<PathBuf>,
-    socket: PathBuf,
-    kubelet_root: Option<PathBuf>,
-    host_proc: PathBuf,
-    state_dir: PathBuf,
-) -> anyhow::Result<ExitCode> {
+/// Log lines to stderr, filtered by `SIDEMOUNT_LOG` (default info).
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(
@@ -194,13 +250,44 @@ fn serve(
                 .unwrap_or_else(|_| "info".into()),
         )
         .init();
-    let mut config = match &config {
-        Some(path) => Config::load(path)?,
-        None => Config::default(),
+}
+
+struct ServeArgs {
+    config: Option<PathBuf>,
+    socket: PathBuf,
+    kubelet_root: Option<PathBuf>,
+    host_proc: PathBuf,
+    state_dir: PathBuf,
+    vcs: Vec<String>,
+    agent_binary: Option<PathBuf>,
+}
+
+fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let (mut config, origin) = match &a.config {
+        Some(path) => (Config::load(path)?, path.display().to_string()),
+        None => (Config::default(), "embedded default".to_string()),
     };
-    if let Some(root) = kubelet_root {
+    if let Some(root) = a.kubelet_root {
         config.kubelet_root = root;
     }
+    let flags = a
+        .vcs
+        .iter()
+        .map(|f| vcs::from_flag(f))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(anyhow::Error::msg)?;
+    let config = config.with_vcs(flags, &format!("{origin} and --vcs flags"))?;
+    let socket = a.socket;
+    let socket_dir = socket
+        .parent()
+        .filter(|d| d.is_absolute())
+        .context("--socket must be an absolute path")?
+        .to_owned();
+    let agent_binary = match a.agent_binary {
+        Some(b) => b,
+        None => std::env::current_exe().context("cannot find this binary")?,
+    };
     if !caps::has_cap(
         None,
         caps::CapSet::Effective,
@@ -211,21 +298,58 @@ fn serve(
     let host: Arc<dyn Executor> = Arc::new(executor::Host::new(ProcRoot::default()));
     let paths = Paths {
         proc: ProcRoot::default(),
-        host_proc: ProcRoot::new(host_proc),
-        state_dir,
+        host_proc: ProcRoot::new(a.host_proc),
+        state_dir: a.state_dir,
     };
-    let daemon = Arc::new(Daemon::new(&config, paths, vec![host])?);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
+        // Bound first: a second daemon must not touch the containers of the first.
         let listener = server::bind(&socket)?;
+        let layout = Layout {
+            socket_dir,
+            agent_binary,
+            proc: ProcRoot::default(),
+        };
+        let handles = provider::bring_up(&config, &layout).await?;
+        let daemon = Arc::new(Daemon::new(&config, paths, host, handles).await?);
         tracing::info!(socket = %socket.display(), kubelet_root = %config.kubelet_root.display(),
             "serving");
         server::serve(listener, daemon, shutdown_signal()).await?;
         tracing::info!("stopped; mounts stay");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+fn run_agent(vcs: String, socket: PathBuf, timeout: Duration) -> anyhow::Result<ExitCode> {
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let agent = Arc::new(Agent::start(vcs.clone(), timeout)?);
+        let listener = server::bind(&socket)?;
+        tracing::info!(vcs = %vcs, socket = %socket.display(), pid = std::process::id(), "agent serving");
+        agent::serve(listener, agent.clone(), shutdown_signal()).await?;
+        agent.stop().await;
+        let _ = std::fs::remove_file(&socket);
+        tracing::info!("agent stopped");
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// One request to the daemon from the command line.
+fn ask<T: serde::de::DeserializeOwned>(
+    socket: PathBuf,
+    path: &str,
+    body: &impl serde::Serialize,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(socket, CLIENT_TIMEOUT);
+    Ok(runtime.block_on(client.post(path, body))?)
 }
 
 /// SIGTERM or SIGINT.
@@ -251,7 +375,52 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             kubelet_root,
             host_proc,
             state_dir,
-        } => serve(config, socket, kubelet_root, host_proc, state_dir),
+            vcs,
+            agent_binary,
+        } => serve(ServeArgs {
+            config,
+            socket,
+            kubelet_root,
+            host_proc,
+            state_dir,
+            vcs,
+            agent_binary,
+        }),
+        Command::Agent {
+            vcs,
+            socket,
+            timeout_seconds,
+        } => run_agent(vcs, socket, Duration::from_secs(timeout_seconds)),
+        Command::Run {
+            vcs,
+            socket,
+            command,
+        } => {
+            let req = RunRequest {
+                vcs,
+                command,
+                timeout_seconds: None,
+            };
+            let done: Executed = ask(socket, wire::RUN, &req)?;
+            print!("{}", done.output);
+            Ok(ExitCode::from(u8::try_from(done.exit_code).unwrap_or(1)))
+        }
+        Command::Upgrade { vcs, force, socket } => {
+            let done: UpgradeResponse = ask(socket, wire::UPGRADE, &UpgradeRequest { vcs, force })?;
+            if done.replaced {
+                println!(
+                    "{}: replaced ({} mount(s) existed)",
+                    done.container,
+                    done.mounts.len()
+                );
+            } else {
+                println!(
+                    "{}: already made from the current configuration",
+                    done.container
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Mount {
             fstype,
             options,
@@ -267,6 +436,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 options: split_options(options.iter().map(String::as_str)),
                 sensitive_options: split_options(sensitive.iter().map(String::as_str)),
                 caller_pid: None,
+                timeout_seconds: None,
             };
             Ok(forward(Invocation::Mount {
                 request,
@@ -285,6 +455,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 lazy,
                 force,
                 caller_pid: None,
+                timeout_seconds: None,
             },
             verbose,
         })),

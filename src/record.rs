@@ -82,16 +82,15 @@ impl Record {
     }
 
     /// Keeps the records whose mount still exists (same id on the same target in
-    /// `table`, the executor's namespace); returns the ones dropped. Nothing is
-    /// unmounted.
+    /// `table`, the executor's namespace) or whose executor cannot be read now;
+    /// returns the ones dropped. Nothing is unmounted.
     pub fn reconcile(
         &mut self,
         table_of: impl Fn(&str) -> Option<MountTable>,
     ) -> Result<Vec<MountRecord>, RecordError> {
         let (kept, dropped): (Vec<_>, Vec<_>) = self.mounts.iter().cloned().partition(|r| {
             table_of(&r.executor)
-                .and_then(|t| t.by_id(r.mount_id).map(|m| m.target == r.target))
-                .unwrap_or(false)
+                .is_none_or(|t| t.by_id(r.mount_id).is_some_and(|m| m.target == r.target))
         });
         if !dropped.is_empty() {
             self.replace(kept)?;
@@ -157,6 +156,10 @@ mod tests {
             Record::open(&state).unwrap().mounts(),
             &[rec("/k/pods/a", 40)]
         );
+        // An executor that cannot be read now (its container is down) keeps its
+        // records: they are not known to be gone.
+        assert!(r.reconcile(|_| None).unwrap().is_empty());
+        assert_eq!(r.mounts(), &[rec("/k/pods/a", 40)]);
     }
 
     #[test]

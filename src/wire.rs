@@ -10,6 +10,7 @@ pub const MOUNTS: &str = "/v1/mounts";
 pub const UNMOUNTS: &str = "/v1/unmounts";
 pub const STATUS: &str = "/v1/status";
 pub const RUN: &str = "/v1/run";
+pub const UPGRADE: &str = "/v1/upgrade";
 
 /// Largest request body the daemon reads.
 pub const MAX_BODY: usize = 64 * 1024;
@@ -32,6 +33,9 @@ pub struct MountRequest {
     /// (mount(8)'s `-N`).
     #[serde(default)]
     pub caller_pid: Option<u32>,
+    /// The caller's deadline; the daemon's own is used when it is shorter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -46,6 +50,74 @@ pub struct UnmountRequest {
     pub force: bool,
     #[serde(default)]
     pub caller_pid: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// Run a VCS command that is not a mount (`rbd map`, `iscsiadm -m discovery`): the
+/// seed's RunContainerInSidecarContainer.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunRequest {
+    /// The VCS to run it in (the agent ignores it: it is its own).
+    #[serde(default)]
+    pub vcs: String,
+    /// Program and arguments; the program must be in the VCS's `run` list.
+    pub command: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<u64>,
+}
+
+/// A command that ran to its end, whatever its exit code: the answer to `/v1/run`,
+/// and the agent's answer to mounts and unmounts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Executed {
+    /// The command as it may be shown (no mount options).
+    pub command: String,
+    pub exit_code: i32,
+    /// stdout and stderr, interleaved as written.
+    pub output: String,
+    /// After a mount or unmount: the agent's own mountinfo entry for the target.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount: Option<Sighting>,
+}
+
+/// Replace a docker-provided VCS container by one made from the current
+/// configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpgradeRequest {
+    pub vcs: String,
+    /// Replace it even while long-running mounts depend on it (they break).
+    #[serde(default)]
+    pub force: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpgradeResponse {
+    pub vcs: String,
+    pub container: String,
+    /// False when the running container already matched the configuration.
+    pub replaced: bool,
+    /// Mounts of this VCS that existed when it was replaced.
+    pub mounts: Vec<PathBuf>,
+}
+
+/// The health of one volume-client container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VcsStatus {
+    pub name: String,
+    pub types: Vec<String>,
+    /// "docker" or "external".
+    pub provider: String,
+    /// "agent" or "exec".
+    pub mode: String,
+    /// The container (docker provider) or agent socket (external).
+    pub reached_at: String,
+    pub healthy: bool,
+    /// Why it is not healthy, or that its configuration changed since it was made.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub note: String,
 }
 
 /// What the daemon keeps of a mount it made. Options are already redacted.
@@ -91,6 +163,7 @@ pub struct Status {
     pub version: String,
     pub kubelet_root: PathBuf,
     pub executors: Vec<String>,
+    pub vcs: Vec<VcsStatus>,
     pub mounts: Vec<MountRecord>,
     /// Records dropped at start because their mount had vanished.
     pub reconciled_away: Vec<MountRecord>,
@@ -119,6 +192,10 @@ pub enum ErrorCode {
     Timeout,
     /// The executor (VCS container, Docker) cannot be reached.
     ExecutorUnavailable,
+    /// `run` of a program the VCS does not allow, or of an unknown VCS.
+    NotAllowed,
+    /// A VCS container cannot be replaced while long-running mounts depend on it.
+    InUse,
     NotImplemented,
     Internal,
 }
@@ -127,9 +204,9 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
-            ErrorCode::Forbidden | ErrorCode::TargetNotAllowed => 403,
+            ErrorCode::Forbidden | ErrorCode::TargetNotAllowed | ErrorCode::NotAllowed => 403,
             ErrorCode::NotMounted => 404,
-            ErrorCode::Busy => 409,
+            ErrorCode::Busy | ErrorCode::InUse => 409,
             ErrorCode::MountFailed | ErrorCode::UnmountFailed | ErrorCode::PropagationBroken => 422,
             ErrorCode::NotImplemented => 501,
             ErrorCode::ExecutorUnavailable => 503,

@@ -31,27 +31,12 @@ impl Executor for Host {
         "host"
     }
 
-    fn namespace(&self) -> Namespace {
-        Namespace::new("executor (host)", self.proc.clone(), None)
+    async fn namespace(&self) -> Result<Namespace, ExecError> {
+        Ok(Namespace::new("executor (host)", self.proc.clone(), None))
     }
 
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
-        let mut args: Vec<OsString> = Vec::new();
-        if helper_is_sidemount("mount", &req.fstype) {
-            args.push("-i".into());
-        }
-        if !req.fstype.is_empty() {
-            args.extend(["-t".into(), req.fstype.clone().into()]);
-        }
-        if !req.options.is_empty() {
-            args.extend(["-o".into(), req.options.join(",").into()]);
-        }
-        args.extend([
-            "--".into(),
-            req.source.clone().into(),
-            req.target.clone().into(),
-        ]);
-        run("mount", &args, deadline).await
+        run("mount", &mount_args(req), deadline).await
     }
 
     async fn unmount(
@@ -61,19 +46,44 @@ impl Executor for Host {
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        let mut args: Vec<OsString> = Vec::new();
-        if helper_is_sidemount("umount", fstype) {
-            args.push("-i".into());
-        }
-        if flags.lazy {
-            args.push("-l".into());
-        }
-        if flags.force {
-            args.push("-f".into());
-        }
-        args.extend(["--".into(), target.into()]);
-        run("umount", &args, deadline).await
+        run("umount", &unmount_args(target, fstype, flags), deadline).await
     }
+}
+
+/// mount(8)'s arguments for a request.
+pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if helper_is_sidemount("mount", &req.fstype) {
+        args.push("-i".into());
+    }
+    if !req.fstype.is_empty() {
+        args.extend(["-t".into(), req.fstype.clone().into()]);
+    }
+    if !req.options.is_empty() {
+        args.extend(["-o".into(), req.options.join(",").into()]);
+    }
+    args.extend([
+        "--".into(),
+        req.source.clone().into(),
+        req.target.clone().into(),
+    ]);
+    args
+}
+
+/// umount(8)'s arguments.
+pub fn unmount_args(target: &Path, fstype: &str, flags: UnmountFlags) -> Vec<OsString> {
+    let mut args: Vec<OsString> = Vec::new();
+    if helper_is_sidemount("umount", fstype) {
+        args.push("-i".into());
+    }
+    if flags.lazy {
+        args.push("-l".into());
+    }
+    if flags.force {
+        args.push("-f".into());
+    }
+    args.extend(["--".into(), target.into()]);
+    args
 }
 
 /// Runs a util-linux tool with a deadline; kills it when the deadline passes.
@@ -114,7 +124,7 @@ async fn run(program: &str, args: &[OsString], deadline: Duration) -> Result<Str
 }
 
 /// The command as messages may show it: options are left out, they may hold secrets.
-fn shown(args: &[OsString]) -> String {
+pub fn shown(args: &[OsString]) -> String {
     let mut words = Vec::new();
     let mut skip = false;
     for a in args {

@@ -2,16 +2,20 @@
 //! executor in the daemon's own namespace, VCS containers elsewhere. The daemon
 //! routes each request to one and verifies the result from mountinfo.
 
+mod agent;
+mod docker_exec;
 mod host;
 
 use std::path::Path;
 use std::process::Output;
 use std::time::Duration;
 
-pub use host::Host;
+pub use agent::Agent;
+pub use docker_exec::DockerExec;
+pub use host::{mount_args, shown, unmount_args, Host};
 
 use crate::propagation::Namespace;
-use crate::wire::{ErrorCode, MountRequest};
+use crate::wire::{ApiError, ErrorCode, Executed, MountRequest};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
@@ -30,6 +34,9 @@ pub enum ExecError {
     },
     #[error("{0}")]
     Unavailable(String),
+    /// The agent or Docker answered with an error of its own.
+    #[error("{context}: {error}")]
+    Remote { context: String, error: ApiError },
 }
 
 impl ExecError {
@@ -38,12 +45,17 @@ impl ExecError {
             ExecError::Failed { .. } | ExecError::Spawn { .. } => failed,
             ExecError::Timeout { .. } => ErrorCode::Timeout,
             ExecError::Unavailable(_) => ErrorCode::ExecutorUnavailable,
+            ExecError::Remote { error, .. } => match error.code {
+                ErrorCode::MountFailed | ErrorCode::UnmountFailed => failed,
+                code => code,
+            },
         }
     }
 
     pub fn output(&self) -> &str {
         match self {
             ExecError::Failed { output, .. } => output,
+            ExecError::Remote { error, .. } => &error.output,
             _ => "",
         }
     }
@@ -61,7 +73,7 @@ pub trait Executor: Send + Sync {
     /// The name records and status show: "host", "vcs/nfs".
     fn name(&self) -> &str;
     /// The namespace its mounts are made in, to verify them there.
-    fn namespace(&self) -> Namespace;
+    async fn namespace(&self) -> Result<Namespace, ExecError>;
     /// Mounts; returns the tool's combined output.
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError>;
     /// Unmounts `target`, which holds a mount of type `fstype`.
@@ -72,6 +84,27 @@ pub trait Executor: Send + Sync {
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError>;
+    /// Runs a VCS command that is not a mount (`sidemount run`).
+    async fn run(&self, command: &[String], _deadline: Duration) -> Result<Executed, ExecError> {
+        Err(ExecError::Unavailable(format!(
+            "{} runs no commands: `run` needs a volume-client container ({})",
+            self.name(),
+            command.first().map_or("", String::as_str)
+        )))
+    }
+}
+
+/// A command's end as an executor reports it: its output, or `Failed` with it.
+pub fn finished(done: Executed) -> Result<String, ExecError> {
+    if done.exit_code == 0 {
+        Ok(done.output)
+    } else {
+        Err(ExecError::Failed {
+            command: done.command,
+            status: format!("exit status: {}", done.exit_code),
+            output: done.output,
+        })
+    }
 }
 
 /// stdout then stderr, as one text.

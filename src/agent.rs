@@ -1,0 +1,244 @@
+//! `sidemount agent`: PID 1 of a volume-client container, injected read-only so any
+//! image works. It runs the container's own mount(8), umount(8) and VCS commands for
+//! the daemon, reports its own mountinfo entry for each target, reaps every child
+//! (FUSE daemons), and passes SIGTERM on to what it started.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, State};
+use axum::routing::{get, post};
+use axum::Router;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use serde::{Deserialize, Serialize};
+use tokio::net::UnixListener;
+use tracing::info;
+
+use crate::executor::{mount_args, shown, unmount_args, ExecError, UnmountFlags};
+use crate::http::{self, body, peer, Answer, PeerInfo};
+use crate::mountinfo::{MountTable, ProcRoot};
+use crate::reaper::Reaper;
+use crate::wire::{
+    self, ApiError, ErrorCode, Executed, MountRequest, RunRequest, Sighting, UnmountRequest,
+};
+
+/// How long the agent lets its children end after SIGTERM before it exits.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// What `GET /v1/status` answers: the agent is up and serves this VCS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub vcs: String,
+    /// Commands running now.
+    pub busy: bool,
+}
+
+pub struct Agent {
+    vcs: String,
+    reaper: Reaper,
+    timeout: Duration,
+    /// The only uid besides 0 that may ask: the agent's own.
+    uid: u32,
+}
+
+impl Agent {
+    /// Starts reaping children; needs a tokio runtime.
+    pub fn start(vcs: String, timeout: Duration) -> std::io::Result<Agent> {
+        Ok(Agent {
+            vcs,
+            reaper: Reaper::start()?,
+            timeout,
+            uid: nix::unistd::geteuid().as_raw(),
+        })
+    }
+
+    async fn mount(&self, req: MountRequest) -> Result<Executed, ApiError> {
+        let args = mount_args(&req);
+        let deadline = self.deadline(req.timeout_seconds);
+        let mut done = self.execute("mount", args, deadline).await?;
+        done.mount = self.sighting(&req.target);
+        Ok(done)
+    }
+
+    async fn unmount(&self, req: UnmountRequest) -> Result<Executed, ApiError> {
+        let flags = UnmountFlags {
+            lazy: req.lazy,
+            force: req.force,
+        };
+        let args = unmount_args(&req.target, "", flags);
+        let deadline = self.deadline(req.timeout_seconds);
+        let mut done = self.execute("umount", args, deadline).await?;
+        done.mount = self.sighting(&req.target);
+        Ok(done)
+    }
+
+    async fn run(&self, req: RunRequest) -> Result<Executed, ApiError> {
+        let Some((program, args)) = req.command.split_first() else {
+            return Err(ApiError::new(ErrorCode::BadRequest, "command is empty"));
+        };
+        let args = args.iter().map(OsString::from).collect();
+        self.execute(program, args, self.deadline(req.timeout_seconds))
+            .await
+    }
+
+    fn deadline(&self, asked: Option<u64>) -> Duration {
+        asked
+            .map(Duration::from_secs)
+            .map_or(self.timeout, |d| d.min(self.timeout))
+    }
+
+    async fn execute(
+        &self,
+        program: &str,
+        args: Vec<OsString>,
+        deadline: Duration,
+    ) -> Result<Executed, ApiError> {
+        let command = format!("{program} {}", shown(&args));
+        let mut argv = vec![OsString::from(program)];
+        argv.extend(args);
+        let done = self
+            .reaper
+            .run(&argv, &command, deadline)
+            .await
+            .map_err(|e: ExecError| {
+                ApiError::new(
+                    e.code(ErrorCode::MountFailed),
+                    format!("{} (vcs {})", e, self.vcs),
+                )
+            })?;
+        info!(command = %command, exit_code = done.exit_code(), "ran");
+        Ok(Executed {
+            command,
+            exit_code: done.exit_code(),
+            output: done.output.clone(),
+            mount: None,
+        })
+    }
+
+    /// The agent's own mountinfo entry for `target`, if it holds a mount there.
+    fn sighting(&self, target: &Path) -> Option<Sighting> {
+        let table = MountTable::read(&ProcRoot::default(), None).ok()?;
+        let m = table.by_target(target)?;
+        Some(Sighting {
+            namespace: format!("vcs/{}", self.vcs),
+            mount_id: Some(m.id),
+            propagation: Some(m.propagation.to_string()),
+        })
+    }
+
+    fn status(&self) -> AgentStatus {
+        AgentStatus {
+            version: env!("CARGO_PKG_VERSION").into(),
+            vcs: self.vcs.clone(),
+            busy: self.reaper.busy(),
+        }
+    }
+
+    fn check_peer(&self, info: PeerInfo) -> Result<(), ApiError> {
+        let p = peer(info)?;
+        if p.uid == 0 || p.uid == self.uid {
+            Ok(())
+        } else {
+            Err(ApiError::new(
+                ErrorCode::Forbidden,
+                format!("uid {} may not use the agent", p.uid),
+            ))
+        }
+    }
+
+    /// On SIGTERM: passes it on to every command it started and, as PID 1, to every
+    /// process of the container; then waits a little for them to end.
+    pub async fn stop(&self) {
+        self.reaper.signal_running(Signal::SIGTERM);
+        if std::process::id() == 1 {
+            // SAFETY-free: kill(-1) from PID 1 signals every other process of its
+            // pid namespace, i.e. of this container.
+            let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
+        }
+        let start = tokio::time::Instant::now();
+        while start.elapsed() < STOP_GRACE && (self.reaper.busy() || others_alive()) {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// As PID 1: whether any other process of the container is left.
+fn others_alive() -> bool {
+    if std::process::id() != 1 {
+        return false;
+    }
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return false;
+    };
+    dir.flatten().any(|e| {
+        e.file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+            .is_some_and(|pid| pid != 1)
+    })
+}
+
+/// The agent socket of a VCS under the daemon's socket directory.
+pub fn socket_path(socket_dir: &Path, vcs: &str) -> PathBuf {
+    socket_dir.join("agents").join(format!("{vcs}.sock"))
+}
+
+/// Serves the agent API until `shutdown` resolves.
+pub async fn serve(
+    listener: UnixListener,
+    agent: Arc<Agent>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let app = Router::new()
+        .route(wire::MOUNTS, post(mount))
+        .route(wire::UNMOUNTS, post(unmount))
+        .route(wire::RUN, post(run))
+        .route(wire::STATUS, get(status))
+        .with_state(agent);
+    http::serve(listener, app, shutdown).await
+}
+
+async fn mount(
+    State(a): State<Arc<Agent>>,
+    ConnectInfo(info): ConnectInfo<PeerInfo>,
+    bytes: Bytes,
+) -> Answer {
+    let r = async {
+        a.check_peer(info)?;
+        a.mount(body(&bytes)?).await
+    };
+    r.await.into()
+}
+
+async fn unmount(
+    State(a): State<Arc<Agent>>,
+    ConnectInfo(info): ConnectInfo<PeerInfo>,
+    bytes: Bytes,
+) -> Answer {
+    let r = async {
+        a.check_peer(info)?;
+        a.unmount(body(&bytes)?).await
+    };
+    r.await.into()
+}
+
+async fn run(
+    State(a): State<Arc<Agent>>,
+    ConnectInfo(info): ConnectInfo<PeerInfo>,
+    bytes: Bytes,
+) -> Answer {
+    let r = async {
+        a.check_peer(info)?;
+        a.run(body(&bytes)?).await
+    };
+    r.await.into()
+}
+
+async fn status(State(a): State<Arc<Agent>>, ConnectInfo(info): ConnectInfo<PeerInfo>) -> Answer {
+    a.check_peer(info).map(|_| a.status()).into()
+}

@@ -1,0 +1,185 @@
+//! The agent executor: mounts made by the agent inside a VCS container, reached on
+//! its unix socket. With the docker provider a dead container is brought back
+//! (started, or made again) before the request is given up.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
+
+use super::{finished, ExecError, Executor, UnmountFlags};
+use crate::agent::AgentStatus;
+use crate::client::{Client, ClientError};
+use crate::docker::{Docker, Spec};
+use crate::mountinfo::ProcRoot;
+use crate::propagation::Namespace;
+use crate::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
+
+/// How long a revived container's agent may take to answer.
+const AGENT_START: Duration = Duration::from_secs(30);
+
+pub struct Agent {
+    name: String,
+    socket: PathBuf,
+    proc: ProcRoot,
+    /// The docker provider's handle: how to bring the container back.
+    docker: Option<(Docker, Spec)>,
+}
+
+impl Agent {
+    /// `docker` is `None` for the external provider.
+    pub fn new(vcs: &str, socket: PathBuf, proc: ProcRoot, docker: Option<(Docker, Spec)>) -> Self {
+        Agent {
+            name: format!("vcs/{vcs}"),
+            socket,
+            proc,
+            docker,
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The agent's status, if it answers within `timeout`.
+    pub async fn status(&self, timeout: Duration) -> Result<AgentStatus, ExecError> {
+        self.client(timeout)
+            .get(wire::STATUS)
+            .await
+            .map_err(|e| self.unavailable(e))
+    }
+
+    /// Waits until the agent answers, for at most `timeout`.
+    pub async fn wait(&self, timeout: Duration) -> Result<AgentStatus, ExecError> {
+        let start = tokio::time::Instant::now();
+        loop {
+            match self.status(Duration::from_secs(2)).await {
+                Ok(s) => return Ok(s),
+                Err(e) if start.elapsed() >= timeout => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    }
+
+    fn client(&self, timeout: Duration) -> Client {
+        Client::of(format!("{} agent", self.name), &self.socket, timeout)
+    }
+
+    /// Posts to the agent; when it cannot be reached and Docker runs its container,
+    /// brings the container back and tries once more.
+    async fn call<B: serde::Serialize>(
+        &self,
+        path: &str,
+        body: &B,
+        deadline: Duration,
+    ) -> Result<Executed, ExecError> {
+        // The agent enforces the deadline; the margin lets its answer arrive.
+        let timeout = deadline + Duration::from_secs(5);
+        match self.client(timeout).post(path, body).await {
+            Err(ClientError::Connect { .. }) if self.docker.is_some() => {
+                self.revive().await?;
+                self.client(timeout).post(path, body).await
+            }
+            other => other,
+        }
+        .map_err(|e| self.unavailable(e))
+    }
+
+    async fn revive(&self) -> Result<(), ExecError> {
+        let Some((docker, spec)) = &self.docker else {
+            return Ok(());
+        };
+        let context = |e: crate::docker::DockerError| {
+            ExecError::Unavailable(format!(
+                "the {} agent at {} cannot be reached, and its container cannot be brought back: {e}",
+                self.name,
+                self.socket.display()
+            ))
+        };
+        docker.ensure(spec).await.map_err(context)?;
+        self.wait(AGENT_START).await.map(|_| ())
+    }
+
+    fn unavailable(&self, e: ClientError) -> ExecError {
+        match e {
+            ClientError::Api(error) => ExecError::Remote {
+                context: self.name.clone(),
+                error,
+            },
+            ClientError::Timeout { after, .. } => ExecError::Timeout {
+                command: format!("the {} agent", self.name),
+                after,
+            },
+            other => ExecError::Unavailable(other.to_string()),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for Agent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The agent's pid comes from the socket's peer credentials, so it is right for
+    /// any provider and after any restart.
+    async fn namespace(&self) -> Result<Namespace, ExecError> {
+        let stream = std::os::unix::net::UnixStream::connect(&self.socket).map_err(|e| {
+            ExecError::Unavailable(format!(
+                "the {} agent at {} cannot be reached: {e}",
+                self.name,
+                self.socket.display()
+            ))
+        })?;
+        let pid = getsockopt(&stream, PeerCredentials)
+            .ok()
+            .map(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok())
+            .filter(|&p| p > 0)
+            .ok_or_else(|| {
+                ExecError::Unavailable(format!(
+                    "the {} agent's pid is not visible here: the daemon needs the host's pid namespace (hostPID)",
+                    self.name
+                ))
+            })?;
+        Ok(Namespace::new(
+            format!("executor ({})", self.name),
+            self.proc.clone(),
+            Some(pid),
+        ))
+    }
+
+    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
+        let req = MountRequest {
+            timeout_seconds: Some(deadline.as_secs().max(1)),
+            ..req.clone()
+        };
+        finished(self.call(wire::MOUNTS, &req, deadline).await?)
+    }
+
+    async fn unmount(
+        &self,
+        target: &Path,
+        _fstype: &str,
+        flags: UnmountFlags,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        let req = UnmountRequest {
+            target: target.to_owned(),
+            lazy: flags.lazy,
+            force: flags.force,
+            caller_pid: None,
+            timeout_seconds: Some(deadline.as_secs().max(1)),
+        };
+        finished(self.call(wire::UNMOUNTS, &req, deadline).await?)
+    }
+
+    async fn run(&self, command: &[String], deadline: Duration) -> Result<Executed, ExecError> {
+        let req = RunRequest {
+            vcs: String::new(),
+            command: command.to_vec(),
+            timeout_seconds: Some(deadline.as_secs().max(1)),
+        };
+        self.call(wire::RUN, &req, deadline).await
+    }
+}

@@ -1,0 +1,120 @@
+//! The exec executor: `docker exec` of mount(8)/umount(8) in a VCS container, for
+//! images that cannot run the agent. Costs a Docker round trip per request.
+
+use std::ffi::OsString;
+use std::path::Path;
+use std::time::Duration;
+
+use super::{finished, mount_args, shown, unmount_args, ExecError, Executor, UnmountFlags};
+use crate::docker::{Docker, DockerError, Spec};
+use crate::mountinfo::ProcRoot;
+use crate::propagation::Namespace;
+use crate::wire::{Executed, MountRequest};
+
+pub struct DockerExec {
+    name: String,
+    docker: Docker,
+    spec: Spec,
+    proc: ProcRoot,
+}
+
+impl DockerExec {
+    pub fn new(docker: Docker, spec: Spec, proc: ProcRoot) -> Self {
+        DockerExec {
+            name: spec.vcs.executor_name(),
+            docker,
+            spec,
+            proc,
+        }
+    }
+
+    async fn exec(&self, argv: Vec<String>, deadline: Duration) -> Result<Executed, ExecError> {
+        let container = self.spec.container_name();
+        let command = argv.join(" ");
+        let (code, output) = self
+            .docker
+            .exec(&container, argv, deadline)
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(Executed {
+            command,
+            exit_code: i32::try_from(code).unwrap_or(-1),
+            output,
+            mount: None,
+        })
+    }
+
+    /// Runs a mount(8)-style command; messages show it without its options.
+    async fn tool(
+        &self,
+        program: &str,
+        args: Vec<OsString>,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        let mut argv = vec![program.to_owned()];
+        argv.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
+        let done = self.exec(argv, deadline).await?;
+        finished(Executed {
+            command: format!("{program} {}", shown(&args)),
+            ..done
+        })
+    }
+
+    fn error(&self, e: DockerError) -> ExecError {
+        match e {
+            DockerError::Timeout { what, after } => ExecError::Timeout {
+                command: what,
+                after,
+            },
+            other => ExecError::Unavailable(format!("{}: {other}", self.name)),
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Executor for DockerExec {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The container's init, by its pid from Docker.
+    async fn namespace(&self) -> Result<Namespace, ExecError> {
+        let container = self.spec.container_name();
+        let found = self
+            .docker
+            .find(&container)
+            .await
+            .map_err(|e| self.error(e))?;
+        let pid = found.as_ref().and_then(|f| f.pid).ok_or_else(|| {
+            ExecError::Unavailable(format!(
+                "{}: container {container} is {}",
+                self.name,
+                found.map_or_else(|| "missing".into(), |f| f.state)
+            ))
+        })?;
+        Ok(Namespace::new(
+            format!("executor ({})", self.name),
+            self.proc.clone(),
+            Some(pid),
+        ))
+    }
+
+    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
+        self.tool("mount", mount_args(req), deadline).await
+    }
+
+    async fn unmount(
+        &self,
+        target: &Path,
+        _fstype: &str,
+        flags: UnmountFlags,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        self.tool("umount", unmount_args(target, "", flags), deadline)
+            .await
+    }
+
+    async fn run(&self, command: &[String], deadline: Duration) -> Result<Executed, ExecError> {
+        self.exec(command.to_vec(), deadline).await
+    }
+}

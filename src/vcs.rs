@@ -1,0 +1,316 @@
+//! What one volume-client (VCS) container is: the configuration entry that says which
+//! filesystem types it mounts, which image runs it, who runs it and how it is
+//! reached; and the seed's shorter ways to name one (flat ConfigMap, flags).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// One volume-client container.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vcs {
+    /// Names the executor (`vcs/NAME`), the container (`sidemount-vcs-NAME`) and the
+    /// agent socket (`<socket dir>/agents/NAME.sock`).
+    pub name: String,
+    /// The filesystem types it mounts, as mount(8) names them: `nfs`, `fuse.sshfs`.
+    pub types: Vec<String>,
+    /// A tag or a digest.
+    pub image: String,
+    #[serde(default)]
+    pub provider: Provider,
+    #[serde(default)]
+    pub mode: Mode,
+    /// The client's daemon (FUSE) must outlive the mount call: the container must
+    /// stay up while any of its mounts exist.
+    #[serde(default)]
+    pub long_running: bool,
+    #[serde(default)]
+    pub security: Security,
+    #[serde(default)]
+    pub host_network: bool,
+    /// Extra read-only binds, `HOST_PATH` or `HOST_PATH:CONTAINER_PATH`
+    /// (`/lib/modules`, `/etc/ceph`).
+    #[serde(default)]
+    pub binds: Vec<String>,
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// The programs `sidemount run` may execute in it (`rbd`, `iscsiadm`).
+    #[serde(default)]
+    pub run: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Provider {
+    /// The daemon creates, adopts and replaces the container through the Docker API.
+    #[default]
+    Docker,
+    /// Someone else runs it (a native sidecar); the daemon only talks to its agent.
+    External,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// Requests go to the agent injected as the container's PID 1.
+    #[default]
+    Agent,
+    /// `docker exec` per request, for images that cannot run the agent.
+    Exec,
+}
+
+/// How much of the host the container gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Security {
+    #[serde(default = "yes")]
+    pub privileged: bool,
+    /// Capabilities to add when not privileged: `SYS_ADMIN`.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
+    /// Host devices to pass when not privileged: `/dev/fuse`.
+    #[serde(default)]
+    pub devices: Vec<PathBuf>,
+    /// Unconfined seccomp and AppArmor profiles when not privileged.
+    #[serde(default)]
+    pub unconfined: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for Security {
+    fn default() -> Self {
+        Security {
+            privileged: true,
+            capabilities: Vec::new(),
+            devices: Vec::new(),
+            unconfined: false,
+        }
+    }
+}
+
+impl Vcs {
+    /// A VCS with every default, for the seed's forms that only name a plugin and an
+    /// image.
+    pub fn for_plugin(plugin: &str, image: &str) -> Vcs {
+        Vcs {
+            name: plugin.to_owned(),
+            types: plugin_types(plugin),
+            image: image.to_owned(),
+            provider: Provider::default(),
+            mode: Mode::default(),
+            long_running: plugin_types(plugin).iter().any(|t| t.starts_with("fuse")),
+            security: Security::default(),
+            host_network: true,
+            binds: Vec::new(),
+            env: BTreeMap::new(),
+            run: Vec::new(),
+        }
+    }
+
+    /// The executor's name in records and status.
+    pub fn executor_name(&self) -> String {
+        format!("vcs/{}", self.name)
+    }
+
+    /// Checks one entry; the error names the key and the entry.
+    pub fn validate(&self) -> Result<(), (String, String)> {
+        let key = |k: &str| format!("vcs[{}].{k}", self.name);
+        let ok_name = !self.name.is_empty()
+            && self.name.len() <= 48
+            && self
+                .name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+            && self.name.starts_with(|c: char| c.is_ascii_alphanumeric());
+        if !ok_name {
+            return Err((
+                "vcs[].name".into(),
+                format!(
+                    "{:?} must be 1-48 letters, digits, '-' or '_', starting with a letter or digit",
+                    self.name
+                ),
+            ));
+        }
+        if self.types.is_empty() {
+            return Err((
+                key("types"),
+                "must name at least one filesystem type".into(),
+            ));
+        }
+        if let Some(t) = self.types.iter().find(|t| !valid_fstype(t)) {
+            return Err((key("types"), format!("{t:?} is not a filesystem type")));
+        }
+        if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
+            return Err((key("image"), format!("{:?} is not an image", self.image)));
+        }
+        if self.provider == Provider::External && self.mode == Mode::Exec {
+            return Err((
+                key("mode"),
+                "exec needs the docker provider: an external container is reached only through its agent".into(),
+            ));
+        }
+        let s = &self.security;
+        if s.privileged && (!s.capabilities.is_empty() || !s.devices.is_empty() || s.unconfined) {
+            return Err((
+                key("security"),
+                "capabilities, devices and unconfined apply only with privileged: false".into(),
+            ));
+        }
+        if let Some(b) = self.binds.iter().find(|b| bind_parts(b).is_none()) {
+            return Err((
+                key("binds"),
+                format!("{b:?} is not HOST_PATH or HOST_PATH:CONTAINER_PATH (absolute)"),
+            ));
+        }
+        if let Some(d) = s.devices.iter().find(|d| !d.is_absolute()) {
+            return Err((
+                key("security.devices"),
+                format!("{} is not an absolute path", d.display()),
+            ));
+        }
+        if let Some(k) = self
+            .env
+            .keys()
+            .find(|k| k.is_empty() || k.contains('=') || k.contains('\0'))
+        {
+            return Err((key("env"), format!("{k:?} is not a variable name")));
+        }
+        if let Some(r) = self.run.iter().find(|r| r.is_empty() || r.contains('\0')) {
+            return Err((key("run"), format!("{r:?} is not a program")));
+        }
+        Ok(())
+    }
+
+    /// Whether `run` may execute `program`: by its name or its full path as listed.
+    pub fn allows(&self, program: &str) -> bool {
+        self.run.iter().any(|r| r == program)
+    }
+}
+
+/// `HOST_PATH[:CONTAINER_PATH]` as (host, container), both absolute.
+pub fn bind_parts(bind: &str) -> Option<(&str, &str)> {
+    let (host, inside) = bind.split_once(':').unwrap_or((bind, bind));
+    (host.starts_with('/') && inside.starts_with('/')).then_some((host, inside))
+}
+
+/// The filesystem types a kubelet plugin mounts, for the seed's forms.
+fn plugin_types(plugin: &str) -> Vec<String> {
+    let types: &[&str] = match plugin {
+        "nfs" => &["nfs", "nfs4"],
+        "cephfs" | "ceph" => &["ceph"],
+        "glusterfs" => &["glusterfs"],
+        "sshfs" => &["fuse.sshfs"],
+        other => return vec![other.to_owned()],
+    };
+    types.iter().map(|t| t.to_string()).collect()
+}
+
+fn valid_fstype(t: &str) -> bool {
+    !t.is_empty()
+        && t.len() <= 64
+        && t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+/// Parses `--vcs NAME=IMAGE`.
+pub fn from_flag(flag: &str) -> Result<Vcs, String> {
+    match flag.split_once('=') {
+        Some((name, image)) if !name.is_empty() && !image.is_empty() => {
+            Ok(Vcs::for_plugin(name, image))
+        }
+        _ => Err(format!("--vcs {flag:?}: expected NAME=IMAGE")),
+    }
+}
+
+/// Takes the seed's `--NAME_mount_container=IMAGE` (or `... IMAGE`) flags out of
+/// `args`, as `NAME=IMAGE`, leaving the rest for the argument parser.
+pub fn take_mount_container_flags(args: &mut Vec<String>) -> Result<Vec<String>, String> {
+    let mut found = Vec::new();
+    let mut i = 0;
+    while i < args.len() {
+        let Some(rest) = args[i].strip_prefix("--") else {
+            i += 1;
+            continue;
+        };
+        let (flag, inline) = match rest.split_once('=') {
+            Some((f, v)) => (f, Some(v.to_owned())),
+            None => (rest, None),
+        };
+        let Some(name) = flag.strip_suffix("_mount_container") else {
+            i += 1;
+            continue;
+        };
+        let name = name.to_owned();
+        args.remove(i);
+        let image = match inline {
+            Some(v) => v,
+            None if i < args.len() => args.remove(i),
+            None => return Err(format!("--{name}_mount_container needs an IMAGE")),
+        };
+        found.push(format!("{name}={image}"));
+    }
+    Ok(found)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_flags_are_taken_out_of_the_arguments() {
+        let mut args: Vec<String> = [
+            "sidemount",
+            "serve",
+            "--nfs_mount_container=k8/nfs:latest",
+            "--socket",
+            "/s",
+            "--sshfs_mount_container",
+            "local/sshfs",
+        ]
+        .map(String::from)
+        .to_vec();
+        let found = take_mount_container_flags(&mut args).unwrap();
+        assert_eq!(found, ["nfs=k8/nfs:latest", "sshfs=local/sshfs"]);
+        assert_eq!(args, ["sidemount", "serve", "--socket", "/s"]);
+        let mut args = vec!["--nfs_mount_container".to_string()];
+        assert!(take_mount_container_flags(&mut args).is_err());
+    }
+
+    #[test]
+    fn flags_name_a_plugin_and_an_image() {
+        let v = from_flag("nfs=k8io/nfs:latest").unwrap();
+        assert_eq!(v.types, ["nfs", "nfs4"]);
+        assert_eq!(v.image, "k8io/nfs:latest");
+        assert!(v.security.privileged && !v.long_running);
+        assert!(from_flag("sshfs=x").unwrap().long_running);
+        assert_eq!(
+            from_flag("nfs").unwrap_err(),
+            "--vcs \"nfs\": expected NAME=IMAGE"
+        );
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let mut v = Vcs::for_plugin("nfs", "img");
+        v.security.capabilities = vec!["SYS_ADMIN".into()];
+        assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].security");
+        let mut v = Vcs::for_plugin("nfs", "img");
+        v.binds = vec!["etc/ceph".into()];
+        assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].binds");
+        let mut v = Vcs::for_plugin("nfs", "img");
+        v.name = "../x".into();
+        assert_eq!(v.validate().unwrap_err().0, "vcs[].name");
+        let mut v = Vcs::for_plugin("nfs", "img");
+        v.provider = Provider::External;
+        v.mode = Mode::Exec;
+        assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].mode");
+        assert!(Vcs::for_plugin("nfs", "img").validate().is_ok());
+        assert_eq!(bind_parts("/a:/b"), Some(("/a", "/b")));
+        assert_eq!(bind_parts("/a"), Some(("/a", "/a")));
+    }
+}

@@ -106,6 +106,9 @@ impl Daemon {
         let _claim = self.claim(target)?;
         // 3. The executor for this type, and the namespaces that must see the mount.
         let exec = self.route(&req.fstype);
+        exec.ready()
+            .await
+            .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await
@@ -177,6 +180,7 @@ impl Daemon {
         };
         let unmount_error =
             |e: ExecError| exec_error(&MountRequest::default(), &e, ErrorCode::UnmountFailed);
+        exec.ready().await.map_err(unmount_error)?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await

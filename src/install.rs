@@ -6,8 +6,6 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
-use nix::fcntl::{renameat2, RenameFlags, AT_FDCWD};
-
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("invalid type '{0}': want one or more of a-z 0-9 . _ + -")]
@@ -31,7 +29,8 @@ pub struct Installed {
 }
 
 /// For each type, creates DIR/mount.TYPE and DIR/umount.TYPE as symlinks to `binary`
-/// (absolute path). Idempotent: an existing symlink whose text is `binary`, or that
+/// (absolute path); for a type with a subtype (`fuse.sshfs`) also DIR/umount.MAIN,
+/// since umount(8) looks helpers up by the main type mountinfo reports (`fuse`). Idempotent: an existing symlink whose text is `binary`, or that
 /// canonicalizes to the same file, is left as is (created=false). Anything else at
 /// one of those paths is an error, and then nothing is created for any type: all
 /// paths are checked before any is created. Creates DIR if missing.
@@ -46,8 +45,12 @@ pub fn install_helpers(
     let mut plan: Vec<Installed> = Vec::new();
     for fstype in types {
         check_type(fstype)?;
-        for prefix in ["mount.", "umount."] {
-            let path = dir.join(format!("{prefix}{fstype}"));
+        let mut names = vec![format!("mount.{fstype}"), format!("umount.{fstype}")];
+        if let Some((main, _subtype)) = fstype.split_once('.') {
+            names.push(format!("umount.{main}"));
+        }
+        for name in names {
+            let path = dir.join(name);
             if plan.iter().all(|i| i.path != path) {
                 let created = !is_our_link(&path, binary)?;
                 plan.push(Installed { path, created });
@@ -101,9 +104,10 @@ fn same_file(a: &Path, b: &Path) -> bool {
     matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
 }
 
-/// Makes the link under a temporary name in the same directory, then renames it
-/// into place with RENAME_NOREPLACE: `path` never exists half made, and whatever
-/// appeared there since it was checked is not replaced.
+/// Makes the link under a temporary name in the same directory, then hard-links
+/// that symlink into place (linkat fails on an existing name, and does not follow
+/// the symlink): `path` never exists half made, and whatever appeared there since
+/// it was checked is not replaced. Works on glibc and musl alike.
 fn create_link(path: &Path, binary: &Path) -> Result<(), InstallError> {
     let name = path.file_name().unwrap_or_default().to_string_lossy();
     let tmp = path.with_file_name(format!(".{name}.sidemount-{}", std::process::id()));
@@ -113,17 +117,9 @@ fn create_link(path: &Path, binary: &Path) -> Result<(), InstallError> {
         _ => {}
     }
     symlink(binary, &tmp).map_err(io_at(&tmp))?;
-    renameat2(
-        AT_FDCWD,
-        &tmp,
-        AT_FDCWD,
-        path,
-        RenameFlags::RENAME_NOREPLACE,
-    )
-    .map_err(|errno| {
-        let _ = fs::remove_file(&tmp);
-        io_at(path)(errno.into())
-    })
+    let placed = fs::hard_link(&tmp, path);
+    let _ = fs::remove_file(&tmp);
+    placed.map_err(io_at(path))
 }
 
 fn io_at(path: &Path) -> impl FnOnce(io::Error) -> InstallError + '_ {
@@ -168,6 +164,7 @@ mod tests {
             "umount.nfs",
             "mount.fuse.sshfs",
             "umount.fuse.sshfs",
+            "umount.fuse",
         ]
         .map(|n| dir.join(n));
         let first = install_helpers(&dir, &binary, &wanted).unwrap();
@@ -189,6 +186,7 @@ mod tests {
             [
                 "mount.fuse.sshfs",
                 "mount.nfs",
+                "umount.fuse",
                 "umount.fuse.sshfs",
                 "umount.nfs"
             ]

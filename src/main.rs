@@ -81,8 +81,9 @@ enum Command {
     Run {
         #[arg(long)]
         vcs: String,
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
         #[arg(required = true, last = true)]
         command: Vec<String>,
     },
@@ -92,8 +93,9 @@ enum Command {
         /// Even while long-running mounts depend on it (they break).
         #[arg(long)]
         force: bool,
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
     },
     /// Mount through the daemon (kubelet --experimental-mounter-path convention).
     Mount {
@@ -341,14 +343,17 @@ fn run_agent(vcs: String, socket: PathBuf, timeout: Duration) -> anyhow::Result<
 
 /// One request to the daemon from the command line.
 fn ask<T: serde::de::DeserializeOwned>(
-    socket: PathBuf,
+    socket: Option<PathBuf>,
     path: &str,
     body: &impl serde::Serialize,
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = Client::new(socket, CLIENT_TIMEOUT);
+    let client = Client::new(
+        socket.unwrap_or_else(Client::socket_from_env),
+        CLIENT_TIMEOUT,
+    );
     Ok(runtime.block_on(client.post(path, body))?)
 }
 

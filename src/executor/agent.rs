@@ -121,6 +121,15 @@ impl Executor for Agent {
         &self.name
     }
 
+    /// A dead docker container is brought back before a request.
+    async fn ready(&self) -> Result<(), ExecError> {
+        let up = std::os::unix::net::UnixStream::connect(&self.socket).is_ok();
+        if up || self.docker.is_none() {
+            return Ok(());
+        }
+        self.revive().await
+    }
+
     /// The agent's pid comes from the socket's peer credentials, so it is right for
     /// any provider and after any restart.
     async fn namespace(&self) -> Result<Namespace, ExecError> {

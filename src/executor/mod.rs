@@ -72,6 +72,10 @@ pub struct UnmountFlags {
 pub trait Executor: Send + Sync {
     /// The name records and status show: "host", "vcs/nfs".
     fn name(&self) -> &str;
+    /// Makes sure it can take a request (a VCS container that died is brought back).
+    async fn ready(&self) -> Result<(), ExecError> {
+        Ok(())
+    }
     /// The namespace its mounts are made in, to verify them there.
     async fn namespace(&self) -> Result<Namespace, ExecError>;
     /// Mounts; returns the tool's combined output.

@@ -6,6 +6,7 @@
 #![allow(dead_code)] // each test crate uses a part of this module
 
 pub mod fixtures;
+pub mod node;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
@@ -312,7 +313,12 @@ impl LoopDevice {
             "truncate -s 16M {0} && mkfs.ext4 -q {0}",
             quote(&image)
         ));
-        let device = sh(&format!("losetup -f --show {}", quote(&image)))
+        LoopDevice::attach(&image)
+    }
+
+    /// A loop device over an existing image file.
+    pub fn attach(image: &Path) -> LoopDevice {
+        let device = sh(&format!("losetup -f --show {}", quote(image)))
             .trim()
             .to_owned();
         LoopDevice { device }

@@ -1,0 +1,267 @@
+//! End-to-end support: a node whose "host" is the namespace dockerd runs in, since
+//! Docker resolves bind sources there. Its scratch root is a tmpfs made rshared (as
+//! systemd makes `/`), and everything a test makes there (VCS containers, the
+//! kubelet container, sshd, mounts) is removed when the `Node` is dropped.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output};
+
+use super::{expect_success, quote, root_or_skip, sh, Host, SIDEMOUNT};
+
+/// The images end-to-end tests run (built by hack/build-images.sh).
+pub const SSHFS_IMAGE: &str = "sidemount/vcs-sshfs:latest";
+pub const BLOCK_IMAGE: &str = "sidemount/vcs-iscsi:latest";
+pub const BASE_IMAGE: &str = "sidemount/base:bookworm";
+
+/// Whether a test that needs Docker can run. Without it, it prints why and skips,
+/// unless `SIDEMOUNT_REQUIRE_DOCKER=1`, where skipping is a failure.
+pub fn docker_or_skip(test: &str) -> bool {
+    if !root_or_skip(test) {
+        return false;
+    }
+    let up = Command::new("timeout")
+        .args([
+            "20",
+            "docker",
+            "version",
+            "--format",
+            "{{.Server.APIVersion}}",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !up {
+        assert!(
+            std::env::var("SIDEMOUNT_REQUIRE_DOCKER").as_deref() != Ok("1"),
+            "{test} needs a running dockerd and SIDEMOUNT_REQUIRE_DOCKER=1 forbids skipping it"
+        );
+        eprintln!("skipping {test}: no dockerd answers");
+        return false;
+    }
+    for image in [SSHFS_IMAGE, BLOCK_IMAGE, BASE_IMAGE] {
+        assert!(
+            docker(&["image", "inspect", image]).status.success(),
+            "{test}: image {image} is missing: run hack/build-images.sh"
+        );
+    }
+    true
+}
+
+/// Runs the docker CLI, with a deadline.
+pub fn docker(args: &[&str]) -> Output {
+    Command::new("timeout")
+        .args(["120", "docker"])
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// `docker ARGS`, which must succeed; its stdout.
+pub fn docker_ok(args: &[&str]) -> String {
+    expect_success(&format!("docker {}", args.join(" ")), docker(args))
+}
+
+pub struct Node {
+    pub host: Host,
+    /// Makes this test's container and VCS names unique.
+    pub token: String,
+    containers: Vec<String>,
+    sshd: Option<Child>,
+}
+
+impl Node {
+    /// None when the test must skip.
+    pub fn new(test: &str) -> Option<Node> {
+        if !docker_or_skip(test) {
+            return None;
+        }
+        let scratch = tempfile::Builder::new()
+            .prefix("sidemount-e2e-")
+            .tempdir()
+            .unwrap()
+            .keep();
+        sh(&format!(
+            "mount -t tmpfs sidemount-e2e {0} && mount --make-rshared {0}",
+            quote(&scratch)
+        ));
+        let token = format!("{:x}", std::process::id());
+        Some(Node {
+            host: Host { scratch },
+            token,
+            containers: Vec::new(),
+            sshd: None,
+        })
+    }
+
+    pub fn dir(&self, rel: &str) -> PathBuf {
+        self.host.dir(rel)
+    }
+
+    pub fn kubelet_root(&self) -> PathBuf {
+        self.dir("kubelet")
+    }
+
+    /// A VCS name unique to this test.
+    pub fn vcs(&self, base: &str) -> String {
+        format!("test-{base}-{}", self.token)
+    }
+
+    /// The container Docker runs for a VCS name.
+    pub fn vcs_container(&self, vcs: &str) -> String {
+        format!("sidemount-vcs-{vcs}")
+    }
+
+    /// Starts sshd on 127.0.0.1 (a free port) with key login for root, serving
+    /// `export/` with `hello.txt`. Returns the port; the key is `keys/id`.
+    pub fn sshd(&mut self) -> u16 {
+        let ssh = self.dir("ssh");
+        let keys = self.dir("keys");
+        let export = self.dir("export");
+        std::fs::write(export.join("hello.txt"), "hello from the export\n").unwrap();
+        sh(&format!(
+            "ssh-keygen -q -t ed25519 -N '' -f {0}/host_key && ssh-keygen -q -t ed25519 -N '' -f {1}/id && cp {1}/id.pub {0}/authorized_keys && mkdir -p /run/sshd",
+            quote(&ssh),
+            quote(&keys)
+        ));
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let config = ssh.join("config");
+        std::fs::write(
+            &config,
+            format!(
+                "Port {port}\nListenAddress 127.0.0.1\nHostKey {0}/host_key\nAuthorizedKeysFile {0}/authorized_keys\nPermitRootLogin prohibit-password\nStrictModes no\nUsePAM no\nPidFile none\nSubsystem sftp internal-sftp\n",
+                ssh.display()
+            ),
+        )
+        .unwrap();
+        let child = Command::new("/usr/sbin/sshd")
+            .arg("-D")
+            .arg("-f")
+            .arg(&config)
+            .arg("-E")
+            .arg(ssh.join("log"))
+            .spawn()
+            .unwrap();
+        self.sshd = Some(child);
+        super::wait_until("sshd listens", || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        port
+    }
+
+    /// mount(8) options for sshfs against `port` with the test key, as the VCS
+    /// container sees it (`keys/` bound at /keys).
+    pub fn sshfs_options(port: u16) -> String {
+        format!("port={port},IdentityFile=/keys/id,StrictHostKeyChecking=no,UserKnownHostsFile=/dev/null,allow_other")
+    }
+
+    /// The sshfs export as mount(8)'s source.
+    pub fn sshfs_source(&self) -> String {
+        format!("root@127.0.0.1:{}", self.dir("export").display())
+    }
+
+    /// Writes a daemon configuration with this node's kubelet root and `vcs` (YAML
+    /// list items) and returns its path.
+    pub fn config(&self, name: &str, vcs: &str) -> PathBuf {
+        let path = self.dir("etc").join(name);
+        std::fs::write(
+            &path,
+            format!(
+                "kubelet_root: {}\nrequest_timeout_seconds: 30\nvcs:\n{vcs}",
+                self.kubelet_root().display()
+            ),
+        )
+        .unwrap();
+        path
+    }
+
+    /// A VCS entry for sshfs with the capability profile this machine allows.
+    pub fn sshfs_vcs(&self, name: &str, mode: &str) -> String {
+        format!(
+            "  - name: {name}\n    types: [fuse.sshfs]\n    image: {SSHFS_IMAGE}\n    mode: {mode}\n    long_running: true\n    host_network: true\n    security: {{privileged: false, capabilities: [SYS_ADMIN], devices: [/dev/fuse], unconfined: true}}\n    binds: [\"{}:/keys\"]\n",
+            self.dir("keys").display()
+        )
+    }
+
+    /// Starts a kubelet-like container: util-linux and sidemount's helpers for
+    /// `types`, the scratch root bound `rshared` (the kubelet root in it), the
+    /// daemon socket through `SIDEMOUNT_SOCKET`.
+    pub fn kubelet(&mut self, types: &str, socket: &Path) -> Kubelet {
+        let name = format!("sidemount-test-kubelet-{}", self.token);
+        let scratch = self.host.scratch.display().to_string();
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "-v",
+            &format!("{scratch}:{scratch}:rshared"),
+            "-v",
+            &format!("{SIDEMOUNT}:/usr/local/bin/sidemount:ro"),
+            "-e",
+            &format!("SIDEMOUNT_SOCKET={}", socket.display()),
+            "--entrypoint",
+            "sleep",
+            BASE_IMAGE,
+            "infinity",
+        ]);
+        self.containers.push(name.clone());
+        let k = Kubelet { name };
+        k.sh(&format!(
+            "sidemount install-helpers --dir /sbin --types {types}"
+        ));
+        k
+    }
+
+    /// Removes a container when the node goes.
+    pub fn track(&mut self, container: &str) {
+        self.containers.push(container.to_owned());
+    }
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.sshd.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        for c in &self.containers {
+            let _ = docker(&["rm", "-f", c]);
+        }
+        let _ = Command::new("umount")
+            .args(["-R", "-l"])
+            .arg(&self.host.scratch)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.host.scratch);
+    }
+}
+
+/// The kubelet-like container.
+pub struct Kubelet {
+    pub name: String,
+}
+
+impl Kubelet {
+    /// Runs a shell line in it; the output whatever the status.
+    pub fn run(&self, line: &str) -> Output {
+        docker(&["exec", &self.name, "sh", "-euc", line])
+    }
+
+    /// Runs a shell line in it, which must succeed.
+    pub fn sh(&self, line: &str) -> String {
+        expect_success(&format!("{}: {line}", self.name), self.run(line))
+    }
+
+    /// Its init's pid, to read its mountinfo.
+    pub fn pid(&self) -> u32 {
+        docker_ok(&["inspect", "-f", "{{.State.Pid}}", &self.name])
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}

@@ -1,3 +1,4 @@
+#!/usr/bin/env bash
 # Sourced by hack/ scripts: a running dockerd. When none answers, starts Debian's
 # (installing docker.io if needed) and registers its stop, by pid, in the EXIT trap.
 
@@ -14,8 +15,7 @@ ensure_dockerd() {
   log=$(mktemp /tmp/sidemount-dockerd.XXXXXX.log)
   setsid dockerd >"$log" 2>&1 &
   started_dockerd_pid=$!
-  local i
-  for i in $(seq 1 60); do
+  for _ in $(seq 1 60); do
     timeout 5 docker version >/dev/null 2>&1 && return 0
     kill -0 "$started_dockerd_pid" 2>/dev/null || break
     sleep 1

@@ -156,8 +156,8 @@ impl Agent {
     pub async fn stop(&self) {
         self.reaper.signal_running(Signal::SIGTERM);
         if std::process::id() == 1 {
-            // SAFETY-free: kill(-1) from PID 1 signals every other process of its
-            // pid namespace, i.e. of this container.
+            // kill(-1) from PID 1 signals every other process of its pid
+            // namespace, i.e. of this container; never done outside PID 1.
             let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
         }
         let start = tokio::time::Instant::now();

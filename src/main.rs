@@ -39,31 +39,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the node daemon: serve mount requests on a unix socket.
-    Serve {
-        /// YAML configuration; without it the embedded default (host executor for
-        /// every type) is used.
-        #[arg(long)]
-        config: Option<PathBuf>,
-        #[arg(long, default_value = DEFAULT_SOCKET)]
-        socket: PathBuf,
-        /// Overrides the configuration's kubelet_root.
-        #[arg(long)]
-        kubelet_root: Option<PathBuf>,
-        /// The host's proc (pid 1 is the host's namespace).
-        #[arg(long, default_value = "/proc")]
-        host_proc: PathBuf,
-        /// Where the record of mounts is kept.
-        #[arg(long, default_value = "/run/sidemount/state")]
-        state_dir: PathBuf,
-        /// A volume-client container with every default: NAME=IMAGE (repeatable;
-        /// `--NAME_mount_container=IMAGE` is the same).
-        #[arg(long = "vcs", value_name = "NAME=IMAGE")]
-        vcs: Vec<String>,
-        /// The static sidemount binary bound into VCS containers as their agent, as
-        /// a path on the Docker host (default: this binary).
-        #[arg(long)]
-        agent_binary: Option<PathBuf>,
-    },
+    Serve(ServeArgs),
     /// Run as the agent of a volume-client container (its PID 1).
     Agent {
         /// The VCS this container serves.
@@ -209,8 +185,8 @@ fn main() -> ExitCode {
         }
     };
     let mut cli = Cli::parse_from(args);
-    if let Command::Serve { vcs, .. } = &mut cli.command {
-        vcs.extend(seed_flags);
+    if let Command::Serve(serve) = &mut cli.command {
+        serve.vcs.extend(seed_flags);
     } else if let Some(flag) = seed_flags.first() {
         eprintln!(
             "sidemount: --{}_mount_container is a flag of `serve`",
@@ -254,13 +230,30 @@ fn init_logging() {
         .init();
 }
 
+#[derive(clap::Args)]
 struct ServeArgs {
+    /// YAML configuration; without it the embedded default (host executor for
+    /// every type) is used.
+    #[arg(long)]
     config: Option<PathBuf>,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
     socket: PathBuf,
+    /// Overrides the configuration's kubelet_root.
+    #[arg(long)]
     kubelet_root: Option<PathBuf>,
+    /// The host's proc (pid 1 is the host's namespace).
+    #[arg(long, default_value = "/proc")]
     host_proc: PathBuf,
+    /// Where the record of mounts is kept.
+    #[arg(long, default_value = "/run/sidemount/state")]
     state_dir: PathBuf,
+    /// A volume-client container with every default: NAME=IMAGE (repeatable;
+    /// `--NAME_mount_container=IMAGE` is the same).
+    #[arg(long = "vcs", value_name = "NAME=IMAGE")]
     vcs: Vec<String>,
+    /// The static sidemount binary bound into VCS containers as their agent, as
+    /// a path on the Docker host (default: this binary).
+    #[arg(long)]
     agent_binary: Option<PathBuf>,
 }
 
@@ -374,23 +367,7 @@ async fn shutdown_signal() {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Serve {
-            config,
-            socket,
-            kubelet_root,
-            host_proc,
-            state_dir,
-            vcs,
-            agent_binary,
-        } => serve(ServeArgs {
-            config,
-            socket,
-            kubelet_root,
-            host_proc,
-            state_dir,
-            vcs,
-            agent_binary,
-        }),
+        Command::Serve(args) => serve(args),
         Command::Agent {
             vcs,
             socket,

@@ -59,7 +59,7 @@ impl Agent {
 
     async fn mount(&self, req: MountRequest) -> Result<Executed, ApiError> {
         let args = mount_args(&req);
-        let deadline = self.deadline(req.timeout_seconds);
+        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         let mut done = self.execute("mount", args, deadline).await?;
         done.mount = self.sighting(&req.target);
         Ok(done)
@@ -71,7 +71,7 @@ impl Agent {
             force: req.force,
         };
         let args = unmount_args(&req.target, "", flags);
-        let deadline = self.deadline(req.timeout_seconds);
+        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         let mut done = self.execute("umount", args, deadline).await?;
         done.mount = self.sighting(&req.target);
         Ok(done)
@@ -82,14 +82,12 @@ impl Agent {
             return Err(ApiError::new(ErrorCode::BadRequest, "command is empty"));
         };
         let args = args.iter().map(OsString::from).collect();
-        self.execute(program, args, self.deadline(req.timeout_seconds))
-            .await
-    }
-
-    fn deadline(&self, asked: Option<u64>) -> Duration {
-        asked
-            .map(Duration::from_secs)
-            .map_or(self.timeout, |d| d.min(self.timeout))
+        self.execute(
+            program,
+            args,
+            wire::deadline(req.timeout_seconds, self.timeout),
+        )
+        .await
     }
 
     async fn execute(

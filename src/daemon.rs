@@ -19,8 +19,8 @@ use crate::record::{Record, RecordError};
 use crate::syscall::{MntFlags, Syscall};
 use crate::verify::{self, VerifyError, Views};
 use crate::wire::{
-    ApiError, ErrorCode, Executed, MountRecord, MountRequest, MountResponse, RunRequest, Status,
-    UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse,
+    self, ApiError, ErrorCode, Executed, MountRecord, MountRequest, MountResponse, RunRequest,
+    Status, UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse,
 };
 
 /// Who is asking, from SO_PEERCRED. `pid` is `None` when the peer's pid is not
@@ -117,7 +117,7 @@ impl Daemon {
             executor: verify::mounts_on(&views.executor.table().map_err(internal)?, target),
             daemon: verify::mounts_on(&self.own_table().map_err(internal)?, target),
         };
-        let deadline = self.deadline(req.timeout_seconds);
+        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 4. Execute; on failure undo whatever it left.
         let output = match exec.mount(&req, deadline).await {
             Ok(output) => output,
@@ -206,7 +206,7 @@ impl Daemon {
                 target,
                 &mount.fstype,
                 flags,
-                self.deadline(req.timeout_seconds),
+                wire::deadline(req.timeout_seconds, self.timeout),
             )
             .await
             .map_err(unmount_error)?;
@@ -270,7 +270,10 @@ impl Daemon {
         }
         let done = handle
             .executor
-            .run(&req.command, self.deadline(req.timeout_seconds))
+            .run(
+                &req.command,
+                wire::deadline(req.timeout_seconds, self.timeout),
+            )
             .await
             .map_err(|e| {
                 ApiError::new(e.code(ErrorCode::Internal), e.to_string()).with_output(e.output())
@@ -370,13 +373,6 @@ impl Daemon {
             .iter()
             .find(|h| h.vcs.types.iter().any(|t| t == fstype))
             .map_or_else(|| self.executors[0].clone(), |h| h.executor.clone())
-    }
-
-    /// The caller's deadline when it is shorter than the daemon's.
-    fn deadline(&self, asked: Option<u64>) -> Duration {
-        asked
-            .map(Duration::from_secs)
-            .map_or(self.timeout, |d| d.min(self.timeout))
     }
 
     /// The daemon's own mount table.

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
@@ -52,6 +53,14 @@ pub struct UnmountRequest {
     pub caller_pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+}
+
+/// The deadline for a request: the caller's `timeout_seconds` when it is shorter
+/// than `limit`, the server's own.
+pub fn deadline(asked: Option<u64>, limit: Duration) -> Duration {
+    asked
+        .map(Duration::from_secs)
+        .map_or(limit, |d| d.min(limit))
 }
 
 /// Run a VCS command that is not a mount (`rbd map`, `iscsiadm -m discovery`): the

@@ -254,35 +254,16 @@ fn run_formats_a_block_device_that_is_then_mounted_everywhere() {
     );
     let daemon = start(&node, &config);
     let sock = daemon.socket.display().to_string();
+    let run = |command: &[&str]| {
+        let mut args = vec!["run", "--vcs", &vcs, "--socket", &sock, "--"];
+        args.extend(command);
+        common::sidemount(&args)
+    };
     // Not on the allow-list: refused, nothing run.
-    let out = common::sidemount(&[
-        "run", "--vcs", &vcs, "--socket", &sock, "--", "sh", "-c", "id",
-    ]);
+    let out = run(&["sh", "-c", "id"]);
     assert!(String::from_utf8_lossy(&out.stderr).contains("[not_allowed]"));
-    common::expect_success(
-        "run mkfs",
-        common::sidemount(&[
-            "run",
-            "--vcs",
-            &vcs,
-            "--socket",
-            &sock,
-            "--",
-            "mkfs.ext4",
-            "-q",
-            &device.device,
-        ]),
-    );
-    let out = common::sidemount(&[
-        "run",
-        "--vcs",
-        &vcs,
-        "--socket",
-        &sock,
-        "--",
-        "blkid",
-        &device.device,
-    ]);
+    common::expect_success("run mkfs", run(&["mkfs.ext4", "-q", &device.device]));
+    let out = run(&["blkid", &device.device]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("TYPE=\"ext4\""),
         "{out:?}"

@@ -93,12 +93,12 @@ build_base() {
 # build_image NAME: sidemount/NAME:latest from images/NAME/.
 build_image() {
   local name=$1 image=sidemount/$1:latest ctx=images/$1 hash old id start bin
-  if [ "$name" = sidemount ]; then
+  if grep -q '^COPY sidemount ' "images/$name/Dockerfile"; then
     # The context is the directory plus the static binary, as ./sidemount.
     bin=$(bash hack/build-static.sh | tail -1)
-    ctx=$tmp/sidemount
+    ctx=$tmp/$name
     mkdir -p "$ctx"
-    cp -a images/sidemount/. "$ctx/"
+    cp -a "images/$name/." "$ctx/"
     cp "$bin" "$ctx/sidemount"
   fi
   # The hash covers the base image and every file of the context (names and content).

@@ -11,7 +11,17 @@ require_root
 require_cargo
 export SIDEMOUNT_REQUIRE_ROOT=1 SIDEMOUNT_REQUIRE_DOCKER=1
 
-install_packages util-linux mount e2fsprogs procps curl openssh-server openssh-client
+install_packages util-linux mount e2fsprogs procps curl openssh-server openssh-client python3 iproute2
+
+# yamllint and kubernetes-validate check manifests/ offline (tests/manifests.rs);
+# they live in a virtualenv under target/, on PATH for the tests only.
+venv=$PWD/target/python-tools
+if [ ! -x "$venv/bin/kubernetes-validate" ] || [ ! -x "$venv/bin/yamllint" ]; then
+  python3 -m venv "$venv" 2>/dev/null || { install_packages python3-venv && python3 -m venv "$venv"; }
+  step "installing yamllint and kubernetes-validate into $venv"
+  timeout 600 "$venv/bin/pip" install -q yamllint==1.38.0 kubernetes-validate==1.37.0
+fi
+export PATH=$venv/bin:$PATH
 
 cleanup() {
   remove_test_leftovers
@@ -29,7 +39,7 @@ ensure_dockerd
 # The agent the end-to-end tests inject is the static build, as on a node.
 SIDEMOUNT_AGENT_BINARY="$PWD/$(hack/build-static.sh | tail -1)"
 export SIDEMOUNT_AGENT_BINARY
-hack/build-images.sh vcs-sshfs vcs-iscsi
+hack/build-images.sh vcs-sshfs vcs-iscsi kubelet-node
 
 step "tests"
 if command -v cargo-nextest >/dev/null; then
@@ -37,3 +47,15 @@ if command -v cargo-nextest >/dev/null; then
 else
   cargo test --locked --lib --bins --tests --no-fail-fast
 fi
+
+step "quick start: hack/up.sh and hack/down.sh, twice in a row"
+for round in 1 2; do
+  bash hack/up.sh
+  bash hack/down.sh
+  echo "round $round: up and down passed"
+done
+# Nothing of the demo is left: no root, no containers, no VCS container.
+. hack/demo.sh
+[ ! -e "$demo_dir" ] || die "hack/down.sh left $demo_dir"
+left=$(timeout 30 docker ps -aq --filter "label=$demo_label")$(timeout 30 docker ps -aq --filter "name=^$demo_vcs_container\$")
+[ -z "$left" ] || die "hack/down.sh left containers: $left"

@@ -153,32 +153,34 @@ impl Agent {
     /// process of the container; then waits a little for them to end.
     pub async fn stop(&self) {
         self.reaper.signal_running(Signal::SIGTERM);
+        // FUSE daemons that forked away were reparented to the agent (PID 1, or a
+        // subreaper when the pod shares the host's pids): they are its children.
+        for pid in children() {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
+        }
         if std::process::id() == 1 {
             // kill(-1) from PID 1 signals every other process of its pid
             // namespace, i.e. of this container; never done outside PID 1.
             let _ = kill(Pid::from_raw(-1), Signal::SIGTERM);
         }
         let start = tokio::time::Instant::now();
-        while start.elapsed() < STOP_GRACE && (self.reaper.busy() || others_alive()) {
+        while start.elapsed() < STOP_GRACE && (self.reaper.busy() || !children().is_empty()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
-/// As PID 1: whether any other process of the container is left.
-fn others_alive() -> bool {
-    if std::process::id() != 1 {
-        return false;
-    }
-    let Ok(dir) = std::fs::read_dir("/proc") else {
-        return false;
+/// The agent's living children (zombies are the reaper's).
+fn children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    let Ok(all) = procfs::process::all_processes() else {
+        return Vec::new();
     };
-    dir.flatten().any(|e| {
-        e.file_name()
-            .to_str()
-            .and_then(|n| n.parse::<u32>().ok())
-            .is_some_and(|pid| pid != 1)
-    })
+    all.filter_map(Result::ok)
+        .filter_map(|p| p.stat().ok())
+        .filter(|s| s.ppid == me && s.state != 'Z')
+        .map(|s| s.pid)
+        .collect()
 }
 
 /// The agent socket of a VCS under the daemon's socket directory.

@@ -1,5 +1,7 @@
 //! `sidemount check`: diagnoses whether this node can carry mounts from a volume
 //! client to the host and the kubelet, each failure with the command that mends it.
+//! On a running node it also asks the daemon about itself and its VCS containers,
+//! and looks for the helpers of every type they serve.
 
 use std::path::{Path, PathBuf};
 
@@ -7,6 +9,14 @@ use serde::Serialize;
 
 use crate::mountinfo::{MountTable, ProcRoot};
 use crate::propagation::{link, Link, Namespace};
+use crate::wire::Status;
+
+/// What the daemon answered on its socket, or why it could not be asked.
+#[derive(Debug, Clone)]
+pub struct DaemonAnswer {
+    pub socket: PathBuf,
+    pub status: Result<Status, String>,
+}
 
 /// Where to look.
 #[derive(Debug, Clone)]
@@ -16,6 +26,10 @@ pub struct Node {
     pub proc: ProcRoot,
     /// The host's proc, whose pid 1 is the host's namespace.
     pub host_proc: ProcRoot,
+    /// The daemon's answer; `None` checks the node alone (before the daemon runs).
+    pub daemon: Option<DaemonAnswer>,
+    /// Where mount(8) looks for `mount.TYPE` helpers.
+    pub helper_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -112,7 +126,120 @@ pub fn run(node: &Node) -> Report {
     }
     items.push(host_peer_group(node));
     items.push(dockerd(node));
+    if let Some(answer) = &node.daemon {
+        items.extend(daemon(answer, &node.helper_dirs));
+    }
     Report::new(items)
+}
+
+/// The daemon answers; each VCS is healthy; every type a VCS serves has
+/// sidemount's helpers where mount(8) looks.
+fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
+    let status = match &answer.status {
+        Ok(s) => s,
+        Err(e) => return vec![fail(
+            "daemon",
+            e.clone(),
+            format!("start `sidemount serve --socket {}` (the sidemount DaemonSet, or the node's unit), and bind its directory into this container", answer.socket.display()),
+        )],
+    };
+    let mut items = vec![pass(
+        "daemon",
+        format!(
+            "sidemount {} answers on {}: {} mount(s), executors {}",
+            status.version,
+            answer.socket.display(),
+            status.mounts.len(),
+            status.executors.join(", ")
+        ),
+    )];
+    for v in &status.vcs {
+        let what = format!(
+            "{} ({} {}, {}) at {}",
+            v.name,
+            v.provider,
+            v.mode,
+            v.types.join(","),
+            v.reached_at
+        );
+        items.push(match (v.healthy, v.note.is_empty()) {
+            (true, true) => pass("vcs", format!("{what}: healthy")),
+            (true, false) => pass("vcs", format!("{what}: healthy; {}", v.note)),
+            (false, _) => fail(
+                "vcs",
+                format!("{what}: {}", v.note),
+                match v.provider.as_str() {
+                    "docker" => format!(
+                        "see `docker logs sidemount-vcs-{}`; `sidemount upgrade {}` makes it again",
+                        v.name, v.name
+                    ),
+                    _ => format!(
+                        "see the logs of the {} sidecar of the sidemount pod on this node",
+                        v.name
+                    ),
+                },
+            ),
+        });
+    }
+    let types: Vec<&str> = status
+        .vcs
+        .iter()
+        .flat_map(|v| v.types.iter().map(String::as_str))
+        .collect();
+    items.push(helpers(&types, helper_dirs));
+    items
+}
+
+/// `mount.TYPE` for every type (and `umount.MAIN` for `MAIN.SUB` types) is
+/// sidemount's in one of `dirs`: a link to a binary named `sidemount`.
+fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
+    const NAME: &str = "helpers";
+    let find = |name: &str| {
+        dirs.iter()
+            .map(|d| d.join(name))
+            .find(|p| p.symlink_metadata().is_ok())
+    };
+    let mut missing = Vec::new();
+    let mut foreign = Vec::new();
+    for fstype in types {
+        let mut names = vec![format!("mount.{fstype}")];
+        if let Some((main, _)) = fstype.split_once('.') {
+            names.push(format!("umount.{main}"));
+        }
+        for name in names {
+            match find(&name) {
+                None => missing.push(name),
+                Some(path) if !is_sidemount(&path) => foreign.push(path.display().to_string()),
+                Some(_) => {}
+            }
+        }
+    }
+    let install = format!(
+        "sidemount install-helpers --dir {} --types {}",
+        dirs.first()
+            .map_or("/sbin".into(), |d| d.display().to_string()),
+        types.join(",")
+    );
+    match (missing.is_empty(), foreign.is_empty()) {
+        _ if types.is_empty() => pass(NAME, "no VCS is configured: the host executor serves every type".into()),
+        (true, true) => pass(NAME, format!("sidemount's helpers serve {}", types.join(", "))),
+        (_, false) => fail(
+            NAME,
+            format!("{} belong to another program: mount(8) would run them instead of forwarding to the daemon", foreign.join(", ")),
+            format!("remove them (the client software the VCS containers replace), then {install}"),
+        ),
+        (false, true) => fail(
+            NAME,
+            format!("{} missing from {}: mount(8) cannot forward those types", missing.join(", "),
+                dirs.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")),
+            install,
+        ),
+    }
+}
+
+/// A helper is sidemount's when it resolves to a file named `sidemount`.
+fn is_sidemount(path: &Path) -> bool {
+    std::fs::canonicalize(path).is_ok_and(|p| p.file_name().is_some_and(|n| n == "sidemount"))
 }
 
 fn capability() -> Item {
@@ -199,4 +326,121 @@ pub fn find_process(proc: &ProcRoot, comm: &str) -> Option<u32> {
         .collect();
     pids.sort_unstable();
     pids.first().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::VcsStatus;
+
+    fn vcs(name: &str, types: &[&str], healthy: bool, note: &str) -> VcsStatus {
+        VcsStatus {
+            name: name.into(),
+            types: types.iter().map(|t| t.to_string()).collect(),
+            provider: "external".into(),
+            mode: "agent".into(),
+            reached_at: format!("/run/sidemount/agents/{name}.sock"),
+            healthy,
+            note: note.into(),
+        }
+    }
+
+    fn answer(vcs: Vec<VcsStatus>) -> DaemonAnswer {
+        DaemonAnswer {
+            socket: "/run/sidemount/sidemount.sock".into(),
+            status: Ok(Status {
+                version: "1".into(),
+                vcs,
+                ..Status::default()
+            }),
+        }
+    }
+
+    /// A helpers directory with `names` linked to a file named `binary`.
+    fn helper_dir(binary: &str, names: &[&str]) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let bin = dir.path().join(binary);
+        std::fs::write(&bin, "").unwrap();
+        for n in names {
+            std::os::unix::fs::symlink(&bin, dir.path().join(n)).unwrap();
+        }
+        dir
+    }
+
+    #[test]
+    fn an_absent_daemon_fails_with_how_to_start_it() {
+        let a = DaemonAnswer {
+            socket: "/run/s.sock".into(),
+            status: Err("cannot reach the sidemount daemon at /run/s.sock".into()),
+        };
+        let items = daemon(&a, &[]);
+        assert_eq!(items.len(), 1);
+        assert!(!items[0].ok);
+        assert!(items[0]
+            .remedy
+            .as_ref()
+            .unwrap()
+            .contains("sidemount serve --socket /run/s.sock"));
+    }
+
+    #[test]
+    fn each_vcs_is_reported_and_an_unhealthy_one_fails() {
+        let dir = helper_dir(
+            "sidemount",
+            &["mount.fuse.sshfs", "umount.fuse", "mount.nfs"],
+        );
+        let dirs = [dir.path().to_owned()];
+        let items = daemon(
+            &answer(vec![
+                vcs("sshfs", &["fuse.sshfs"], true, ""),
+                vcs("nfs", &["nfs"], true, ""),
+            ]),
+            &dirs,
+        );
+        assert!(items.iter().all(|i| i.ok), "{items:?}");
+        assert_eq!(items.iter().filter(|i| i.name == "vcs").count(), 2);
+        let items = daemon(
+            &answer(vec![vcs(
+                "nfs",
+                &["nfs"],
+                false,
+                "the agent does not answer",
+            )]),
+            &dirs,
+        );
+        let bad = items.iter().find(|i| i.name == "vcs").unwrap();
+        assert!(
+            !bad.ok
+                && bad.detail.contains("nfs (external agent, nfs)")
+                && bad.detail.contains("does not answer"),
+            "{bad:?}"
+        );
+        assert!(bad.remedy.as_ref().unwrap().contains("nfs sidecar"));
+    }
+
+    #[test]
+    fn helpers_must_exist_and_be_sidemount() {
+        let ours = helper_dir("sidemount", &["mount.fuse.sshfs"]);
+        let dirs = [ours.path().to_owned()];
+        let item = helpers(&["fuse.sshfs"], &dirs);
+        assert!(
+            !item.ok && item.detail.contains("umount.fuse missing"),
+            "{item:?}"
+        );
+        assert_eq!(
+            item.remedy.unwrap(),
+            format!(
+                "sidemount install-helpers --dir {} --types fuse.sshfs",
+                ours.path().display()
+            )
+        );
+        let theirs = helper_dir("mount.nfs.real", &["mount.nfs"]);
+        let dirs = [theirs.path().to_owned(), ours.path().to_owned()];
+        let item = helpers(&["nfs"], &dirs);
+        assert!(
+            !item.ok && item.detail.contains("belong to another program"),
+            "{item:?}"
+        );
+        assert!(helpers(&[], &dirs).ok);
+    }
 }

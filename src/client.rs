@@ -19,11 +19,12 @@ pub const DEFAULT_SOCKET: &str = "/run/sidemount/sidemount.sock";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("cannot reach the {peer} at {socket}: {source}{hint}")]
+    /// The io error is in the message, not a source: a chain would print it twice.
+    #[error("cannot reach the {peer} at {socket}: {error}{hint}")]
     Connect {
         peer: String,
         socket: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
         hint: &'static str,
     },
     #[error("the {peer} at {socket} did not answer within {after:?}")]
@@ -52,13 +53,26 @@ pub struct Client {
 }
 
 impl Client {
-    /// A client of the node daemon.
+    /// A client of the node daemon, or of an agent when `socket` is one
+    /// (`<dir>/agents/NAME.sock`), named so in errors.
     pub fn new(socket: impl Into<PathBuf>, timeout: Duration) -> Self {
+        let socket: PathBuf = socket.into();
+        let agent = socket.parent().and_then(|d| d.file_name()) == Some("agents".as_ref());
+        let (peer, hint) = match agent {
+            true => (
+                "sidemount agent",
+                " (is the VCS container that runs it up?)",
+            ),
+            false => (
+                "sidemount daemon",
+                " (is `sidemount serve` running, and is its socket shared with this container?)",
+            ),
+        };
         Client {
-            socket: socket.into(),
+            socket,
             timeout,
-            peer: "sidemount daemon".into(),
-            hint: " (is `sidemount serve` running, and is its socket shared with this container?)",
+            peer: peer.into(),
+            hint,
         }
     }
 
@@ -119,10 +133,10 @@ impl Client {
         let stream =
             UnixStream::connect(&self.socket)
                 .await
-                .map_err(|source| ClientError::Connect {
+                .map_err(|error| ClientError::Connect {
                     peer: self.peer.clone(),
                     socket: self.socket.clone(),
-                    source,
+                    error,
                     hint: self.hint,
                 })?;
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))

@@ -36,6 +36,7 @@ pub enum ConfigError {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
+    #[serde(default = "default_kubelet_root")]
     pub kubelet_root: PathBuf,
     #[serde(default)]
     pub target_roots: Vec<PathBuf>,
@@ -43,10 +44,26 @@ pub struct Config {
     pub bind_source_roots: Vec<PathBuf>,
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
+    #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
+    /// How long the daemon waits at start for each VCS agent to answer.
+    #[serde(default = "default_agent_wait")]
+    pub agent_wait_seconds: u64,
     /// Volume-client containers; types none of them claims stay on the host executor.
     #[serde(default)]
     pub vcs: Vec<Vcs>,
+}
+
+fn default_kubelet_root() -> PathBuf {
+    PathBuf::from("/var/lib/kubelet")
+}
+
+fn default_request_timeout() -> u64 {
+    120
+}
+
+fn default_agent_wait() -> u64 {
+    30
 }
 
 impl Default for Config {
@@ -56,11 +73,35 @@ impl Default for Config {
 }
 
 impl Config {
+    /// Reads a YAML file, or a ConfigMap mounted as a volume: a directory with one
+    /// file per key (the `..data` entries the kubelet adds are skipped).
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let read = |path: &Path| {
+            std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                path: path.to_owned(),
+                source,
+            })
+        };
+        let text = match path.is_dir() {
+            false => read(path)?,
+            true => {
+                let entries = std::fs::read_dir(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                let mut data = serde_yaml_ng::Mapping::new();
+                for entry in entries.filter_map(Result::ok) {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if !name.starts_with('.') && entry.path().is_file() {
+                        data.insert(name.into(), read(&entry.path())?.into());
+                    }
+                }
+                let mut map = serde_yaml_ng::Mapping::new();
+                map.insert("kind".into(), "ConfigMap".into());
+                map.insert("data".into(), data.into());
+                serde_yaml_ng::to_string(&map).expect("a mapping of strings serializes")
+            }
+        };
         Config::parse(&text, &path.display().to_string())
     }
 
@@ -141,6 +182,10 @@ impl Config {
 
     pub fn request_timeout(&self) -> Duration {
         Duration::from_secs(self.request_timeout_seconds)
+    }
+
+    pub fn agent_wait(&self) -> Duration {
+        Duration::from_secs(self.agent_wait_seconds)
     }
 
     /// The request policy, with the defaults that follow from the kubelet root.
@@ -294,5 +339,37 @@ vcs:
         );
         let e = Config::parse("volume-plugin: nfs\nimage: x\n", "t").unwrap_err();
         assert!(e.to_string().contains("unknown field `image`"), "{e}");
+    }
+
+    #[test]
+    fn a_file_needs_only_what_differs_from_the_default() {
+        let c = Config::parse("vcs: []\n", "t").unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    /// A ConfigMap volume: one file per key, behind the kubelet's `..data` links.
+    #[test]
+    fn configmap_volume_directories_are_read_key_by_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("..2026_11_22_00_00_00.1");
+        std::fs::create_dir(&data).unwrap();
+        std::fs::write(data.join("volume-plugin"), "nfs").unwrap();
+        std::fs::write(data.join("docker-container"), "k8io/nfs:latest").unwrap();
+        std::os::unix::fs::symlink(&data, dir.path().join("..data")).unwrap();
+        for key in ["volume-plugin", "docker-container"] {
+            let link = dir.path().join(key);
+            std::os::unix::fs::symlink(format!("..data/{key}"), link).unwrap();
+        }
+        let c = Config::load(dir.path()).unwrap();
+        assert_eq!(
+            (c.vcs[0].name.as_str(), c.vcs[0].image.as_str()),
+            ("nfs", "k8io/nfs:latest")
+        );
+
+        std::fs::write(data.join("docker-container"), "").unwrap();
+        std::fs::write(data.join("colour"), "blue").unwrap();
+        std::os::unix::fs::symlink("..data/colour", dir.path().join("colour")).unwrap();
+        let e = Config::load(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("unknown field `colour`"), "{e}");
     }
 }

@@ -16,6 +16,7 @@ use crate::policy::{redacted_options, scrub, Policy};
 use crate::propagation::Namespace;
 use crate::provider::Handle;
 use crate::record::{Record, RecordError};
+use crate::state_file;
 use crate::syscall::{MntFlags, Syscall};
 use crate::verify::{self, VerifyError, Views};
 use crate::wire::{
@@ -44,6 +45,11 @@ pub struct Daemon {
     reconciled_away: Vec<MountRecord>,
     /// Targets with an operation in progress.
     busy: Mutex<HashSet<PathBuf>>,
+    /// `<state_dir>/status.json`, what /v1/status answers, for readers without
+    /// access to the socket.
+    status_file: PathBuf,
+    /// Wakes the status publisher after a change.
+    changed: tokio::sync::Notify,
 }
 
 /// Where the daemon finds things.
@@ -93,6 +99,8 @@ impl Daemon {
             record: Mutex::new(record),
             reconciled_away,
             busy: Mutex::new(HashSet::new()),
+            status_file: paths.state_dir.join("status.json"),
+            changed: tokio::sync::Notify::new(),
         })
     }
 
@@ -148,6 +156,7 @@ impl Daemon {
             self.undo(exec.as_ref(), target, &before, &req.fstype).await;
             return Err(internal(e));
         }
+        self.changed.notify_one();
         info!(target = %target.display(), executor = exec.name(), fstype = %record.fstype,
             source = %record.source, options = ?record.options, mount_id = mount.id, "mounted and verified");
         Ok(MountResponse {
@@ -220,6 +229,7 @@ impl Daemon {
                 .unwrap()
                 .remove(target)
                 .map_err(internal)?;
+            self.changed.notify_one();
         }
         let seen = proof.map_err(|e| {
             let code = if executor_gone {
@@ -250,6 +260,27 @@ impl Daemon {
             vcs,
             mounts: self.mounts(),
             reconciled_away: self.reconciled_away.clone(),
+        }
+    }
+
+    /// Keeps the status file equal to what /v1/status answers: rewritten (whole, see
+    /// [`state_file::replace`]) after every change the daemon makes, and checked
+    /// every `every`, since a VCS's health changes by itself. Runs until dropped.
+    pub async fn publish_status(&self, every: Duration) {
+        let mut last = Vec::new();
+        loop {
+            let mut bytes =
+                serde_json::to_vec_pretty(&self.status().await).expect("status serializes");
+            bytes.push(b'\n');
+            if bytes != last {
+                match state_file::replace(&self.status_file, &bytes) {
+                    Ok(()) => last = bytes,
+                    Err(e) => {
+                        warn!(path = %self.status_file.display(), error = %e, "cannot write the status file")
+                    }
+                }
+            }
+            let _ = tokio::time::timeout(every, self.changed.notified()).await;
         }
     }
 
@@ -343,6 +374,7 @@ impl Daemon {
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::ExecutorUnavailable, e.to_string()))?;
         }
+        self.changed.notify_one();
         warn!(vcs = %req.vcs, container = %spec.container_name(), mounts = mounts.len(), "volume-client container replaced");
         Ok(UpgradeResponse {
             vcs: req.vcs,

@@ -21,6 +21,7 @@ pub mod provider;
 pub mod reaper;
 pub mod record;
 pub mod server;
+pub mod state_file;
 pub mod syscall;
 pub mod vcs;
 pub mod verify;

@@ -18,10 +18,15 @@ use sidemount::mountinfo::{MountTable, ProcRoot};
 use sidemount::provider::{self, Layout};
 use sidemount::wire::{
     self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
+    VcsStatus,
 };
 use sidemount::{check, install, list, mounter, propagation, server, syscall, vcs};
 
 const KUBELET_ROOT: &str = "/var/lib/kubelet";
+/// How often the status file is checked against a VCS's health between changes.
+const STATUS_REFRESH: Duration = Duration::from_secs(10);
+/// How long `status` and `check` wait for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a helper waits for the daemon (the daemon's own deadline is shorter).
 const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
@@ -73,6 +78,17 @@ enum Command {
         #[arg(long)]
         socket: Option<PathBuf>,
     },
+    /// Print the status of the daemon or of an agent (its socket), exit 0 when it
+    /// answers: the probe of the daemon and of VCS sidecars.
+    Status {
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock),
+        /// or an agent's (/run/sidemount/agents/NAME.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Also fail unless every VCS the daemon reports is healthy (readiness).
+        #[arg(long)]
+        healthy: bool,
+    },
     /// Mount through the daemon (kubelet --experimental-mounter-path convention).
     Mount {
         #[arg(short = 't', long = "types", default_value = "")]
@@ -116,13 +132,23 @@ enum Command {
         #[arg(long, default_value = "/proc")]
         proc: PathBuf,
     },
-    /// Diagnose this node: capabilities and the propagation of the kubelet root.
+    /// Diagnose this node: capabilities, the propagation of the kubelet root, and
+    /// (unless --no-daemon) the daemon, its VCS containers and the helpers.
     Check {
         #[arg(long, default_value = KUBELET_ROOT)]
         kubelet_root: PathBuf,
         /// The host's proc (pid 1 is the host's namespace).
         #[arg(long, default_value = "/proc")]
         host_proc: PathBuf,
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Check the node alone, before the daemon runs.
+        #[arg(long)]
+        no_daemon: bool,
+        /// Where mount(8) looks for helpers.
+        #[arg(long = "helpers-dir", default_values = ["/sbin", "/sbin/fs.d", "/sbin/fs"])]
+        helper_dirs: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,
     },
@@ -221,8 +247,10 @@ fn forward(inv: Invocation) -> ExitCode {
 
 /// Log lines to stderr, filtered by `SIDEMOUNT_LOG` (default info).
 fn init_logging() {
+    use std::io::IsTerminal;
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("SIDEMOUNT_LOG")
                 .unwrap_or_else(|_| "info".into()),
@@ -311,7 +339,12 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         let daemon = Arc::new(Daemon::new(&config, paths, host, handles).await?);
         tracing::info!(socket = %socket.display(), kubelet_root = %config.kubelet_root.display(),
             "serving");
+        let publisher = tokio::spawn({
+            let daemon = daemon.clone();
+            async move { daemon.publish_status(STATUS_REFRESH).await }
+        });
         server::serve(listener, daemon, shutdown_signal()).await?;
+        publisher.abort();
         tracing::info!("stopped; mounts stay");
         Ok(ExitCode::SUCCESS)
     })
@@ -334,20 +367,23 @@ fn run_agent(vcs: String, socket: PathBuf, timeout: Duration) -> anyhow::Result<
     })
 }
 
-/// One request to the daemon from the command line.
+/// One request to the daemon from the command line: POST `body`, or GET without one.
 fn ask<T: serde::de::DeserializeOwned>(
     socket: Option<PathBuf>,
     path: &str,
-    body: &impl serde::Serialize,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
 ) -> anyhow::Result<T> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let client = Client::new(
-        socket.unwrap_or_else(Client::socket_from_env),
-        CLIENT_TIMEOUT,
-    );
-    Ok(runtime.block_on(client.post(path, body))?)
+    let client = Client::new(socket.unwrap_or_else(Client::socket_from_env), timeout);
+    Ok(runtime.block_on(async {
+        match body {
+            Some(b) => client.post(path, &b).await,
+            None => client.get(path).await,
+        }
+    })?)
 }
 
 /// SIGTERM or SIGINT.
@@ -366,6 +402,17 @@ async fn shutdown_signal() {
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent { .. }) {
+        // A command line tool ends quietly when its reader goes (`| head`), as
+        // coreutils do; the servers keep Rust's SIGPIPE ignored.
+        // SAFETY: single-threaded here, and SIG_DFL installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
     match cli.command {
         Command::Serve(args) => serve(args),
         Command::Agent {
@@ -383,12 +430,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 command,
                 timeout_seconds: None,
             };
-            let done: Executed = ask(socket, wire::RUN, &req)?;
+            let done: Executed = ask(
+                socket,
+                wire::RUN,
+                Some(serde_json::to_value(req)?),
+                CLIENT_TIMEOUT,
+            )?;
             print!("{}", done.output);
             Ok(ExitCode::from(u8::try_from(done.exit_code).unwrap_or(1)))
         }
         Command::Upgrade { vcs, force, socket } => {
-            let done: UpgradeResponse = ask(socket, wire::UPGRADE, &UpgradeRequest { vcs, force })?;
+            let req = UpgradeRequest { vcs, force };
+            let done: UpgradeResponse = ask(
+                socket,
+                wire::UPGRADE,
+                Some(serde_json::to_value(req)?),
+                CLIENT_TIMEOUT,
+            )?;
             if done.replaced {
                 println!(
                     "{}: replaced ({} mount(s) existed)",
@@ -402,6 +460,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 );
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { socket, healthy } => {
+            let status: serde_json::Value = ask(socket, wire::STATUS, None, PROBE_TIMEOUT)?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            let sick: Vec<String> = match healthy {
+                false => Vec::new(),
+                true => serde_json::from_value::<Vec<VcsStatus>>(status["vcs"].clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|v| !v.healthy)
+                    .map(|v| format!("{}: {}", v.name, v.note))
+                    .collect(),
+            };
+            if sick.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "sidemount: unhealthy volume-client containers:\n  {}",
+                sick.join("\n  ")
+            );
+            Ok(ExitCode::FAILURE)
         }
         Command::Mount {
             fstype,
@@ -475,12 +554,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Check {
             kubelet_root,
             host_proc,
+            socket,
+            no_daemon,
+            helper_dirs,
             output,
         } => {
+            let daemon = (!no_daemon).then(|| {
+                let socket = socket.unwrap_or_else(Client::socket_from_env);
+                let status = ask(Some(socket.clone()), wire::STATUS, None, PROBE_TIMEOUT)
+                    .map_err(|e| format!("{e:#}"));
+                check::DaemonAnswer { socket, status }
+            });
             let report = check::run(&check::Node {
                 kubelet_root,
                 proc: ProcRoot::default(),
                 host_proc: ProcRoot::new(host_proc),
+                daemon,
+                helper_dirs,
             });
             match output {
                 TextOrJson::Text => print!("{}", report.text()),

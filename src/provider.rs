@@ -15,8 +15,6 @@ use crate::mountinfo::ProcRoot;
 use crate::vcs::{Mode, Provider, Vcs};
 use crate::wire::VcsStatus;
 
-/// How long the daemon waits at start for each agent to answer.
-const AGENT_START: Duration = Duration::from_secs(30);
 /// Deadline of one Docker API call.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -95,11 +93,12 @@ pub async fn bring_up(config: &Config, layout: &Layout) -> Result<Vec<Handle>, D
             agent,
         });
     }
+    let wait = config.agent_wait();
     let waits = handles.iter().filter_map(|h| {
         let agent = h.agent.clone()?;
         let name = h.vcs.name.clone();
         Some(async move {
-            match agent.wait(AGENT_START).await {
+            match agent.wait(wait).await {
                 Ok(_) => info!(vcs = %name, socket = %agent.socket().display(), "agent answers"),
                 Err(e) => error!(vcs = %name, error = %e, "agent does not answer"),
             }

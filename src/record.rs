@@ -1,11 +1,11 @@
 //! The daemon's record of what it mounted, in a state file written atomically, so a
 //! daemon killed at any moment restarts knowing its mounts.
 
-use std::io::Write;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
 use crate::mountinfo::MountTable;
+use crate::state_file;
 use crate::wire::MountRecord;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,24 +98,15 @@ impl Record {
         Ok(dropped)
     }
 
-    /// Saves `mounts` (write a temporary file, fsync, rename over, fsync the
-    /// directory), then adopts them: on failure the record is unchanged.
+    /// Saves `mounts` (see [`state_file::replace`]), then adopts them: on failure
+    /// the record is unchanged.
     fn replace(&mut self, mounts: Vec<MountRecord>) -> Result<(), RecordError> {
-        let write_err = |source| RecordError::Write {
+        let mut bytes = serde_json::to_vec_pretty(&mounts).expect("records serialize");
+        bytes.push(b'\n');
+        state_file::replace(&self.path, &bytes).map_err(|source| RecordError::Write {
             path: self.path.clone(),
             source,
-        };
-        let dir = self.path.parent().unwrap_or(Path::new("/"));
-        let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(write_err)?;
-        serde_json::to_writer_pretty(&mut tmp, &mounts)
-            .map_err(std::io::Error::from)
-            .map_err(write_err)?;
-        tmp.write_all(b"\n").map_err(write_err)?;
-        tmp.as_file().sync_all().map_err(write_err)?;
-        tmp.persist(&self.path).map_err(|e| write_err(e.error))?;
-        std::fs::File::open(dir)
-            .and_then(|d| d.sync_all())
-            .map_err(write_err)?;
+        })?;
         self.mounts = mounts;
         Ok(())
     }

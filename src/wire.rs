@@ -167,7 +167,7 @@ pub struct UnmountResponse {
     pub output: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub version: String,
     pub kubelet_root: PathBuf,

@@ -8,7 +8,14 @@ use std::process::Output;
 use common::{expect_success, quote, sh, sidemount, Host};
 
 fn check(root: &str) -> (Output, serde_json::Value) {
-    let out = sidemount(&["check", "--kubelet-root", root, "--output", "json"]);
+    let out = sidemount(&[
+        "check",
+        "--no-daemon",
+        "--kubelet-root",
+        root,
+        "--output",
+        "json",
+    ]);
     let report = serde_json::from_slice(&out.stdout).unwrap();
     (out, report)
 }
@@ -34,7 +41,7 @@ privileged_test! {
         assert_eq!(item["ok"], false);
         assert!(item["detail"].as_str().unwrap().contains("is private"), "{item}");
         assert_eq!(item["remedy"], format!("sidemount share {r}"));
-        let text = sidemount(&["check", "--kubelet-root", r]);
+        let text = sidemount(&["check", "--no-daemon", "--kubelet-root", r]);
         assert!(String::from_utf8_lossy(&text.stdout).contains(&format!("fix: sidemount share {r}")));
 
         expect_success("share", sidemount(&["share", r]));
@@ -49,7 +56,7 @@ privileged_test! {
         let root = host.dir("var/lib/kubelet");
         let r = root.to_str().unwrap();
         expect_success("share", sidemount(&["share", r]));
-        let cmd = format!("{} check --kubelet-root {} --output json", common::SIDEMOUNT, quote(&root));
+        let cmd = format!("{} check --no-daemon --kubelet-root {} --output json", common::SIDEMOUNT, quote(&root));
 
         let shared = host.namespace("kubelet", "true");
         let report: serde_json::Value = serde_json::from_str(&shared.sh(&cmd)).unwrap();
@@ -100,5 +107,51 @@ privileged_test! {
         docker.kill().unwrap();
         docker.wait().unwrap();
         assert_eq!(item(&report, "dockerd propagation")["ok"], true, "{report:#}");
+    }
+}
+
+privileged_test! {
+    fn check_on_a_running_node_asks_the_daemon_its_vcs_and_helpers(host: &Host) {
+        let root = host.dir("var/lib/kubelet");
+        let r = root.to_str().unwrap();
+        expect_success("share", sidemount(&["share", r]));
+        let config = host.dir("etc").join("sidemount.yaml");
+        std::fs::write(&config, format!(
+            "kubelet_root: {r}\nagent_wait_seconds: 2\nvcs:\n  - name: fs\n    types: [fuse.sshfs]\n    image: sidemount/vcs-sshfs:latest\n    provider: external\n"
+        )).unwrap();
+        let helpers = host.dir("helpers");
+        let h = helpers.to_str().unwrap();
+        let socket = host.dir("run").join("sidemount.sock");
+        let s = socket.to_str().unwrap();
+        let check = || {
+            let out = sidemount(&["check", "--kubelet-root", r, "--socket", s, "--helpers-dir", h, "--output", "json"]);
+            let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+            (out.status.code(), report)
+        };
+
+        // No daemon yet.
+        let (code, report) = check();
+        assert_eq!(code, Some(1));
+        let d = item(&report, "daemon");
+        assert!(d["detail"].as_str().unwrap().contains("cannot reach the sidemount daemon"), "{d}");
+
+        let agent = common::ExternalAgent::start(host, "fs", &host.dir("run/agents").join("fs.sock"));
+        let _daemon = common::Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
+        let (code, report) = check();
+        assert_eq!(code, Some(1));
+        assert_eq!(item(&report, "daemon")["ok"], true, "{report:#}");
+        assert_eq!(item(&report, "vcs")["ok"], true, "{report:#}");
+        let helper = item(&report, "helpers");
+        assert!(helper["detail"].as_str().unwrap().contains("mount.fuse.sshfs, umount.fuse missing"), "{helper}");
+        expect_success("install-helpers", sidemount(&["install-helpers", "--dir", h, "--types", "fuse.sshfs"]));
+        let (code, report) = check();
+        assert_eq!(code, Some(0), "{report:#}");
+
+        drop(agent);
+        let (code, report) = check();
+        assert_eq!(code, Some(1));
+        let v = item(&report, "vcs");
+        assert!(v["detail"].as_str().unwrap().contains("fs (external agent, fuse.sshfs)"), "{v}");
+        assert!(v["remedy"].as_str().unwrap().contains("fs sidecar"), "{v}");
     }
 }

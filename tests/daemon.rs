@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{
-    expect_success, install_helpers_line, mount_points_under, quote, sh, sidemount, Daemon, Host,
-    LoopDevice, Namespace, SIDEMOUNT,
+    expect_success, install_helpers_line, mount_points_under, quote, sh, sidemount, Daemon,
+    ExternalAgent, Host, LoopDevice, Namespace, SIDEMOUNT,
 };
 use nix::sys::signal::Signal;
 
@@ -328,5 +328,129 @@ privileged_test! {
         all(&|t| format!("umount {}", quote(t)));
         assert_eq!(mount_points_under(None, &root.join("pods")), Vec::<PathBuf>::new());
         assert!(daemon.recorded().is_empty());
+    }
+}
+
+/// `sidemount status` against the daemon's socket: (exit code, stdout, stderr).
+fn status_probe(daemon: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
+    let mut all = vec!["status", "--socket", daemon.socket.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let out = sidemount(&all);
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    (out.status.code(), text(&out.stdout), text(&out.stderr))
+}
+
+privileged_test! {
+    fn an_external_agent_mounts_and_its_absence_fails_at_once(host: &Host) {
+        let root = kubelet_root(host);
+        let config = host.dir("etc").join("sidemount.yaml");
+        std::fs::write(&config, format!(
+            "kubelet_root: {}\nagent_wait_seconds: 2\nvcs:\n  - name: ext\n    types: [tmpfs]\n    image: example/ext:1\n    provider: external\n",
+            root.display()
+        )).unwrap();
+        let socket = host.dir("run/agents").join("ext.sock");
+        let agent = ExternalAgent::start(host, "ext", &socket);
+        let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
+        let (a, b) = (volume(&root, "p1", "a"), volume(&root, "p1", "b"));
+        let mount = |t: &Path| {
+            Command::new(SIDEMOUNT)
+                .args(["mount", "-t", "tmpfs", "tmpfs"])
+                .arg(t)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket)
+                .output()
+                .unwrap()
+        };
+
+        // Mounted by the agent, in its namespace, and proven on the host.
+        expect_success("mount through the external agent", mount(&a));
+        assert!(is_mounted(None, &a));
+        assert!(is_mounted(Some(agent.child.id()), &a));
+        let status = daemon.get("/v1/status").unwrap();
+        assert_eq!(status["mounts"][0]["executor"], "vcs/ext");
+        assert_eq!(status["vcs"][0]["provider"], "external");
+        assert_eq!(status["vcs"][0]["reached_at"], socket.display().to_string());
+        assert_eq!(status["vcs"][0]["healthy"], true);
+        assert_eq!(status_probe(&daemon, &["--healthy"]).0, Some(0));
+
+        // The agent gone: health says so, and a request fails at once with the reason.
+        drop(agent);
+        let (code, _, err) = status_probe(&daemon, &["--healthy"]);
+        assert_eq!(code, Some(1), "{err}");
+        assert!(err.contains("ext:") && err.contains("ext.sock"), "{err}");
+        assert_eq!(status_probe(&daemon, &[]).0, Some(0), "the daemon itself still answers");
+        let out = mount(&b);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(32), "{err}");
+        assert!(err.contains("[executor_unavailable]") && err.contains("provider external"), "{err}");
+        assert!(!is_mounted(None, &b), "nothing half done");
+        assert_eq!(daemon.recorded(), vec![a.display().to_string()]);
+
+        // Back again, it unmounts what it made.
+        let _agent = ExternalAgent::start(host, "ext", &socket);
+        let out = Command::new(SIDEMOUNT).arg("umount").arg(&a)
+            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap();
+        expect_success("umount through the new agent", out);
+        assert!(!is_mounted(None, &a));
+        assert!(daemon.recorded().is_empty());
+    }
+}
+
+privileged_test! {
+    fn the_status_file_follows_every_change(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let file = daemon.state_dir.join("status.json");
+        let read = || -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(&file).unwrap_or_default()).unwrap_or_default()
+        };
+        let target = volume(&root, "p1", "v");
+        let t = target.display().to_string();
+        let run = |args: &[&str]| {
+            Command::new(SIDEMOUNT).args(args).arg(&target)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
+        };
+        expect_success("mount", run(&["mount", "-t", "tmpfs", "tmpfs"]));
+        common::wait_until("the status file shows the mount", || read()["mounts"][0]["target"] == t.as_str());
+        let served = daemon.get("/v1/status").unwrap();
+        assert_eq!(read(), served, "the file is what /v1/status answers");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&file).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o644);
+        expect_success("umount", run(&["umount"]));
+        common::wait_until("the status file drops the mount", || read()["mounts"] == serde_json::json!([]));
+        let (code, out, _) = status_probe(&daemon, &[]);
+        assert_eq!(code, Some(0));
+        assert_eq!(serde_json::from_str::<serde_json::Value>(&out).unwrap(), read());
+    }
+}
+
+privileged_test! {
+    fn a_stopped_agent_takes_the_daemons_it_started_along(host: &Host) {
+        let socket = host.dir("run/agents").join("fs.sock");
+        let mut agent = ExternalAgent::start(host, "fs", &socket);
+        // A client that forks away into a session of its own, as FUSE daemons do;
+        // the agent, a subreaper here (not PID 1), becomes its parent.
+        let body = serde_json::json!({
+            "vcs": "fs",
+            "command": ["sh", "-c", "setsid sleep 1000000 >/dev/null 2>&1 & echo $!"],
+        });
+        let out = Command::new("curl")
+            .args(["-sf", "--max-time", "10", "--unix-socket"])
+            .arg(&socket)
+            .args(["-X", "POST", "http://agent/v1/run", "-d", &body.to_string()])
+            .output()
+            .unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&expect_success("run", out)).unwrap();
+        let pid: i32 = answer["output"].as_str().unwrap().trim().parse().unwrap();
+        let stat = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        common::wait_until("the client is the agent's child", || {
+            stat().split_whitespace().nth(3) == Some(&agent.child.id().to_string())
+        });
+
+        let agent_pid = nix::unistd::Pid::from_raw(agent.child.id() as i32);
+        nix::sys::signal::kill(agent_pid, Signal::SIGTERM).unwrap();
+        assert!(agent.child.wait().unwrap().success());
+        common::wait_until("the client is gone", || {
+            stat().is_empty() || stat().split_whitespace().nth(2) == Some("Z")
+        });
     }
 }

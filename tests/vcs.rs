@@ -7,33 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::node::{docker, docker_ok, Node, BLOCK_IMAGE};
-use common::{mount_points_under, quote, sh, Daemon};
-
-/// Extra `serve` arguments: the agent binary CI built statically, if given.
-fn agent_args(config: &Path) -> Vec<String> {
-    let mut args = vec!["--config".to_string(), config.display().to_string()];
-    if let Ok(bin) = std::env::var("SIDEMOUNT_AGENT_BINARY") {
-        args.extend(["--agent-binary".into(), bin]);
-    }
-    args
-}
-
-fn start(node: &Node, config: &Path) -> Daemon {
-    let args = agent_args(config);
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    Daemon::start(&node.host, &node.kubelet_root(), &args)
-}
-
-fn volume(node: &Node, pod: &str) -> PathBuf {
-    let v = node
-        .kubelet_root()
-        .join("pods")
-        .join(pod)
-        .join("volumes/kubernetes.io~sshfs/data");
-    std::fs::create_dir_all(&v).unwrap();
-    v
-}
+use common::node::{docker, docker_ok, Node, PrivateDockerd, BASE_IMAGE, BLOCK_IMAGE};
+use common::{mount_points_under, quote, sh};
 
 /// Processes on this node whose command line mentions `needle`.
 fn processes_with(needle: &str) -> Vec<u32> {
@@ -48,16 +23,6 @@ fn processes_with(needle: &str) -> Vec<u32> {
         .collect()
 }
 
-/// The mount(8) line the kubelet would run for an sshfs volume.
-fn kubelet_mount(node: &Node, port: u16, target: &Path) -> String {
-    format!(
-        "mount -t fuse.sshfs -o {} {} {}",
-        Node::sshfs_options(port),
-        node.sshfs_source(),
-        quote(target)
-    )
-}
-
 fn sshfs_mount_reaches_host_and_kubelet(test: &str, mode: &str) {
     let Some(mut node) = Node::new(test) else {
         return;
@@ -66,14 +31,14 @@ fn sshfs_mount_reaches_host_and_kubelet(test: &str, mode: &str) {
     let vcs = node.vcs("sshfs");
     node.track(&node.vcs_container(&vcs));
     let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, mode));
-    let daemon = start(&node, &config);
+    let daemon = node.start_daemon(&config);
     let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
-    let target = volume(&node, "p1");
+    let target = node.volume("p1");
 
     // The kubelet's mount(8) calls the helper, which forwards to the daemon.
     let out = kubelet.sh(&format!(
         "{} && echo mounted",
-        kubelet_mount(&node, port, &target)
+        node.mount_line(port, &target)
     ));
     assert!(out.contains("mounted"), "{out}");
     // The export's file is readable on the host and in the kubelet container.
@@ -133,16 +98,16 @@ fn restart_adopts_and_upgrade_waits_for_long_running_mounts() {
     node.track(&container);
     let entry = node.sshfs_vcs(&vcs, "agent");
     let config = node.config("sidemount.yaml", &entry);
-    let mut daemon = start(&node, &config);
+    let mut daemon = node.start_daemon(&config);
     let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
-    let target = volume(&node, "p1");
-    kubelet.sh(&kubelet_mount(&node, port, &target));
+    let target = node.volume("p1");
+    kubelet.sh(&node.mount_line(port, &target));
     let id = docker_ok(&["inspect", "-f", "{{.Id}}", &container]);
 
     // Restarted with the same configuration: the container is adopted, not made
     // again, and the mount goes on working.
     daemon.stop(nix::sys::signal::Signal::SIGTERM);
-    let mut daemon = start(&node, &config);
+    let mut daemon = node.start_daemon(&config);
     assert_eq!(docker_ok(&["inspect", "-f", "{{.Id}}", &container]), id);
     assert!(std::fs::read_to_string(target.join("hello.txt")).is_ok());
     assert_eq!(daemon.recorded(), [target.display().to_string()]);
@@ -153,7 +118,7 @@ fn restart_adopts_and_upgrade_waits_for_long_running_mounts() {
         "changed.yaml",
         &format!("{entry}    env: {{SIDEMOUNT_TEST: changed}}\n"),
     );
-    let daemon = start(&node, &changed);
+    let daemon = node.start_daemon(&changed);
     assert_eq!(docker_ok(&["inspect", "-f", "{{.Id}}", &container]), id);
     let status = daemon.get("/v1/status").unwrap();
     let note = status["vcs"][0]["note"].as_str().unwrap().to_owned();
@@ -182,7 +147,7 @@ fn restart_adopts_and_upgrade_waits_for_long_running_mounts() {
     assert_eq!(status["vcs"][0]["healthy"], true, "{status}");
     assert_eq!(status["vcs"][0].get("note"), None, "{status}");
     // The new container mounts too.
-    kubelet.sh(&kubelet_mount(&node, port, &target));
+    kubelet.sh(&node.mount_line(port, &target));
     kubelet.sh(&format!("umount {}", quote(&target)));
     // --force replaces even with a long-running mount (which then breaks).
     let out = common::expect_success(
@@ -202,14 +167,14 @@ fn a_vcs_container_killed_mid_request_leaves_nothing() {
     let container = node.vcs_container(&vcs);
     node.track(&container);
     let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
-    let daemon = start(&node, &config);
+    let daemon = node.start_daemon(&config);
     let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
-    let target = volume(&node, "p1");
+    let target = node.volume("p1");
 
     // A server that accepts and never answers: sshfs hangs in the container.
     let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let silent_port = silent.local_addr().unwrap().port();
-    let line = kubelet_mount(&node, silent_port, &target);
+    let line = node.mount_line(silent_port, &target);
     let name = kubelet.name.clone();
     let request = std::thread::spawn(move || {
         let started = Instant::now();
@@ -229,7 +194,7 @@ fn a_vcs_container_killed_mid_request_leaves_nothing() {
     assert!(mount_points_under(None, &node.kubelet_root()).is_empty());
     assert!(daemon.recorded().is_empty());
     // The next request brings the container back and succeeds.
-    kubelet.sh(&kubelet_mount(&node, port, &target));
+    kubelet.sh(&node.mount_line(port, &target));
     assert!(target.join("hello.txt").exists());
     kubelet.sh(&format!("umount {}", quote(&target)));
 }
@@ -252,7 +217,7 @@ fn run_formats_a_block_device_that_is_then_mounted_everywhere() {
             device.device
         ),
     );
-    let daemon = start(&node, &config);
+    let daemon = node.start_daemon(&config);
     let sock = daemon.socket.display().to_string();
     let run = |command: &[&str]| {
         let mut args = vec!["run", "--vcs", &vcs, "--socket", &sock, "--"];
@@ -270,7 +235,7 @@ fn run_formats_a_block_device_that_is_then_mounted_everywhere() {
     );
 
     let kubelet = node.kubelet("ext4", &daemon.socket);
-    let target = volume(&node, "p2");
+    let target = node.volume("p2");
     kubelet.sh(&format!(
         "mount -t ext4 {} {}",
         device.device,
@@ -285,4 +250,85 @@ fn run_formats_a_block_device_that_is_then_mounted_everywhere() {
     );
     kubelet.sh(&format!("umount {}", quote(&target)));
     assert!(mount_points_under(None, &node.kubelet_root()).is_empty());
+}
+
+/// A VCS entry served from the base image with the capability profile: `types`
+/// are kernel filesystems, so the test measures sidemount, not a client.
+fn kernel_vcs(name: &str, types: &str, mode: &str) -> String {
+    format!(
+        "  - name: {name}\n    types: [{types}]\n    image: {BASE_IMAGE}\n    mode: {mode}\n    security: {{privileged: false, capabilities: [SYS_ADMIN], unconfined: true}}\n"
+    )
+}
+
+/// Mount or unmount through the daemon as a host kubelet would (mounter path),
+/// under a hang guard: (exit code, stderr).
+fn forwarded(daemon: &common::Daemon, args: &[&str]) -> (Option<i32>, String) {
+    let out = std::process::Command::new("timeout")
+        .arg("60")
+        .arg(common::SIDEMOUNT)
+        .args(args)
+        .env("SIDEMOUNT_SOCKET", &daemon.socket)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(124), "{args:?} hung");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn dockerd_stopped_requests_fail_at_once_and_leave_nothing() {
+    let Some(node) = Node::new("dockerd_stopped_requests_fail_at_once_and_leave_nothing") else {
+        return;
+    };
+    let mut dockerd = PrivateDockerd::start(&node, &[BASE_IMAGE]);
+    let (agent, exec) = (node.vcs("agent"), node.vcs("exec"));
+    let entries = kernel_vcs(&agent, "tmpfs", "agent") + &kernel_vcs(&exec, "ramfs", "exec");
+    let config = node.config("sidemount.yaml", &entries);
+    let daemon = node.start_daemon_with_env(&config, &[("DOCKER_HOST", &dockerd.host)]);
+    let [a, b, c, d] = ["a", "b", "c", "d"].map(|p| node.volume(p));
+    let path = |p: &Path| p.to_str().unwrap().to_owned();
+    for (fstype, target) in [("tmpfs", &a), ("ramfs", &b)] {
+        let (code, err) = forwarded(&daemon, &["mount", "-t", fstype, fstype, &path(target)]);
+        assert_eq!(code, Some(0), "{fstype}: {err}");
+    }
+    let recorded = vec![path(&a), path(&b)];
+    assert_eq!(daemon.recorded(), recorded);
+
+    dockerd.stop();
+    // Health says why; the daemon itself still answers.
+    let out = common::sidemount(&["status", "--healthy", "--socket", &path(&daemon.socket)]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains(&agent) && err.contains(&exec), "{err}");
+
+    // Agent mode: the container is gone with its engine and cannot come back.
+    let (code, err) = forwarded(&daemon, &["mount", "-t", "tmpfs", "tmpfs", &path(&c)]);
+    assert_eq!(code, Some(32), "{err}");
+    assert!(
+        err.contains("[executor_unavailable]") && err.contains("cannot be brought back"),
+        "{err}"
+    );
+    assert!(err.contains("Docker"), "names the engine: {err}");
+    // Exec mode: docker exec cannot reach the engine.
+    let (code, err) = forwarded(&daemon, &["mount", "-t", "ramfs", "ramfs", &path(&d)]);
+    assert_eq!(code, Some(32), "{err}");
+    assert!(
+        err.contains("[executor_unavailable]") && err.contains("Docker"),
+        "{err}"
+    );
+    // Unmounting what a dead container made fails too, and keeps its record.
+    let (code, err) = forwarded(&daemon, &["umount", &path(&a)]);
+    assert_eq!(code, Some(32), "{err}");
+    assert!(err.contains("[executor_unavailable]"), "{err}");
+
+    // Nothing half done: the new targets hold nothing, the record is as it was.
+    let pods = node.kubelet_root().join("pods");
+    let mounted: Vec<PathBuf> = mount_points_under(None, &pods);
+    assert!(
+        !mounted.contains(&c) && !mounted.contains(&d),
+        "{mounted:?}"
+    );
+    assert_eq!(daemon.recorded(), recorded);
 }

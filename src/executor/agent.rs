@@ -121,13 +121,20 @@ impl Executor for Agent {
         &self.name
     }
 
-    /// A dead docker container is brought back before a request.
+    /// A dead docker container is brought back before a request; an absent
+    /// external one is a clear error at once.
     async fn ready(&self) -> Result<(), ExecError> {
-        let up = std::os::unix::net::UnixStream::connect(&self.socket).is_ok();
-        if up || self.docker.is_none() {
+        let Err(e) = std::os::unix::net::UnixStream::connect(&self.socket) else {
             return Ok(());
+        };
+        if self.docker.is_some() {
+            return self.revive().await;
         }
-        self.revive().await
+        Err(ExecError::Unavailable(format!(
+            "the {} agent at {} does not answer ({e}); its container is not run by sidemount (provider external): check the VCS sidecar of the sidemount pod on this node",
+            self.name,
+            self.socket.display()
+        )))
     }
 
     /// The agent's pid comes from the socket's peer credentials, so it is right for

@@ -205,6 +205,16 @@ impl Daemon {
     /// Starts the daemon for the kubelet root `root`, with `extra` arguments, and
     /// waits until it answers.
     pub fn start(host: &Host, root: &Path, extra: &[&str]) -> Daemon {
+        Daemon::start_with_env(host, root, extra, &[])
+    }
+
+    /// [`Daemon::start`] with extra environment variables (`DOCKER_HOST`).
+    pub fn start_with_env(
+        host: &Host,
+        root: &Path,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Daemon {
         let run = host.dir("run");
         let socket = run.join("sidemount.sock");
         let state_dir = run.join("state");
@@ -223,6 +233,7 @@ impl Daemon {
             .arg("--state-dir")
             .arg(&state_dir)
             .args(extra)
+            .envs(env.iter().copied())
             .stderr(log_file)
             .spawn()
             .unwrap();
@@ -277,6 +288,48 @@ impl Drop for Daemon {
         if self.child.try_wait().ok().flatten().is_none() {
             self.stop(nix::sys::signal::Signal::SIGTERM);
         }
+    }
+}
+
+/// A volume-client agent that someone other than the daemon runs (the external
+/// provider): here a process in a mount namespace of its own, which starts as a
+/// copy of the host's, as a Kubernetes sidecar with the kubelet root Bidirectional.
+pub struct ExternalAgent {
+    pub child: std::process::Child,
+}
+
+impl ExternalAgent {
+    pub fn start(host: &Host, vcs: &str, socket: &Path) -> ExternalAgent {
+        let log = std::fs::File::create(host.dir("run").join(format!("agent-{vcs}.log"))).unwrap();
+        let child = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "unchanged",
+                "--",
+                SIDEMOUNT,
+                "agent",
+                "--vcs",
+                vcs,
+                "--socket",
+            ])
+            .arg(socket)
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        wait_until("the agent answers", || {
+            sidemount(&["status", "--socket", socket.to_str().unwrap()])
+                .status
+                .success()
+        });
+        ExternalAgent { child }
+    }
+}
+
+impl Drop for ExternalAgent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 

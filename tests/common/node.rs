@@ -7,12 +7,13 @@ use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output};
 
-use super::{expect_success, quote, root_or_skip, sh, Host, SIDEMOUNT};
+use super::{expect_success, quote, root_or_skip, sh, Daemon, Host, SIDEMOUNT};
 
 /// The images end-to-end tests run (built by hack/build-images.sh).
 pub const SSHFS_IMAGE: &str = "sidemount/vcs-sshfs:latest";
 pub const BLOCK_IMAGE: &str = "sidemount/vcs-iscsi:latest";
 pub const BASE_IMAGE: &str = "sidemount/base:bookworm";
+pub const KUBELET_IMAGE: &str = "sidemount/kubelet-node:latest";
 
 /// Whether a test that needs Docker can run. Without it, it prints why and skips,
 /// unless `SIDEMOUNT_REQUIRE_DOCKER=1`, where skipping is a failure.
@@ -38,7 +39,7 @@ pub fn docker_or_skip(test: &str) -> bool {
         eprintln!("skipping {test}: no dockerd answers");
         return false;
     }
-    for image in [SSHFS_IMAGE, BLOCK_IMAGE, BASE_IMAGE] {
+    for image in [SSHFS_IMAGE, BLOCK_IMAGE, BASE_IMAGE, KUBELET_IMAGE] {
         assert!(
             docker(&["image", "inspect", image]).status.success(),
             "{test}: image {image} is missing: run hack/build-images.sh"
@@ -163,6 +164,45 @@ impl Node {
         format!("root@127.0.0.1:{}", self.dir("export").display())
     }
 
+    /// A pod's sshfs volume directory under the kubelet root, created.
+    pub fn volume(&self, pod: &str) -> PathBuf {
+        let v = self
+            .kubelet_root()
+            .join("pods")
+            .join(pod)
+            .join("volumes/kubernetes.io~sshfs/data");
+        std::fs::create_dir_all(&v).unwrap();
+        v
+    }
+
+    /// The mount(8) line the kubelet would run for an sshfs volume on `target`.
+    pub fn mount_line(&self, port: u16, target: &Path) -> String {
+        format!(
+            "mount -t fuse.sshfs -o {} {} {}",
+            Node::sshfs_options(port),
+            self.sshfs_source(),
+            quote(target)
+        )
+    }
+
+    /// The agent binary VCS containers run: the static one CI built
+    /// (`SIDEMOUNT_AGENT_BINARY`), else the test build.
+    pub fn agent_binary() -> String {
+        std::env::var("SIDEMOUNT_AGENT_BINARY").unwrap_or_else(|_| SIDEMOUNT.to_owned())
+    }
+
+    /// Starts the daemon with `config` and the agent binary, for this node's
+    /// kubelet root; `env` adds variables (`DOCKER_HOST`).
+    pub fn start_daemon_with_env(&self, config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let (config, agent) = (config.display().to_string(), Node::agent_binary());
+        let args = ["--config", &config, "--agent-binary", &agent];
+        Daemon::start_with_env(&self.host, &self.kubelet_root(), &args, env)
+    }
+
+    pub fn start_daemon(&self, config: &Path) -> Daemon {
+        self.start_daemon_with_env(config, &[])
+    }
+
     /// Writes a daemon configuration with this node's kubelet root and `vcs` (YAML
     /// list items) and returns its path.
     pub fn config(&self, name: &str, vcs: &str) -> PathBuf {
@@ -218,6 +258,103 @@ impl Node {
         k
     }
 
+    /// Starts a kubelet from the kubelet-node image as operators run one: the
+    /// host's pids, the scratch root (the kubelet root in it) bound `rshared`, the
+    /// daemon's socket directory `run` at /run/sidemount, CAP_SYS_ADMIN.
+    pub fn kubelet_node(&mut self, run: &Path) -> Kubelet {
+        let name = format!("sidemount-test-kubelet-{}", self.token);
+        let scratch = self.host.scratch.display().to_string();
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--pid",
+            "host",
+            "--network",
+            "host",
+            "--cap-add",
+            "SYS_ADMIN",
+            "-v",
+            &format!("{scratch}:{scratch}:rshared"),
+            "-v",
+            &format!("{}:/run/sidemount", run.display()),
+            KUBELET_IMAGE,
+        ]);
+        self.containers.push(name.clone());
+        Kubelet { name }
+    }
+
+    /// Starts the VCS container of `vcs` (an entry of [`Node::sshfs_vcs`]) as
+    /// Kubernetes runs a sidecar for the external provider: the agent as its
+    /// entrypoint, serving `run/agents/VCS.sock`.
+    pub fn external_sshfs(&mut self, vcs: &str, run: &Path) -> String {
+        let name = format!("sidemount-test-vcs-{}", self.token);
+        let scratch = self.host.scratch.display().to_string();
+        let socket = self.dir("run/agents").join(format!("{vcs}.sock"));
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "host",
+            "--cap-add",
+            "SYS_ADMIN",
+            "--device",
+            "/dev/fuse",
+            "--security-opt",
+            "seccomp=unconfined",
+            "--security-opt",
+            "apparmor=unconfined",
+            "-v",
+            &format!("{scratch}:{scratch}:rshared"),
+            "-v",
+            &format!("{}:{}", run.display(), run.display()),
+            "-v",
+            &format!("{}:/keys:ro", self.dir("keys").display()),
+            "-v",
+            &format!("{}:/.sidemount/sidemount:ro", Node::agent_binary()),
+            "--entrypoint",
+            "/.sidemount/sidemount",
+            SSHFS_IMAGE,
+            "agent",
+            "--vcs",
+            vcs,
+            "--socket",
+            &socket.display().to_string(),
+        ]);
+        self.containers.push(name.clone());
+        super::wait_until("the external agent answers", || {
+            super::sidemount(&["status", "--socket", socket.to_str().unwrap()])
+                .status
+                .success()
+        });
+        name
+    }
+
+    /// Starts a pod container that binds the volume directory `volume` at /data
+    /// with `rslave` propagation, as the kubelet's runtime does for a pod volume.
+    pub fn pod(&mut self, pod: &str, volume: &Path) -> Kubelet {
+        let name = format!("sidemount-test-{pod}-{}", self.token);
+        docker_ok(&[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "--network",
+            "none",
+            "-v",
+            &format!("{}:/data:rslave", volume.display()),
+            "--entrypoint",
+            "sleep",
+            BASE_IMAGE,
+            "infinity",
+        ]);
+        self.containers.push(name.clone());
+        Kubelet { name }
+    }
+
     /// Removes a container when the node goes.
     pub fn track(&mut self, container: &str) {
         self.containers.push(container.to_owned());
@@ -241,7 +378,7 @@ impl Drop for Node {
     }
 }
 
-/// The kubelet-like container.
+/// A container the test runs commands in (the kubelet, a pod).
 pub struct Kubelet {
     pub name: String,
 }
@@ -263,5 +400,80 @@ impl Kubelet {
             .trim()
             .parse()
             .unwrap()
+    }
+}
+
+/// A dockerd of the test's own, all of its state under the scratch root, so it can
+/// be stopped while the machine's dockerd goes on serving other tests.
+pub struct PrivateDockerd {
+    /// Its `DOCKER_HOST`.
+    pub host: String,
+    /// Its own bridge: with `--bridge none` dockerd would delete the machine's docker0.
+    bridge: String,
+    child: Option<Child>,
+}
+
+impl PrivateDockerd {
+    /// Starts it (a bridge of its own, no iptables) and loads `images` from the machine's
+    /// dockerd.
+    pub fn start(node: &Node, images: &[&str]) -> PrivateDockerd {
+        let dir = node.dir("dockerd");
+        let config = dir.join("daemon.json");
+        std::fs::write(&config, "{}\n").unwrap();
+        let host = format!("unix://{}/docker.sock", dir.display());
+        let bridge = format!("smtest{}", node.token);
+        let net = std::process::id() % 250;
+        sh(&format!(
+            "ip link add {bridge} type bridge && ip addr add 10.213.{net}.1/24 dev {bridge} && ip link set {bridge} up"
+        ));
+        let log = std::fs::File::create(dir.join("log")).unwrap();
+        let child = Command::new("dockerd")
+            .arg("--config-file")
+            .arg(&config)
+            .arg("--data-root")
+            .arg(dir.join("data"))
+            .arg("--exec-root")
+            .arg(dir.join("exec"))
+            .arg("--pidfile")
+            .arg(dir.join("pid"))
+            .args(["-H", &host, "--bridge", &bridge, "--iptables=false"])
+            .args(["--ip-masq=false", "--shutdown-timeout", "5"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let d = PrivateDockerd {
+            host,
+            bridge,
+            child: Some(child),
+        };
+        super::wait_until("the private dockerd answers", || {
+            docker(&["-H", &d.host, "version"]).status.success()
+        });
+        for image in images {
+            sh(&format!(
+                "timeout 120 docker save {image} | timeout 120 docker -H {} load -q",
+                d.host
+            ));
+        }
+        d
+    }
+
+    /// Stops it (SIGTERM: it stops its containers first) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let pid = nix::unistd::Pid::from_raw(c.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for PrivateDockerd {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.bridge])
+            .status();
     }
 }

@@ -21,7 +21,7 @@ use crate::syscall::{MntFlags, Syscall};
 use crate::verify::{self, VerifyError, Views};
 use crate::wire::{
     self, ApiError, ErrorCode, Executed, MountRecord, MountRequest, MountResponse, RunRequest,
-    Status, UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse,
+    Status, UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse, VcsStatus,
 };
 
 /// Who is asking, from SO_PEERCRED. `pid` is `None` when the peer's pid is not
@@ -252,7 +252,15 @@ impl Daemon {
     }
 
     pub async fn status(&self) -> Status {
-        let vcs = futures_util::future::join_all(self.vcs.iter().map(|h| h.status())).await;
+        self.status_with(self.vcs_status().await)
+    }
+
+    /// Asks each VCS how it is (its container, its agent).
+    async fn vcs_status(&self) -> Vec<VcsStatus> {
+        futures_util::future::join_all(self.vcs.iter().map(|h| h.status())).await
+    }
+
+    fn status_with(&self, vcs: Vec<VcsStatus>) -> Status {
         Status {
             version: env!("CARGO_PKG_VERSION").into(),
             kubelet_root: self.kubelet_root.clone(),
@@ -264,13 +272,17 @@ impl Daemon {
     }
 
     /// Keeps the status file equal to what /v1/status answers: rewritten (whole, see
-    /// [`state_file::replace`]) after every change the daemon makes, and checked
-    /// every `every`, since a VCS's health changes by itself. Runs until dropped.
+    /// [`state_file::replace`]) after every change the daemon makes, with the VCS
+    /// health found at most `every` ago (asking Docker and the agents on every mount
+    /// would cost each mount their time), and after every such check. Runs until
+    /// dropped.
     pub async fn publish_status(&self, every: Duration) {
         let mut last = Vec::new();
+        let mut vcs = self.vcs_status().await;
+        let mut checked = tokio::time::Instant::now();
         loop {
-            let mut bytes =
-                serde_json::to_vec_pretty(&self.status().await).expect("status serializes");
+            let mut bytes = serde_json::to_vec_pretty(&self.status_with(vcs.clone()))
+                .expect("status serializes");
             bytes.push(b'\n');
             if bytes != last {
                 match state_file::replace(&self.status_file, &bytes) {
@@ -280,7 +292,14 @@ impl Daemon {
                     }
                 }
             }
-            let _ = tokio::time::timeout(every, self.changed.notified()).await;
+            let next = checked + every;
+            if tokio::time::timeout_at(next, self.changed.notified())
+                .await
+                .is_err()
+            {
+                vcs = self.vcs_status().await;
+                checked = tokio::time::Instant::now();
+            }
         }
     }
 

@@ -3,6 +3,7 @@
 # (installing docker.io if needed) and registers its stop, by pid, in the EXIT trap.
 
 started_dockerd_pid=
+started_dockerd_log=
 
 # ensure_dockerd: returns once `docker version` answers.
 ensure_dockerd() {
@@ -14,7 +15,7 @@ ensure_dockerd() {
   local log
   log=$(mktemp /tmp/sidemount-dockerd.XXXXXX.log)
   setsid dockerd >"$log" 2>&1 &
-  started_dockerd_pid=$!
+  started_dockerd_pid=$! started_dockerd_log=$log
   for _ in $(seq 1 60); do
     timeout 5 docker version >/dev/null 2>&1 && return 0
     kill -0 "$started_dockerd_pid" 2>/dev/null || break
@@ -30,15 +31,23 @@ stop_dockerd() {
   step "stopping the dockerd started here (pid $started_dockerd_pid)"
   kill "$started_dockerd_pid" 2>/dev/null || true
   timeout 60 tail --pid="$started_dockerd_pid" -f /dev/null || kill -9 "$started_dockerd_pid" 2>/dev/null || true
-  started_dockerd_pid=
+  rm -f "$started_dockerd_log"
+  started_dockerd_pid='' started_dockerd_log=''
 }
 
-# remove_test_leftovers: containers and mounts a killed test run may have left.
+# remove_test_leftovers: containers, private dockerds (tests/common/node.rs), their
+# bridges and mounts a killed test run may have left.
 remove_test_leftovers() {
-  local ids
+  local ids pid bridge
   ids=$( (timeout 30 docker ps -aq --filter name=sidemount-test-
           timeout 30 docker ps -aq --filter name=sidemount-vcs-test-) 2>/dev/null || true)
   # shellcheck disable=SC2086
   [ -z "$ids" ] || timeout 60 docker rm -f $ids >/dev/null 2>&1 || true
+  for pid in $(pgrep -f '^dockerd --config-file /tmp/sidemount-e2e-' || true); do
+    kill "$pid" 2>/dev/null && timeout 30 tail --pid="$pid" -f /dev/null || kill -9 "$pid" 2>/dev/null || true
+  done
+  for bridge in $(ip -o link show type bridge 2>/dev/null | awk -F': ' '$2 ~ /^smtest/ {print $2}'); do
+    ip link del "$bridge" 2>/dev/null || true
+  done
   findmnt -rn -o TARGET | grep '^/tmp/sidemount-e2e-' | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
 }

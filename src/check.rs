@@ -190,7 +190,7 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
     items
 }
 
-/// `mount.TYPE` for every type (and `umount.MAIN` for `MAIN.SUB` types) is
+/// Every helper of every type (see [`crate::install::helper_names`]) is
 /// sidemount's in one of `dirs`: a link to a binary named `sidemount`.
 fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
     const NAME: &str = "helpers";
@@ -202,11 +202,7 @@ fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
     let mut missing = Vec::new();
     let mut foreign = Vec::new();
     for fstype in types {
-        let mut names = vec![format!("mount.{fstype}")];
-        if let Some((main, _)) = fstype.split_once('.') {
-            names.push(format!("umount.{main}"));
-        }
-        for name in names {
+        for name in crate::install::helper_names(fstype) {
             match find(&name) {
                 None => missing.push(name),
                 Some(path) if !is_sidemount(&path) => foreign.push(path.display().to_string()),
@@ -387,7 +383,13 @@ mod tests {
     fn each_vcs_is_reported_and_an_unhealthy_one_fails() {
         let dir = helper_dir(
             "sidemount",
-            &["mount.fuse.sshfs", "umount.fuse", "mount.nfs"],
+            &[
+                "mount.fuse.sshfs",
+                "umount.fuse.sshfs",
+                "umount.fuse",
+                "mount.nfs",
+                "umount.nfs",
+            ],
         );
         let dirs = [dir.path().to_owned()];
         let items = daemon(
@@ -424,7 +426,10 @@ mod tests {
         let dirs = [ours.path().to_owned()];
         let item = helpers(&["fuse.sshfs"], &dirs);
         assert!(
-            !item.ok && item.detail.contains("umount.fuse missing"),
+            !item.ok
+                && item
+                    .detail
+                    .contains("umount.fuse.sshfs, umount.fuse missing"),
             "{item:?}"
         );
         assert_eq!(

@@ -45,11 +45,7 @@ pub fn install_helpers(
     let mut plan: Vec<Installed> = Vec::new();
     for fstype in types {
         check_type(fstype)?;
-        let mut names = vec![format!("mount.{fstype}"), format!("umount.{fstype}")];
-        if let Some((main, _subtype)) = fstype.split_once('.') {
-            names.push(format!("umount.{main}"));
-        }
-        for name in names {
+        for name in helper_names(fstype) {
             let path = dir.join(name);
             if plan.iter().all(|i| i.path != path) {
                 let created = !is_our_link(&path, binary)?;
@@ -62,6 +58,17 @@ pub fn install_helpers(
         create_link(&new.path, binary)?;
     }
     Ok(plan)
+}
+
+/// The helpers of a type: `mount.TYPE`, `umount.TYPE`, and for a type with a
+/// subtype (`fuse.sshfs`) `umount.MAIN`, the name umount(8) looks up by the main
+/// type mountinfo reports (`fuse`).
+pub fn helper_names(fstype: &str) -> Vec<String> {
+    let mut names = vec![format!("mount.{fstype}"), format!("umount.{fstype}")];
+    if let Some((main, _subtype)) = fstype.split_once('.') {
+        names.push(format!("umount.{main}"));
+    }
+    names
 }
 
 /// Types are non-empty and made of `[a-z0-9._+-]`, so `mount.TYPE` stays one file

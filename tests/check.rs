@@ -142,7 +142,7 @@ privileged_test! {
         assert_eq!(item(&report, "daemon")["ok"], true, "{report:#}");
         assert_eq!(item(&report, "vcs")["ok"], true, "{report:#}");
         let helper = item(&report, "helpers");
-        assert!(helper["detail"].as_str().unwrap().contains("mount.fuse.sshfs, umount.fuse missing"), "{helper}");
+        assert!(helper["detail"].as_str().unwrap().contains("mount.fuse.sshfs, umount.fuse.sshfs, umount.fuse missing"), "{helper}");
         expect_success("install-helpers", sidemount(&["install-helpers", "--dir", h, "--types", "fuse.sshfs"]));
         let (code, report) = check();
         assert_eq!(code, Some(0), "{report:#}");

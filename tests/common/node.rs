@@ -226,31 +226,45 @@ impl Node {
         )
     }
 
+    /// `docker run -d` of a container named `sidemount-test-ROLE-TOKEN` with
+    /// `args` (options, image, command), removed when the node goes; its name.
+    fn run(&mut self, role: &str, args: &[&str]) -> String {
+        let name = format!("sidemount-test-{role}-{}", self.token);
+        let mut all = vec!["run", "-d", "--name", &name];
+        all.extend_from_slice(args);
+        docker_ok(&all);
+        self.containers.push(name.clone());
+        name
+    }
+
+    /// The scratch root bound `rshared` at the same path (the kubelet root in it).
+    fn scratch_rshared(&self) -> String {
+        let scratch = self.host.scratch.display();
+        format!("{scratch}:{scratch}:rshared")
+    }
+
     /// Starts a kubelet-like container: util-linux and sidemount's helpers for
     /// `types`, the scratch root bound `rshared` (the kubelet root in it), the
     /// daemon socket through `SIDEMOUNT_SOCKET`.
     pub fn kubelet(&mut self, types: &str, socket: &Path) -> Kubelet {
-        let name = format!("sidemount-test-kubelet-{}", self.token);
-        let scratch = self.host.scratch.display().to_string();
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "host",
-            "-v",
-            &format!("{scratch}:{scratch}:rshared"),
-            "-v",
-            &format!("{SIDEMOUNT}:/usr/local/bin/sidemount:ro"),
-            "-e",
-            &format!("SIDEMOUNT_SOCKET={}", socket.display()),
-            "--entrypoint",
-            "sleep",
-            BASE_IMAGE,
-            "infinity",
-        ]);
-        self.containers.push(name.clone());
+        let (scratch, socket) = (self.scratch_rshared(), socket.display());
+        let name = self.run(
+            "kubelet",
+            &[
+                "--network",
+                "host",
+                "-v",
+                &scratch,
+                "-v",
+                &format!("{SIDEMOUNT}:/usr/local/bin/sidemount:ro"),
+                "-e",
+                &format!("SIDEMOUNT_SOCKET={socket}"),
+                "--entrypoint",
+                "sleep",
+                BASE_IMAGE,
+                "infinity",
+            ],
+        );
         let k = Kubelet { name };
         k.sh(&format!(
             "sidemount install-helpers --dir /sbin --types {types}"
@@ -262,26 +276,23 @@ impl Node {
     /// host's pids, the scratch root (the kubelet root in it) bound `rshared`, the
     /// daemon's socket directory `run` at /run/sidemount, CAP_SYS_ADMIN.
     pub fn kubelet_node(&mut self, run: &Path) -> Kubelet {
-        let name = format!("sidemount-test-kubelet-{}", self.token);
-        let scratch = self.host.scratch.display().to_string();
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--pid",
-            "host",
-            "--network",
-            "host",
-            "--cap-add",
-            "SYS_ADMIN",
-            "-v",
-            &format!("{scratch}:{scratch}:rshared"),
-            "-v",
-            &format!("{}:/run/sidemount", run.display()),
-            KUBELET_IMAGE,
-        ]);
-        self.containers.push(name.clone());
+        let scratch = self.scratch_rshared();
+        let name = self.run(
+            "kubelet",
+            &[
+                "--pid",
+                "host",
+                "--network",
+                "host",
+                "--cap-add",
+                "SYS_ADMIN",
+                "-v",
+                &scratch,
+                "-v",
+                &format!("{}:/run/sidemount", run.display()),
+                KUBELET_IMAGE,
+            ],
+        );
         Kubelet { name }
     }
 
@@ -289,42 +300,39 @@ impl Node {
     /// Kubernetes runs a sidecar for the external provider: the agent as its
     /// entrypoint, serving `run/agents/VCS.sock`.
     pub fn external_sshfs(&mut self, vcs: &str, run: &Path) -> String {
-        let name = format!("sidemount-test-vcs-{}", self.token);
-        let scratch = self.host.scratch.display().to_string();
+        let scratch = self.scratch_rshared();
         let socket = self.dir("run/agents").join(format!("{vcs}.sock"));
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "host",
-            "--cap-add",
-            "SYS_ADMIN",
-            "--device",
-            "/dev/fuse",
-            "--security-opt",
-            "seccomp=unconfined",
-            "--security-opt",
-            "apparmor=unconfined",
-            "-v",
-            &format!("{scratch}:{scratch}:rshared"),
-            "-v",
-            &format!("{}:{}", run.display(), run.display()),
-            "-v",
-            &format!("{}:/keys:ro", self.dir("keys").display()),
-            "-v",
-            &format!("{}:/.sidemount/sidemount:ro", Node::agent_binary()),
-            "--entrypoint",
-            "/.sidemount/sidemount",
-            SSHFS_IMAGE,
-            "agent",
-            "--vcs",
-            vcs,
-            "--socket",
-            &socket.display().to_string(),
-        ]);
-        self.containers.push(name.clone());
+        let name = self.run(
+            "vcs",
+            &[
+                "--network",
+                "host",
+                "--cap-add",
+                "SYS_ADMIN",
+                "--device",
+                "/dev/fuse",
+                "--security-opt",
+                "seccomp=unconfined",
+                "--security-opt",
+                "apparmor=unconfined",
+                "-v",
+                &scratch,
+                "-v",
+                &format!("{}:{}", run.display(), run.display()),
+                "-v",
+                &format!("{}:/keys:ro", self.dir("keys").display()),
+                "-v",
+                &format!("{}:/.sidemount/sidemount:ro", Node::agent_binary()),
+                "--entrypoint",
+                "/.sidemount/sidemount",
+                SSHFS_IMAGE,
+                "agent",
+                "--vcs",
+                vcs,
+                "--socket",
+                &socket.display().to_string(),
+            ],
+        );
         super::wait_until("the external agent answers", || {
             super::sidemount(&["status", "--socket", socket.to_str().unwrap()])
                 .status
@@ -336,22 +344,20 @@ impl Node {
     /// Starts a pod container that binds the volume directory `volume` at /data
     /// with `rslave` propagation, as the kubelet's runtime does for a pod volume.
     pub fn pod(&mut self, pod: &str, volume: &Path) -> Kubelet {
-        let name = format!("sidemount-test-{pod}-{}", self.token);
-        docker_ok(&[
-            "run",
-            "-d",
-            "--name",
-            &name,
-            "--network",
-            "none",
-            "-v",
-            &format!("{}:/data:rslave", volume.display()),
-            "--entrypoint",
-            "sleep",
-            BASE_IMAGE,
-            "infinity",
-        ]);
-        self.containers.push(name.clone());
+        let data = format!("{}:/data:rslave", volume.display());
+        let name = self.run(
+            pod,
+            &[
+                "--network",
+                "none",
+                "-v",
+                &data,
+                "--entrypoint",
+                "sleep",
+                BASE_IMAGE,
+                "infinity",
+            ],
+        );
         Kubelet { name }
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use super::{finished, ExecError, Executor, UnmountFlags};
+use super::{finished, namespace_of, ExecError, Executor, UnmountFlags};
 use crate::agent::AgentStatus;
 use crate::client::{Client, ClientError};
 use crate::docker::{Docker, Spec};
@@ -158,11 +158,7 @@ impl Executor for Agent {
                     self.name
                 ))
             })?;
-        Ok(Namespace::new(
-            format!("executor ({})", self.name),
-            self.proc.clone(),
-            Some(pid),
-        ))
+        Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {

@@ -5,7 +5,9 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{finished, mount_args, shown, unmount_args, ExecError, Executor, UnmountFlags};
+use super::{
+    finished, mount_args, namespace_of, shown, unmount_args, ExecError, Executor, UnmountFlags,
+};
 use crate::docker::{Docker, DockerError, Spec};
 use crate::mountinfo::ProcRoot;
 use crate::propagation::Namespace;
@@ -92,11 +94,7 @@ impl Executor for DockerExec {
                 found.map_or_else(|| "missing".into(), |f| f.state)
             ))
         })?;
-        Ok(Namespace::new(
-            format!("executor ({})", self.name),
-            self.proc.clone(),
-            Some(pid),
-        ))
+        Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {

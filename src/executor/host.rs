@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::{combined, ExecError, Executor, UnmountFlags};
+use super::{combined, namespace_of, ExecError, Executor, UnmountFlags};
 use crate::mountinfo::ProcRoot;
 use crate::propagation::Namespace;
 use crate::wire::MountRequest;
@@ -32,7 +32,7 @@ impl Executor for Host {
     }
 
     async fn namespace(&self) -> Result<Namespace, ExecError> {
-        Ok(Namespace::new("executor (host)", self.proc.clone(), None))
+        Ok(namespace_of(self.name(), &self.proc, None))
     }
 
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {

@@ -14,6 +14,7 @@ pub use agent::Agent;
 pub use docker_exec::DockerExec;
 pub use host::{mount_args, shown, unmount_args, Host};
 
+use crate::mountinfo::ProcRoot;
 use crate::propagation::Namespace;
 use crate::wire::{ApiError, ErrorCode, Executed, MountRequest};
 
@@ -96,6 +97,12 @@ pub trait Executor: Send + Sync {
             command.first().map_or("", String::as_str)
         )))
     }
+}
+
+/// The namespace of the executor `name` (`None`: this process's), as verification
+/// names it.
+pub fn namespace_of(name: &str, proc: &ProcRoot, pid: Option<u32>) -> Namespace {
+    Namespace::new(format!("executor ({name})"), proc.clone(), pid)
 }
 
 /// A command's end as an executor reports it: its output, or `Failed` with it.

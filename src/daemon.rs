@@ -11,9 +11,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::executor::{ExecError, Executor, UnmountFlags};
-use crate::mountinfo::{MountTable, ProcRoot};
+use crate::mountinfo::{MountTable, MountinfoError, ProcRoot};
 use crate::policy::{redacted_options, scrub, Policy};
-use crate::propagation::Namespace;
+use crate::propagation::{tables, Namespace};
 use crate::provider::Handle;
 use crate::record::{Record, RecordError};
 use crate::state_file;
@@ -121,10 +121,7 @@ impl Daemon {
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await
             .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
-        let before = Before {
-            executor: verify::mounts_on(&views.executor.table().map_err(internal)?, target),
-            daemon: verify::mounts_on(&self.own_table().map_err(internal)?, target),
-        };
+        let before = self.before(&views.executor, target).map_err(internal)?;
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 4. Execute; on failure undo whatever it left.
         let output = match exec.mount(&req, deadline).await {
@@ -426,8 +423,18 @@ impl Daemon {
             .map_or_else(|| self.executors[0].clone(), |h| h.executor.clone())
     }
 
+    /// The mounts on `target` now, in the executor's namespace and the daemon's.
+    fn before(&self, executor: &Namespace, target: &Path) -> Result<Before, MountinfoError> {
+        let own = Namespace::new("daemon", self.proc.clone(), None);
+        let tables = tables(&[executor, &own])?;
+        Ok(Before {
+            executor: verify::mounts_on(&tables[0], target),
+            daemon: verify::mounts_on(&tables[1], target),
+        })
+    }
+
     /// The daemon's own mount table.
-    fn own_table(&self) -> Result<MountTable, crate::mountinfo::MountinfoError> {
+    fn own_table(&self) -> Result<MountTable, MountinfoError> {
         MountTable::read(&self.proc, None)
     }
 

@@ -48,9 +48,18 @@ impl ProcRoot {
 
     /// `<root>/<pid>/mountinfo`, or `<root>/self/mountinfo` for `None`.
     pub fn mountinfo(&self, pid: Option<u32>) -> PathBuf {
+        self.of(pid, "mountinfo")
+    }
+
+    /// `<root>/<pid>/ns/mnt`: its inode names the mount namespace.
+    pub fn mount_namespace(&self, pid: Option<u32>) -> PathBuf {
+        self.of(pid, "ns/mnt")
+    }
+
+    fn of(&self, pid: Option<u32>, entry: &str) -> PathBuf {
         match pid {
-            Some(pid) => self.0.join(pid.to_string()).join("mountinfo"),
-            None => self.0.join("self/mountinfo"),
+            Some(pid) => self.0.join(pid.to_string()).join(entry),
+            None => self.0.join("self").join(entry),
         }
     }
 }
@@ -128,28 +137,25 @@ pub struct MountTable {
 }
 
 impl MountTable {
-    /// Reads the table of `pid` (`None`: this process) under `proc`, until two reads
-    /// agree, so that a table changing while it is read is never half seen.
+    /// Reads the table of `pid` (`None`: this process) under `proc`, so that a table
+    /// changing while it is read is never half seen.
     pub fn read(proc: &ProcRoot, pid: Option<u32>) -> Result<Self, MountinfoError> {
         Self::read_path(&proc.mountinfo(pid))
     }
 
+    /// The kernel makes each read(2) of mountinfo under the namespace lock, so a
+    /// table that came in one read is a snapshot; a longer one is read again until
+    /// two reads agree.
     pub fn read_path(path: &Path) -> Result<Self, MountinfoError> {
-        let read = || -> Result<Vec<u8>, MountinfoError> {
-            let mut buf = Vec::with_capacity(64 * 1024);
-            std::fs::File::open(path)
-                .and_then(|mut f| f.read_to_end(&mut buf))
-                .map_err(|source| MountinfoError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            Ok(buf)
-        };
-        let mut previous = read()?;
+        let parse = |text: &[u8]| Self::parse(text).map_err(|e| e.at(path));
+        let (mut previous, snapshot) = read_counting(path)?;
+        if snapshot {
+            return parse(&previous);
+        }
         for _ in 1..MAX_READS {
-            let current = read()?;
+            let (current, _) = read_counting(path)?;
             if current == previous {
-                return Self::parse(&current).map_err(|e| e.at(path));
+                return parse(&current);
             }
             previous = current;
         }
@@ -326,6 +332,29 @@ fn apply_optional(p: &mut Propagation, field: &[u8]) -> Result<(), String> {
         _ => {}
     }
     Ok(())
+}
+
+/// The whole file, and whether it came in a single read(2).
+fn read_counting(path: &Path) -> Result<(Vec<u8>, bool), MountinfoError> {
+    let error = |source| MountinfoError::Read {
+        path: path.to_owned(),
+        source,
+    };
+    let mut file = std::fs::File::open(path).map_err(error)?;
+    let mut buf = Vec::new();
+    let mut reads = 0;
+    loop {
+        let start = buf.len();
+        buf.resize(start + 64 * 1024, 0);
+        let read = file.read(&mut buf[start..]);
+        buf.truncate(start + read.as_ref().map_or(0, |n| *n));
+        match read {
+            Ok(0) => return Ok((buf, reads <= 1)),
+            Ok(_) => reads += 1,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(error(e)),
+        }
+    }
 }
 
 /// Decodes the kernel's octal escapes (`\040` space, `\011` tab, `\012` newline,
@@ -556,5 +585,24 @@ mod tests {
             err.to_string().contains("/nonexistent-proc/1/mountinfo"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_table_in_one_read_is_taken_whole_and_a_longer_one_twice() {
+        let dir = tempfile::tempdir().unwrap();
+        let line = "36 35 98:0 /mnt1 /mnt/x rw,noatime master:1 - ext3 /dev/root rw\n";
+        let short = dir.path().join("short");
+        std::fs::write(&short, line).unwrap();
+        assert_eq!(
+            read_counting(&short).unwrap(),
+            (line.as_bytes().to_vec(), true)
+        );
+        // A regular file gives at most the buffer per read(2), as mountinfo gives a
+        // page: this one takes several.
+        let long = dir.path().join("long");
+        std::fs::write(&long, line.repeat(2000)).unwrap();
+        let (text, snapshot) = read_counting(&long).unwrap();
+        assert_eq!((text.len(), snapshot), (line.len() * 2000, false));
+        assert_eq!(MountTable::read_path(&long).unwrap().mounts.len(), 2000);
     }
 }

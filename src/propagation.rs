@@ -4,6 +4,7 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use serde::Serialize;
 
@@ -106,6 +107,36 @@ impl Namespace {
     pub fn table(&self) -> Result<MountTable, MountinfoError> {
         MountTable::read(&self.proc, self.pid)
     }
+
+    /// The device and inode of its `ns/mnt`, which are the same for two processes
+    /// exactly when they share a mount namespace.
+    fn identity(&self) -> Option<NamespaceId> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(self.proc.mount_namespace(self.pid)).ok()?;
+        Some((meta.dev(), meta.ino()))
+    }
+}
+
+/// A mount namespace's `ns/mnt` device and inode.
+type NamespaceId = (u64, u64);
+
+/// The tables of `namespaces`, in order, reading each mount namespace once: the
+/// host's and a kubelet's on the host, or the daemon's and its host executor's,
+/// are one.
+pub fn tables(namespaces: &[&Namespace]) -> Result<Vec<Rc<MountTable>>, MountinfoError> {
+    let mut read: Vec<(Option<NamespaceId>, Rc<MountTable>)> = Vec::new();
+    namespaces
+        .iter()
+        .map(|ns| {
+            let id = ns.identity();
+            if let Some((_, table)) = read.iter().find(|(seen, _)| id.is_some() && *seen == id) {
+                return Ok(table.clone());
+            }
+            let table = Rc::new(ns.table()?);
+            read.push((id, table.clone()));
+            Ok(table)
+        })
+        .collect()
 }
 
 /// Whether mounts made below a path in one namespace appear in another.
@@ -284,6 +315,20 @@ mod tests {
     }
 
     const PLAIN: &str = "27 1 254:0 / / rw - ext4 /dev/vda rw\n";
+
+    #[test]
+    fn one_mount_namespace_is_read_once() {
+        let me = Namespace::new("daemon", ProcRoot::default(), None);
+        let by_pid = Namespace::new("caller", ProcRoot::default(), Some(std::process::id()));
+        // No ns/mnt under this proc root: it cannot be told the same, so it is read.
+        let (_d, proc) = proc_with(PLAIN);
+        let unknown = Namespace::new("other", proc, None);
+        let t = tables(&[&me, &unknown, &by_pid]).unwrap();
+        assert!(Rc::ptr_eq(&t[0], &t[2]), "this process, by pid and as self");
+        assert!(!Rc::ptr_eq(&t[0], &t[1]));
+        assert_eq!(t[1].mounts.len(), 1);
+        assert!(t[0].containing(Path::new("/")).is_some());
+    }
 
     #[test]
     fn share_binds_a_plain_directory_then_makes_it_rshared() {

@@ -3,9 +3,10 @@
 //! did not, names the mount whose propagation breaks the chain.
 
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 
 use crate::mountinfo::{Mount, MountTable, MountinfoError};
-use crate::propagation::{link_mounts, Link, Namespace};
+use crate::propagation::{link_mounts, tables, Link, Namespace};
 use crate::wire::Sighting;
 
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +50,15 @@ pub struct Views {
     pub shared_root: PathBuf,
 }
 
+impl Views {
+    /// The executor's table, then the others', each namespace read once.
+    fn tables(&self) -> Result<Vec<Rc<MountTable>>, MountinfoError> {
+        let mut all = vec![&self.executor];
+        all.extend(&self.others);
+        tables(&all)
+    }
+}
+
 /// Ids of the mounts stacked on `target`, to tell a new one from old ones.
 pub fn mounts_on(table: &MountTable, target: &Path) -> Vec<u32> {
     table
@@ -81,7 +91,8 @@ pub fn mounted(
     before: &[u32],
     views: &Views,
 ) -> Result<(Mount, Vec<Sighting>), VerifyError> {
-    let table = views.executor.table()?;
+    let all = views.tables()?;
+    let (table, others) = all.split_first().expect("the executor's table");
     let mount = table
         .by_target(target)
         .filter(|m| !before.contains(&m.id))
@@ -91,9 +102,8 @@ pub fn mounted(
             namespace: views.executor.name.clone(),
         })?;
     let mut seen = vec![sighting(&views.executor, Some(&mount))];
-    for ns in &views.others {
-        let other = ns.table()?;
-        if let Some(copy) = copy_of(&other, target, &mount) {
+    for (ns, other) in views.others.iter().zip(others) {
+        if let Some(copy) = copy_of(other, target, &mount) {
             seen.push(sighting(ns, Some(copy)));
             continue;
         }
@@ -134,10 +144,11 @@ pub fn unmounted(
         }),
         None => Ok(sighting(ns, None)),
     };
-    let executor = views.executor.table()?;
+    let all = views.tables()?;
+    let (executor, others) = all.split_first().expect("the executor's table");
     let mut seen = vec![still(&views.executor, executor.by_id(mount.id))?];
-    for ns in &views.others {
-        seen.push(still(ns, copy_of(&ns.table()?, target, mount))?);
+    for (ns, other) in views.others.iter().zip(others) {
+        seen.push(still(ns, copy_of(other, target, mount))?);
     }
     Ok(seen)
 }

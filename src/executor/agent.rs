@@ -2,7 +2,9 @@
 //! its unix socket. With the docker provider a dead container is brought back
 //! (started, or made again) before the request is given up.
 
+use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
@@ -24,6 +26,8 @@ pub struct Agent {
     proc: ProcRoot,
     /// The docker provider's handle: how to bring the container back.
     docker: Option<(Docker, Spec)>,
+    /// The agent's pid as `ready` last saw it, for the `namespace` that follows.
+    seen: Mutex<Option<u32>>,
 }
 
 impl Agent {
@@ -34,6 +38,7 @@ impl Agent {
             socket,
             proc,
             docker,
+            seen: Mutex::new(None),
         }
     }
 
@@ -115,6 +120,14 @@ impl Agent {
     }
 }
 
+/// The pid of the process at the other end, when it is visible here.
+fn peer_pid(stream: &UnixStream) -> Option<u32> {
+    getsockopt(stream, PeerCredentials)
+        .ok()
+        .and_then(|c| u32::try_from(c.pid()).ok())
+        .filter(|&p| p > 0)
+}
+
 #[async_trait::async_trait]
 impl Executor for Agent {
     fn name(&self) -> &str {
@@ -124,8 +137,12 @@ impl Executor for Agent {
     /// A dead docker container is brought back before a request; an absent
     /// external one is a clear error at once.
     async fn ready(&self) -> Result<(), ExecError> {
-        let Err(e) = std::os::unix::net::UnixStream::connect(&self.socket) else {
-            return Ok(());
+        let e = match UnixStream::connect(&self.socket) {
+            Ok(stream) => {
+                *self.seen.lock().unwrap() = peer_pid(&stream);
+                return Ok(());
+            }
+            Err(e) => e,
         };
         if self.docker.is_some() {
             return self.revive().await;
@@ -137,27 +154,30 @@ impl Executor for Agent {
         )))
     }
 
-    /// The agent's pid comes from the socket's peer credentials, so it is right for
-    /// any provider and after any restart.
+    /// The agent's pid comes from the socket's peer credentials (of the connection
+    /// `ready` just made, else of a new one), so it is right for any provider and
+    /// after any restart.
     async fn namespace(&self) -> Result<Namespace, ExecError> {
-        let stream = std::os::unix::net::UnixStream::connect(&self.socket).map_err(|e| {
+        let seen = self.seen.lock().unwrap().take();
+        let pid = match seen {
+            Some(pid) => Some(pid),
+            None => {
+                let stream = UnixStream::connect(&self.socket).map_err(|e| {
+                    ExecError::Unavailable(format!(
+                        "the {} agent at {} cannot be reached: {e}",
+                        self.name,
+                        self.socket.display()
+                    ))
+                })?;
+                peer_pid(&stream)
+            }
+        };
+        let pid = pid.ok_or_else(|| {
             ExecError::Unavailable(format!(
-                "the {} agent at {} cannot be reached: {e}",
-                self.name,
-                self.socket.display()
+                "the {} agent's pid is not visible here: the daemon needs the host's pid namespace (hostPID)",
+                self.name
             ))
         })?;
-        let pid = getsockopt(&stream, PeerCredentials)
-            .ok()
-            .map(|c| c.pid())
-            .and_then(|p| u32::try_from(p).ok())
-            .filter(|&p| p > 0)
-            .ok_or_else(|| {
-                ExecError::Unavailable(format!(
-                    "the {} agent's pid is not visible here: the daemon needs the host's pid namespace (hostPID)",
-                    self.name
-                ))
-            })?;
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 

@@ -1,6 +1,6 @@
 //! `sidemount agent`: PID 1 of a volume-client container, injected read-only so any
-//! image works. It runs the container's own mount(8), umount(8) and VCS commands for
-//! the daemon, reports its own mountinfo entry for each target, reaps every child
+//! image works. It runs the container's own mount(8), umount(8) (or the one syscall
+//! they would make) and VCS commands for the daemon, reports its own mountinfo entry for each target, reaps every child
 //! (FUSE daemons), and passes SIGTERM on to what it started.
 
 use std::ffi::OsString;
@@ -18,9 +18,9 @@ use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tracing::info;
 
-use crate::executor::{mount_args, shown, unmount_args, ExecError, UnmountFlags};
+use crate::executor::{kernel_mount, mount_args, shown, unmount_args, ExecError, UnmountFlags};
 use crate::http::{self, body, peer, Answer, PeerInfo};
-use crate::mountinfo::{MountTable, ProcRoot};
+use crate::mountinfo::{Mount, MountTable, ProcRoot};
 use crate::reaper::Reaper;
 use crate::wire::{
     self, ApiError, ErrorCode, Executed, MountRequest, RunRequest, Sighting, UnmountRequest,
@@ -57,10 +57,17 @@ impl Agent {
         })
     }
 
+    /// One mount(2) when that is all mount(8) would do (see `kernel_mount`), else
+    /// the container's mount(8).
     async fn mount(&self, req: MountRequest) -> Result<Executed, ApiError> {
-        let args = mount_args(&req);
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        let mut done = self.execute("mount", args, deadline).await?;
+        let by_call = kernel_mount::mount(&req, deadline)
+            .await
+            .map_err(|e| self.refused(e))?;
+        let mut done = match by_call {
+            true => called("mount(2)"),
+            false => self.execute("mount", mount_args(&req), deadline).await?,
+        };
         done.mount = self.sighting(&req.target);
         Ok(done)
     }
@@ -70,9 +77,21 @@ impl Agent {
             lazy: req.lazy,
             force: req.force,
         };
-        let args = unmount_args(&req.target, "", flags);
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        let mut done = self.execute("umount", args, deadline).await?;
+        let fstype = self
+            .mounted(&req.target)
+            .map(|m| m.fstype)
+            .unwrap_or_default();
+        let by_call = kernel_mount::unmount(&req.target, &fstype, flags, deadline)
+            .await
+            .map_err(|e| self.refused(e))?;
+        let mut done = match by_call {
+            true => called("umount2(2)"),
+            false => {
+                let args = unmount_args(&req.target, &fstype, flags);
+                self.execute("umount", args, deadline).await?
+            }
+        };
         done.mount = self.sighting(&req.target);
         Ok(done)
     }
@@ -103,12 +122,7 @@ impl Agent {
             .reaper
             .run(&argv, &command, deadline)
             .await
-            .map_err(|e: ExecError| {
-                ApiError::new(
-                    e.code(ErrorCode::MountFailed),
-                    format!("{} (vcs {})", e, self.vcs),
-                )
-            })?;
+            .map_err(|e| self.refused(e))?;
         info!(command = %command, exit_code = done.exit_code(), "ran");
         Ok(Executed {
             command,
@@ -118,10 +132,22 @@ impl Agent {
         })
     }
 
-    /// The agent's own mountinfo entry for `target`, if it holds a mount there.
-    fn sighting(&self, target: &Path) -> Option<Sighting> {
+    fn refused(&self, e: ExecError) -> ApiError {
+        ApiError::new(
+            e.code(ErrorCode::MountFailed),
+            format!("{} (vcs {})", e, self.vcs),
+        )
+    }
+
+    /// The agent's own mountinfo entry for the mount on `target`, if there is one.
+    fn mounted(&self, target: &Path) -> Option<Mount> {
         let table = MountTable::read(&ProcRoot::default(), None).ok()?;
-        let m = table.by_target(target)?;
+        table.by_target(target).cloned()
+    }
+
+    /// How the agent's namespace sees `target` now, for the daemon.
+    fn sighting(&self, target: &Path) -> Option<Sighting> {
+        let m = self.mounted(target)?;
         Some(Sighting {
             namespace: format!("vcs/{}", self.vcs),
             mount_id: Some(m.id),
@@ -167,6 +193,16 @@ impl Agent {
         while start.elapsed() < STOP_GRACE && (self.reaper.busy() || !children().is_empty()) {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+}
+
+/// What a command made by one syscall reports.
+fn called(command: &str) -> Executed {
+    Executed {
+        command: command.into(),
+        exit_code: 0,
+        output: String::new(),
+        mount: None,
     }
 }
 

@@ -332,6 +332,65 @@ privileged_test! {
 }
 
 /// `sidemount status` against the daemon's socket: (exit code, stdout, stderr).
+/// findmnt's view of `target` in this namespace: "TYPE VFS-OPTIONS FS-OPTIONS".
+fn findmnt(target: &Path) -> String {
+    sh(&format!(
+        "findmnt -n -o FSTYPE,VFS-OPTIONS,FS-OPTIONS --mountpoint {}",
+        quote(target)
+    ))
+}
+
+privileged_test! {
+    fn kernel_filesystems_take_one_syscall_and_the_rest_mount8(host: &Host) {
+        let root = kubelet_root(host);
+        // mount(8) and umount(8) as the daemon finds them: they log, then run.
+        let shims = host.dir("shims");
+        let log = host.dir("run").join("util-linux.log");
+        for tool in ["mount", "umount"] {
+            let shim = shims.join(tool);
+            std::fs::write(&shim, format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> {}\nexec /usr/bin/{tool} \"$@\"\n",
+                quote(&log)
+            )).unwrap();
+            sh(&format!("chmod +x {}", quote(&shim)));
+        }
+        let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap());
+        let daemon = Daemon::start_with_env(host, &root, &[], &[("PATH", &path)]);
+        let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+        let client = |args: &[&str]| {
+            Command::new(SIDEMOUNT).args(args)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
+        };
+        let (tmp, bind, bad) = (volume(&root, "p1", "tmp"), volume(&root, "p1", "bind"), volume(&root, "p1", "bad"));
+
+        // A tmpfs is one mount(2), with the VFS options as flags and the rest as data.
+        let t = tmp.to_str().unwrap();
+        expect_success("tmpfs", client(&["mount", "-t", "tmpfs", "-o", "size=2m,nosuid,mode=0750", "tmpfs", t]));
+        let seen = findmnt(&tmp);
+        assert!(seen.starts_with("tmpfs "), "{seen}");
+        assert!(seen.contains("nosuid") && seen.contains("size=2048k") && seen.contains("mode=750"), "{seen}");
+        expect_success("umount", client(&["umount", t]));
+        assert!(!is_mounted(None, &tmp));
+        assert_eq!(logged(), "", "no util-linux for a tmpfs");
+
+        // A bind mount is mount(8)'s.
+        let source = host.dir("var/lib/kubelet/plugins/data");
+        expect_success("bind", client(&["mount", "-o", "bind", source.to_str().unwrap(), bind.to_str().unwrap()]));
+        assert!(is_mounted(None, &bind));
+        assert!(logged().starts_with("mount -o bind -- "), "{}", logged());
+        expect_success("umount", client(&["umount", bind.to_str().unwrap()]));
+
+        // A failed call goes to mount(8), whose own error the caller reads.
+        let out = client(&["mount", "-t", "tmpfs", "-o", "size=banana", "tmpfs", bad.to_str().unwrap()]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(32), "{err}");
+        assert!(err.contains("mount: ") && err.contains("bad option"), "{err}");
+        assert!(logged().contains("mount -t tmpfs -o size=banana -- tmpfs "), "{}", logged());
+        assert!(!is_mounted(None, &bad), "nothing half done");
+        assert!(daemon.recorded().is_empty());
+    }
+}
+
 fn status_probe(daemon: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["status", "--socket", daemon.socket.to_str().unwrap()];
     all.extend_from_slice(args);

@@ -1,19 +1,18 @@
-//! The host executor: util-linux mount(8)/umount(8) in the daemon's own namespace,
-//! for kernel filesystems and for clients installed where the daemon runs.
+//! The host executor: mounts in the daemon's own namespace, for kernel filesystems
+//! and for clients installed where the daemon runs, by mount(2) when one call does
+//! it (see `kernel_mount`), else by util-linux mount(8)/umount(8).
 
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::{combined, namespace_of, ExecError, Executor, UnmountFlags};
+use super::helper::{helper, Helper};
+use super::{combined, kernel_mount, namespace_of, ExecError, Executor, UnmountFlags};
 use crate::mountinfo::ProcRoot;
 use crate::propagation::Namespace;
 use crate::wire::MountRequest;
-
-/// Where mount(8) looks for external helpers.
-const HELPER_DIR: &str = "/sbin";
 
 pub struct Host {
     proc: ProcRoot,
@@ -36,6 +35,9 @@ impl Executor for Host {
     }
 
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
+        if kernel_mount::mount(req, deadline).await? {
+            return Ok(String::new());
+        }
         run("mount", &mount_args(req), deadline).await
     }
 
@@ -46,6 +48,9 @@ impl Executor for Host {
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
+        if kernel_mount::unmount(target, fstype, flags, deadline).await? {
+            return Ok(String::new());
+        }
         run("umount", &unmount_args(target, fstype, flags), deadline).await
     }
 }
@@ -53,7 +58,7 @@ impl Executor for Host {
 /// mount(8)'s arguments for a request.
 pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
-    if helper_is_sidemount("mount", &req.fstype) {
+    if helper("mount", &req.fstype) == Helper::Sidemount {
         args.push("-i".into());
     }
     if !req.fstype.is_empty() {
@@ -73,7 +78,7 @@ pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
 /// umount(8)'s arguments.
 pub fn unmount_args(target: &Path, fstype: &str, flags: UnmountFlags) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
-    if helper_is_sidemount("umount", fstype) {
+    if helper("umount", fstype) == Helper::Sidemount {
         args.push("-i".into());
     }
     if flags.lazy {
@@ -138,32 +143,6 @@ pub fn shown(args: &[OsString]) -> String {
     words.join(" ")
 }
 
-/// Whether the helper mount(8) would call for `fstype` is this very binary: then the
-/// daemon must run mount(8) with `-i`, or the helper would call the daemon again.
-fn helper_is_sidemount(kind: &str, fstype: &str) -> bool {
-    let Ok(me) = std::fs::canonicalize("/proc/self/exe") else {
-        return false;
-    };
-    helper_candidates(kind, fstype)
-        .iter()
-        .any(|h| std::fs::canonicalize(h).is_ok_and(|h| h == me))
-}
-
-/// `mount.fuse.sshfs`, then `mount.fuse`: the names mount(8) tries for a type.
-fn helper_candidates(kind: &str, fstype: &str) -> Vec<PathBuf> {
-    if fstype.is_empty() {
-        return Vec::new();
-    }
-    let mut names = vec![format!("{kind}.{fstype}")];
-    if let Some((main, _subtype)) = fstype.split_once('.') {
-        names.push(format!("{kind}.{main}"));
-    }
-    names
-        .iter()
-        .map(|n| Path::new(HELPER_DIR).join(n))
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -174,22 +153,6 @@ mod tests {
             .map(OsString::from)
             .to_vec();
         assert_eq!(shown(&args), "-t cifs -o <options> -- //s/x /t");
-    }
-
-    #[test]
-    fn helper_names_follow_mount8() {
-        assert_eq!(
-            helper_candidates("mount", "fuse.sshfs"),
-            vec![
-                PathBuf::from("/sbin/mount.fuse.sshfs"),
-                PathBuf::from("/sbin/mount.fuse")
-            ]
-        );
-        assert_eq!(
-            helper_candidates("umount", "nfs"),
-            vec![PathBuf::from("/sbin/umount.nfs")]
-        );
-        assert!(helper_candidates("mount", "").is_empty());
     }
 
     #[tokio::test]

@@ -4,7 +4,9 @@
 
 mod agent;
 mod docker_exec;
+mod helper;
 mod host;
+pub mod kernel_mount;
 
 use std::path::Path;
 use std::process::Output;

@@ -16,7 +16,8 @@ bin=target/$target/release/sidemount
 
 require_cargo
 command -v rustup >/dev/null || die "rustup is missing: it adds the $target target"
-install_packages file
+# musl-gcc builds the C of the allocator (mimalloc) for the musl target.
+install_packages file musl-tools
 
 if ! timeout 60 rustup target list --installed | grep -qx "$target"; then
   step "rustup target add $target"

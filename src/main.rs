@@ -22,6 +22,11 @@ use sidemount::wire::{
 };
 use sidemount::{check, install, list, mounter, propagation, server, syscall, vcs};
 
+/// musl's allocator, in the static build that ships, made the daemon's requests
+/// about 1.6x slower than glibc's; mimalloc is as fast as glibc's in both builds.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 const KUBELET_ROOT: &str = "/var/lib/kubelet";
 /// How often the status file is checked against a VCS's health between changes.
 const STATUS_REFRESH: Duration = Duration::from_secs(10);

@@ -269,11 +269,11 @@ impl Daemon {
     }
 
     /// Keeps the status file equal to what /v1/status answers: rewritten (whole, see
-    /// [`state_file::replace`]) after every change the daemon makes, with the VCS
-    /// health found at most `every` ago (asking Docker and the agents on every mount
-    /// would cost each mount their time), and after every such check. Runs until
-    /// dropped.
-    pub async fn publish_status(&self, every: Duration) {
+    /// [`state_file::replace`]) within `settle` of every change the daemon makes, once
+    /// for a burst of them (a node starting its pods), with the VCS health found at
+    /// most `every` ago (asking Docker and the agents on every mount would cost each
+    /// mount their time), and after every such check. Runs until dropped.
+    pub async fn publish_status(&self, every: Duration, settle: Duration) {
         let mut last = Vec::new();
         let mut vcs = self.vcs_status().await;
         let mut checked = tokio::time::Instant::now();
@@ -296,6 +296,8 @@ impl Daemon {
             {
                 vcs = self.vcs_status().await;
                 checked = tokio::time::Instant::now();
+            } else {
+                tokio::time::sleep(settle).await;
             }
         }
     }

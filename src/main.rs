@@ -30,6 +30,8 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const KUBELET_ROOT: &str = "/var/lib/kubelet";
 /// How often the status file is checked against a VCS's health between changes.
 const STATUS_REFRESH: Duration = Duration::from_secs(10);
+/// How long the status file waits for further changes before it is rewritten.
+const STATUS_SETTLE: Duration = Duration::from_millis(100);
 /// How long `status` and `check` wait for an answer.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a helper waits for the daemon (the daemon's own deadline is shorter).
@@ -346,7 +348,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             "serving");
         let publisher = tokio::spawn({
             let daemon = daemon.clone();
-            async move { daemon.publish_status(STATUS_REFRESH).await }
+            async move { daemon.publish_status(STATUS_REFRESH, STATUS_SETTLE).await }
         });
         server::serve(listener, daemon, shutdown_signal()).await?;
         publisher.abort();

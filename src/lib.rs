@@ -22,6 +22,7 @@ pub mod reaper;
 pub mod record;
 pub mod server;
 pub mod state_file;
+pub mod statmount;
 pub mod syscall;
 pub mod vcs;
 pub mod verify;

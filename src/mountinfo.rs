@@ -56,6 +56,11 @@ impl ProcRoot {
         self.of(pid, "ns/mnt")
     }
 
+    /// `<root>/<pid>/root`: the root directory of that process.
+    pub fn root(&self, pid: u32) -> PathBuf {
+        self.of(Some(pid), "root")
+    }
+
     fn of(&self, pid: Option<u32>, entry: &str) -> PathBuf {
         match pid {
             Some(pid) => self.0.join(pid.to_string()).join(entry),

@@ -20,7 +20,8 @@ use tracing::info;
 
 use crate::executor::{kernel_mount, mount_args, shown, unmount_args, ExecError, UnmountFlags};
 use crate::http::{self, body, peer, Answer, PeerInfo};
-use crate::mountinfo::{Mount, MountTable, ProcRoot};
+use crate::mountinfo::{Mount, ProcRoot};
+use crate::propagation::Namespace;
 use crate::reaper::Reaper;
 use crate::wire::{
     self, ApiError, ErrorCode, Executed, MountRequest, RunRequest, Sighting, UnmountRequest,
@@ -141,8 +142,10 @@ impl Agent {
 
     /// The agent's own mountinfo entry for the mount on `target`, if there is one.
     fn mounted(&self, target: &Path) -> Option<Mount> {
-        let table = MountTable::read(&ProcRoot::default(), None).ok()?;
-        table.by_target(target).cloned()
+        Namespace::new("agent", ProcRoot::default(), None)
+            .mount_at(target)
+            .ok()
+            .flatten()
     }
 
     /// How the agent's namespace sees `target` now, for the daemon.

@@ -13,7 +13,7 @@ use crate::config::Config;
 use crate::executor::{ExecError, Executor, UnmountFlags};
 use crate::mountinfo::{MountTable, MountinfoError, ProcRoot};
 use crate::policy::{redacted_options, scrub, Policy};
-use crate::propagation::{tables, Namespace};
+use crate::propagation::Namespace;
 use crate::provider::Handle;
 use crate::record::{Record, RecordError};
 use crate::state_file;
@@ -132,7 +132,7 @@ impl Daemon {
             }
         };
         // 5. Prove it in every namespace; undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, &before.executor, &views) {
+        let (mount, seen) = match verify::mounted(target, before.executor, &views) {
             Ok(found) => found,
             Err(e) => {
                 self.undo(exec.as_ref(), target, &before, &req.fstype).await;
@@ -180,8 +180,8 @@ impl Daemon {
             Some(r) => self.named(&r.executor)?,
             // Not made by the daemon: route it by the type mounted there now.
             None => {
-                let table = self.own_table().map_err(internal)?;
-                self.route(table.by_target(target).map_or("", |m| m.fstype.as_str()))
+                let here = self.own_namespace().mount_at(target).map_err(internal)?;
+                self.route(here.as_ref().map_or("", |m| m.fstype.as_str()))
             }
         };
         let unmount_error =
@@ -191,8 +191,8 @@ impl Daemon {
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await
             .map_err(unmount_error)?;
-        let table = views.executor.table().map_err(internal)?;
-        let mount = table.by_target(target).cloned().ok_or_else(|| {
+        let mount = views.executor.mount_at(target).map_err(internal)?;
+        let mount = mount.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotMounted,
                 format!(
@@ -427,17 +427,16 @@ impl Daemon {
 
     /// The mounts on `target` now, in the executor's namespace and the daemon's.
     fn before(&self, executor: &Namespace, target: &Path) -> Result<Before, MountinfoError> {
-        let own = Namespace::new("daemon", self.proc.clone(), None);
-        let tables = tables(&[executor, &own])?;
+        let on_target = |ns: &Namespace| Ok(ns.mount_at(target)?.map(|m| m.id));
         Ok(Before {
-            executor: verify::mounts_on(&tables[0], target),
-            daemon: verify::mounts_on(&tables[1], target),
+            executor: on_target(executor)?,
+            daemon: on_target(&self.own_namespace())?,
         })
     }
 
-    /// The daemon's own mount table.
-    fn own_table(&self) -> Result<MountTable, MountinfoError> {
-        MountTable::read(&self.proc, None)
+    /// The daemon's own mount namespace.
+    fn own_namespace(&self) -> Namespace {
+        Namespace::new("daemon", self.proc.clone(), None)
     }
 
     fn named(&self, name: &str) -> Result<Arc<dyn Executor>, ApiError> {
@@ -488,64 +487,68 @@ impl Daemon {
 
     /// Unmounts whatever a failed attempt left on `target`: first through the
     /// executor, then, for copies that outlived it (its container died), by a lazy
-    /// unmount in the daemon's own namespace, which reaches its peers.
+    /// unmount in the daemon's own namespace, which reaches its peers. Each side
+    /// unmounts the mount on top until the one that was there before shows.
     async fn undo(&self, exec: &dyn Executor, target: &Path, before: &Before, fstype: &str) {
-        self.undo_in_executor(exec, target, &before.executor, fstype)
-            .await;
-        let Ok(table) = self.own_table() else {
-            warn!(target = %target.display(), "cannot read the daemon's mountinfo to undo a failed mount");
-            return;
+        let lazy = UnmountFlags {
+            lazy: true,
+            force: false,
         };
-        for id in verify::mounts_on(&table, target) {
-            if before.daemon.contains(&id) {
-                continue;
+        for _ in 0..UNDO_LIMIT {
+            let Ok(ns) = exec.namespace().await else {
+                warn!(target = %target.display(), executor = exec.name(), "cannot reach the executor's namespace to undo a failed mount");
+                break;
+            };
+            let Some(id) = self.left_on(&ns, target, before.executor) else {
+                break;
+            };
+            match exec.unmount(target, fstype, lazy, self.timeout).await {
+                Ok(_) => info!(target = %target.display(), mount_id = id, "undid a failed mount"),
+                Err(e) => {
+                    warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount");
+                    break;
+                }
             }
+        }
+        let own = self.own_namespace();
+        for _ in 0..UNDO_LIMIT {
+            let Some(id) = self.left_on(&own, target, before.daemon) else {
+                break;
+            };
             match crate::syscall::Linux.umount(target, MntFlags::MNT_DETACH) {
                 Ok(()) => {
                     info!(target = %target.display(), mount_id = id, "detached what a failed mount left behind")
                 }
                 Err(e) => {
-                    warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount")
+                    warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount");
+                    break;
                 }
             }
         }
     }
 
-    async fn undo_in_executor(
-        &self,
-        exec: &dyn Executor,
-        target: &Path,
-        before: &[u32],
-        fstype: &str,
-    ) {
-        let Ok(Ok(table)) = exec.namespace().await.map(|ns| ns.table()) else {
-            warn!(target = %target.display(), executor = exec.name(), "cannot read the executor's mountinfo to undo a failed mount");
-            return;
-        };
-        for id in verify::mounts_on(&table, target) {
-            if before.contains(&id) {
-                continue;
-            }
-            let lazy = UnmountFlags {
-                lazy: true,
-                force: false,
-            };
-            match exec.unmount(target, fstype, lazy, self.timeout).await {
-                Ok(_) => info!(target = %target.display(), mount_id = id, "undid a failed mount"),
-                Err(e) => {
-                    warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount")
-                }
+    /// The id of a mount on `target` in `ns` that was not there `before`.
+    fn left_on(&self, ns: &Namespace, target: &Path, before: Option<u32>) -> Option<u32> {
+        match ns.mount_at(target) {
+            Ok(found) => found.map(|m| m.id).filter(|&id| Some(id) != before),
+            Err(e) => {
+                warn!(target = %target.display(), namespace = %ns.name, error = %e, "cannot look up what a failed mount left");
+                None
             }
         }
     }
 }
 
-/// The mounts on a target before an attempt, in the executor's namespace and in
+/// The mount on a target before an attempt, in the executor's namespace and in
 /// the daemon's own.
 struct Before {
-    executor: Vec<u32>,
-    daemon: Vec<u32>,
+    executor: Option<u32>,
+    daemon: Option<u32>,
 }
+
+/// At most this many mounts a failed attempt left on one target are undone: a
+/// mount helper may stack a few, never more.
+const UNDO_LIMIT: usize = 8;
 
 /// Releases a target when its operation ends, however it ends.
 struct Claim<'a> {

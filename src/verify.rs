@@ -1,11 +1,11 @@
-//! Proves from mountinfo that a mount reached every namespace that must see it (the
-//! executor's, the host's, the caller's), or that an unmount left them all; when it
-//! did not, names the mount whose propagation breaks the chain.
+//! Proves that a mount reached every namespace that must see it (the executor's,
+//! the host's, the caller's), or that an unmount left them all, by looking up the
+//! target in each; when it did not, names from their mountinfo the mount whose
+//! propagation breaks the chain.
 
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
 
-use crate::mountinfo::{Mount, MountTable, MountinfoError};
+use crate::mountinfo::{Mount, MountinfoError};
 use crate::propagation::{link_mounts, tables, Link, Namespace};
 use crate::wire::Sighting;
 
@@ -50,30 +50,9 @@ pub struct Views {
     pub shared_root: PathBuf,
 }
 
-impl Views {
-    /// The executor's table, then the others', each namespace read once.
-    fn tables(&self) -> Result<Vec<Rc<MountTable>>, MountinfoError> {
-        let mut all = vec![&self.executor];
-        all.extend(&self.others);
-        tables(&all)
-    }
-}
-
-/// Ids of the mounts stacked on `target`, to tell a new one from old ones.
-pub fn mounts_on(table: &MountTable, target: &Path) -> Vec<u32> {
-    table
-        .mounts
-        .iter()
-        .filter(|m| m.target == target)
-        .map(|m| m.id)
-        .collect()
-}
-
-/// The same filesystem directory mounted on `target` in another namespace.
-fn copy_of<'t>(table: &'t MountTable, target: &Path, original: &Mount) -> Option<&'t Mount> {
-    table.by_target(target).filter(|m| {
-        (m.major, m.minor) == (original.major, original.minor) && m.root == original.root
-    })
+/// The same filesystem directory as `original`, mounted in another namespace.
+fn is_copy(mount: &Mount, original: &Mount) -> bool {
+    (mount.major, mount.minor) == (original.major, original.minor) && mount.root == original.root
 }
 
 fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
@@ -84,50 +63,60 @@ fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
     }
 }
 
-/// After a mount: the new mount in the executor's namespace (one not in `before`),
-/// and where it was seen. Fails naming the first namespace it did not reach.
+/// After a mount: the new mount on `target` in the executor's namespace (not the
+/// one, if any, that was there `before`), and where it was seen. Fails naming
+/// the first namespace it did not reach.
 pub fn mounted(
     target: &Path,
-    before: &[u32],
+    before: Option<u32>,
     views: &Views,
 ) -> Result<(Mount, Vec<Sighting>), VerifyError> {
-    let all = views.tables()?;
-    let (table, others) = all.split_first().expect("the executor's table");
-    let mount = table
-        .by_target(target)
-        .filter(|m| !before.contains(&m.id))
-        .cloned()
+    let mount = views
+        .executor
+        .mount_at(target)?
+        .filter(|m| Some(m.id) != before)
         .ok_or_else(|| VerifyError::NotMounted {
             target: target.display().to_string(),
             namespace: views.executor.name.clone(),
         })?;
     let mut seen = vec![sighting(&views.executor, Some(&mount))];
-    for (ns, other) in views.others.iter().zip(others) {
-        if let Some(copy) = copy_of(other, target, &mount) {
-            seen.push(sighting(ns, Some(copy)));
-            continue;
+    for ns in &views.others {
+        match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {
+            Some(copy) => seen.push(sighting(ns, Some(&copy))),
+            None => return Err(missing(target, &mount, ns, views)?),
         }
-        // Not there: compare the mounts that hold the target's place on each side.
-        let (cause, remedy) = match (table.by_id(mount.parent), other.containing(target)) {
-            (Some(parent), Some(holder)) => {
-                match link_mounts(&views.shared_root, parent, &views.executor, holder, ns) {
-                    Link::Broken(b) => (b.to_string(), Some(b.remedy())),
-                    ok => (
-                        format!("propagation looked intact ({ok:?}) but the mount is absent"),
-                        None,
-                    ),
-                }
-            }
-            _ => ("no mount holds the target there".to_string(), None),
-        };
-        return Err(VerifyError::Missing {
-            target: target.display().to_string(),
-            namespace: ns.name.clone(),
-            cause,
-            remedy,
-        });
     }
     Ok((mount, seen))
+}
+
+/// Why `mount` did not reach `ns`, from both namespaces' tables: the mounts that
+/// hold the target's place on each side, and the one whose propagation breaks
+/// the chain between them.
+fn missing(
+    target: &Path,
+    mount: &Mount,
+    ns: &Namespace,
+    views: &Views,
+) -> Result<VerifyError, MountinfoError> {
+    let all = tables(&[&views.executor, ns])?;
+    let (cause, remedy) = match (all[0].by_id(mount.parent), all[1].containing(target)) {
+        (Some(parent), Some(holder)) => {
+            match link_mounts(&views.shared_root, parent, &views.executor, holder, ns) {
+                Link::Broken(b) => (b.to_string(), Some(b.remedy())),
+                ok => (
+                    format!("propagation looked intact ({ok:?}) but the mount is absent"),
+                    None,
+                ),
+            }
+        }
+        _ => ("no mount holds the target there".to_string(), None),
+    };
+    Ok(VerifyError::Missing {
+        target: target.display().to_string(),
+        namespace: ns.name.clone(),
+        cause,
+        remedy,
+    })
 }
 
 /// After an unmount of `mount`: gone from every namespace.
@@ -136,7 +125,7 @@ pub fn unmounted(
     mount: &Mount,
     views: &Views,
 ) -> Result<Vec<Sighting>, VerifyError> {
-    let still = |ns: &Namespace, found: Option<&Mount>| match found {
+    let still = |ns: &Namespace, found: Option<Mount>| match found {
         Some(m) => Err(VerifyError::StillMounted {
             target: target.display().to_string(),
             namespace: ns.name.clone(),
@@ -144,11 +133,16 @@ pub fn unmounted(
         }),
         None => Ok(sighting(ns, None)),
     };
-    let all = views.tables()?;
-    let (executor, others) = all.split_first().expect("the executor's table");
-    let mut seen = vec![still(&views.executor, executor.by_id(mount.id))?];
-    for (ns, other) in views.others.iter().zip(others) {
-        seen.push(still(ns, copy_of(other, target, mount))?);
+    let executor = &views.executor;
+    let mut seen = vec![still(
+        executor,
+        executor.mount_at(target)?.filter(|m| m.id == mount.id),
+    )?];
+    for ns in &views.others {
+        seen.push(still(
+            ns,
+            ns.mount_at(target)?.filter(|m| is_copy(m, mount)),
+        )?);
     }
     Ok(seen)
 }

@@ -74,7 +74,8 @@ fn mounts_reach_host_and_kubelet(host: &Host, container: bool) {
         sh(&helpers);
         Kubelet::OnHost
     };
-    let daemon = Daemon::start(host, &root, &[]);
+    // Debug logging shows each verification that had to read mountinfo.
+    let daemon = Daemon::start_with_env(host, &root, &[], &[("SIDEMOUNT_LOG", "sidemount=debug")]);
     let disk = LoopDevice::ext4(host, "disk");
     let source = host.dir("var/lib/kubelet/plugins/shared-data");
     std::fs::write(source.join("hello"), "from the plugin dir").unwrap();
@@ -142,6 +143,10 @@ fn mounts_reach_host_and_kubelet(host: &Host, container: bool) {
         Vec::<PathBuf>::new()
     );
     assert!(daemon.recorded().is_empty());
+    // Every namespace was looked up by statx(2) and statmount(2), none read whole.
+    let log = daemon.log_text();
+    assert!(log.contains("mounted and verified"), "{log}");
+    assert!(!log.contains("reading mountinfo instead"), "{log}");
 }
 
 privileged_test! {

@@ -4,6 +4,7 @@
 
 started_dockerd_pid=
 started_dockerd_log=
+started_dockerd_netns=
 
 # ensure_dockerd: returns once `docker version` answers.
 ensure_dockerd() {
@@ -13,6 +14,7 @@ ensure_dockerd() {
   install_packages docker.io
   step "starting dockerd"
   local log
+  findmnt -n /run/docker/netns/default >/dev/null 2>&1 || started_dockerd_netns=1
   log=$(mktemp /tmp/sidemount-dockerd.XXXXXX.log)
   setsid dockerd >"$log" 2>&1 &
   started_dockerd_pid=$! started_dockerd_log=$log
@@ -32,7 +34,9 @@ stop_dockerd() {
   kill "$started_dockerd_pid" 2>/dev/null || true
   timeout 60 tail --pid="$started_dockerd_pid" -f /dev/null || kill -9 "$started_dockerd_pid" 2>/dev/null || true
   rm -f "$started_dockerd_log"
-  started_dockerd_pid='' started_dockerd_log=''
+  # dockerd leaves its default network namespace mounted when it exits.
+  [ -z "$started_dockerd_netns" ] || umount /run/docker/netns/default 2>/dev/null || true
+  started_dockerd_pid='' started_dockerd_log='' started_dockerd_netns=''
 }
 
 # remove_test_leftovers: containers, private dockerds (tests/common/node.rs), their

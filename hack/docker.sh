@@ -14,7 +14,7 @@ ensure_dockerd() {
   install_packages docker.io
   step "starting dockerd"
   local log
-  findmnt -n /run/docker/netns/default >/dev/null 2>&1 || started_dockerd_netns=1
+  timeout 10 findmnt -n /run/docker/netns/default >/dev/null 2>&1 || started_dockerd_netns=1
   log=$(mktemp /tmp/sidemount-dockerd.XXXXXX.log)
   setsid dockerd >"$log" 2>&1 &
   started_dockerd_pid=$! started_dockerd_log=$log
@@ -35,7 +35,7 @@ stop_dockerd() {
   timeout 60 tail --pid="$started_dockerd_pid" -f /dev/null || kill -9 "$started_dockerd_pid" 2>/dev/null || true
   rm -f "$started_dockerd_log"
   # dockerd leaves its default network namespace mounted when it exits.
-  [ -z "$started_dockerd_netns" ] || umount /run/docker/netns/default 2>/dev/null || true
+  [ -z "$started_dockerd_netns" ] || timeout 10 umount /run/docker/netns/default 2>/dev/null || true
   started_dockerd_pid='' started_dockerd_log='' started_dockerd_netns=''
 }
 

@@ -20,7 +20,7 @@ fi
 
 # What up.sh recorded; defaults for a demo that died before it wrote them.
 kubelet_root=$demo_dir/var/lib/kubelet
-daemon_pid='' sshd_pid='' dockerd_pid='' dockerd_log='' made_run_sshd=''
+daemon_pid='' sshd_pid='' dockerd_pid='' dockerd_log='' dockerd_netns='' made_run_sshd=''
 if [ -r "$demo_state" ]; then
   # shellcheck disable=SC1090 # written by up.sh
   . "$demo_state"
@@ -103,7 +103,7 @@ fi
 
 if [ -n "$dockerd_pid" ]; then
   if pid_runs "$dockerd_pid" dockerd; then
-    started_dockerd_pid=$dockerd_pid
+    started_dockerd_pid=$dockerd_pid started_dockerd_netns=$dockerd_netns
     stop_dockerd
   fi
   [ -z "$dockerd_log" ] || [ ! -f "$dockerd_log" ] || rm -f "$dockerd_log"

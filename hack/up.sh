@@ -102,6 +102,7 @@ ensure_dockerd
 if [ -n "$started_dockerd_pid" ]; then
   demo_record dockerd_pid "$started_dockerd_pid"
   demo_record dockerd_log "$(readlink "/proc/$started_dockerd_pid/fd/1" || true)"
+  demo_record dockerd_netns "$started_dockerd_netns"
   echo "started dockerd (pid $started_dockerd_pid); hack/down.sh stops it"
 else
   echo "dockerd answers: $(timeout 20 docker version -f '{{.Server.Version}} (API {{.Server.APIVersion}})')"

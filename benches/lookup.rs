@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use criterion::{BenchmarkId, Criterion};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
-use sidemount::mountinfo::ProcRoot;
-use sidemount::propagation::Namespace;
+use sidemount::ns::mountinfo::ProcRoot;
+use sidemount::ns::propagation::Namespace;
 
 /// Table sizes: a small node, a busy one, and DESIGN.md's large table.
 const SIZES: [usize; 3] = [100, 5_000, 50_000];

@@ -2,7 +2,7 @@
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use procfs::FromBufRead;
-use sidemount::mountinfo::MountTable;
+use sidemount::ns::mountinfo::MountTable;
 
 #[path = "../tests/common/fixtures.rs"]
 mod fixtures;

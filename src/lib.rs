@@ -1,29 +1,19 @@
 //! sidemount: executes kubelet volume mounts where the volume client software lives
 //! (a container, or the node daemon's own namespace) and proves from mountinfo that
 //! each mount reached the host's and the caller's namespaces.
+//!
+//! The folders follow the one path, each using only those listed before it:
+//! `api` (wire types, HTTP glue, client) -> `ns` (what is mounted where) -> `mount`
+//! (the syscall seam, kernel mounts, helpers) -> `policy` and `vcs` -> `executor` ->
+//! `agent`, `daemon` and `node` (the roles) -> `cli` (argv and printing).
 
 pub mod agent;
-pub mod check;
-pub mod client;
-pub mod config;
+pub mod api;
+pub mod cli;
 pub mod daemon;
-pub mod docker;
 pub mod executor;
-pub mod helper_args;
-pub mod http;
-pub mod install;
-pub mod list;
-pub mod mounter;
-pub mod mountinfo;
+pub mod mount;
+pub mod node;
+pub mod ns;
 pub mod policy;
-pub mod propagation;
-pub mod provider;
-pub mod reaper;
-pub mod record;
-pub mod server;
-pub mod state_file;
-pub mod statmount;
-pub mod syscall;
 pub mod vcs;
-pub mod verify;
-pub mod wire;

@@ -9,18 +9,23 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 
 use sidemount::agent::{self, Agent};
-use sidemount::client::{Client, DEFAULT_SOCKET};
-use sidemount::config::Config;
-use sidemount::daemon::{Daemon, Paths};
-use sidemount::executor::{self, Executor};
-use sidemount::helper_args::{self, split_options, Invocation};
-use sidemount::mountinfo::{MountTable, ProcRoot};
-use sidemount::provider::{self, Layout};
-use sidemount::wire::{
+use sidemount::api::client::{Client, DEFAULT_SOCKET};
+use sidemount::api::wire::{
     self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
     VcsStatus,
 };
-use sidemount::{check, install, list, mounter, propagation, server, syscall, vcs};
+use sidemount::cli::helper_args::{self, split_options, Invocation};
+use sidemount::cli::mounter;
+use sidemount::daemon::config::Config;
+use sidemount::daemon::provider::{self, Layout};
+use sidemount::daemon::routes;
+use sidemount::daemon::{Daemon, Paths};
+use sidemount::executor::{self, Executor};
+use sidemount::mount::syscall;
+use sidemount::node::{check, install, list};
+use sidemount::ns::mountinfo::{MountTable, ProcRoot};
+use sidemount::ns::propagation;
+use sidemount::vcs;
 
 /// musl's allocator, in the static build that ships, made the daemon's requests
 /// about 1.6x slower than glibc's; mimalloc is as fast as glibc's in both builds.
@@ -336,7 +341,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .build()?;
     runtime.block_on(async {
         // Bound first: a second daemon must not touch the containers of the first.
-        let listener = server::bind(&socket)?;
+        let listener = routes::bind(&socket)?;
         let layout = Layout {
             socket_dir,
             agent_binary,
@@ -350,7 +355,7 @@ fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             let daemon = daemon.clone();
             async move { daemon.publish_status(STATUS_REFRESH, STATUS_SETTLE).await }
         });
-        server::serve(listener, daemon, shutdown_signal()).await?;
+        routes::serve(listener, daemon, shutdown_signal()).await?;
         publisher.abort();
         tracing::info!("stopped; mounts stay");
         Ok(ExitCode::SUCCESS)
@@ -364,7 +369,7 @@ fn run_agent(vcs: String, socket: PathBuf, timeout: Duration) -> anyhow::Result<
         .build()?;
     runtime.block_on(async {
         let agent = Arc::new(Agent::start(vcs.clone(), timeout)?);
-        let listener = server::bind(&socket)?;
+        let listener = routes::bind(&socket)?;
         tracing::info!(vcs = %vcs, socket = %socket.display(), pid = std::process::id(), "agent serving");
         agent::serve(listener, agent.clone(), shutdown_signal()).await?;
         agent.stop().await;

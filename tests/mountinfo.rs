@@ -4,7 +4,7 @@ mod common;
 
 use std::path::Path;
 
-use sidemount::mountinfo::MountTable;
+use sidemount::ns::mountinfo::MountTable;
 
 #[test]
 fn parses_a_50000_line_table() {

@@ -5,8 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::{expect_success, quote, sh, sidemount, Host};
-use sidemount::mountinfo::{MountTable, ProcRoot};
-use sidemount::propagation::{link, BreakReason, Link, Namespace};
+use sidemount::ns::mountinfo::{MountTable, ProcRoot};
+use sidemount::ns::propagation::{link, BreakReason, Link, Namespace};
 
 fn own_table() -> MountTable {
     MountTable::read(&ProcRoot::default(), None).unwrap()

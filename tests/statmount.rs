@@ -7,8 +7,8 @@ mod common;
 use std::path::{Path, PathBuf};
 
 use common::{quote, sh, Host};
-use sidemount::mountinfo::{Mount, MountTable, ProcRoot};
-use sidemount::statmount::mount_at;
+use sidemount::ns::mountinfo::{Mount, MountTable, ProcRoot};
+use sidemount::ns::statmount::mount_at;
 
 /// Mounts of every kind the daemon meets: a tmpfs with options and a space in
 /// its path and source, a bind of a subdirectory, a read-only bind, stacked

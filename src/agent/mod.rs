@@ -3,8 +3,10 @@
 //! they would make) and VCS commands for the daemon, reports its own mountinfo entry for each target, reaps every child
 //! (FUSE daemons), and passes SIGTERM on to what it started.
 
+pub mod reaper;
+
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -14,30 +16,23 @@ use axum::routing::{get, post};
 use axum::Router;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
-use serde::{Deserialize, Serialize};
 use tokio::net::UnixListener;
 use tracing::info;
 
-use crate::executor::{kernel_mount, mount_args, shown, unmount_args, ExecError, UnmountFlags};
-use crate::http::{self, body, peer, Answer, PeerInfo};
-use crate::mountinfo::{Mount, ProcRoot};
-use crate::propagation::Namespace;
-use crate::reaper::Reaper;
-use crate::wire::{
-    self, ApiError, ErrorCode, Executed, MountRequest, RunRequest, Sighting, UnmountRequest,
+use crate::agent::reaper::Reaper;
+use crate::api::http::{self, body, peer, Answer, PeerInfo};
+use crate::api::wire::{
+    self, AgentStatus, ApiError, ErrorCode, Executed, MountRequest, RunRequest, Sighting,
+    UnmountRequest,
 };
+use crate::mount::exec::{ExecError, UnmountFlags};
+use crate::mount::kernel;
+use crate::mount::util_linux::{mount_args, shown, unmount_args};
+use crate::ns::mountinfo::{Mount, ProcRoot};
+use crate::ns::propagation::Namespace;
 
 /// How long the agent lets its children end after SIGTERM before it exits.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-
-/// What `GET /v1/status` answers: the agent is up and serves this VCS.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct AgentStatus {
-    pub version: String,
-    pub vcs: String,
-    /// Commands running now.
-    pub busy: bool,
-}
 
 pub struct Agent {
     vcs: String,
@@ -62,7 +57,7 @@ impl Agent {
     /// the container's mount(8).
     async fn mount(&self, req: MountRequest) -> Result<Executed, ApiError> {
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        let by_call = kernel_mount::mount(&req, deadline)
+        let by_call = kernel::mount(&req, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         let mut done = match by_call {
@@ -83,7 +78,7 @@ impl Agent {
             .mounted(&req.target)
             .map(|m| m.fstype)
             .unwrap_or_default();
-        let by_call = kernel_mount::unmount(&req.target, &fstype, flags, deadline)
+        let by_call = kernel::unmount(&req.target, &fstype, flags, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         let mut done = match by_call {
@@ -220,11 +215,6 @@ fn children() -> Vec<i32> {
         .filter(|s| s.ppid == me && s.state != 'Z')
         .map(|s| s.pid)
         .collect()
-}
-
-/// The agent socket of a VCS under the daemon's socket directory.
-pub fn socket_path(socket_dir: &Path, vcs: &str) -> PathBuf {
-    socket_dir.join("agents").join(format!("{vcs}.sock"))
 }
 
 /// Serves the agent API until `shutdown` resolves.

@@ -16,7 +16,7 @@ use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
 use tokio::sync::oneshot;
 
-use crate::executor::ExecError;
+use crate::mount::exec::ExecError;
 
 /// Output beyond this is dropped (a command's chatter, not data).
 const MAX_OUTPUT: usize = 1 << 20;

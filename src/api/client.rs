@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixStream;
 
-use crate::wire::ApiError;
+use crate::api::wire::ApiError;
 
 /// Where the daemon listens unless told otherwise (`SIDEMOUNT_SOCKET`, `--socket`).
 pub const DEFAULT_SOCKET: &str = "/run/sidemount/sidemount.sock";

@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::net::UnixListener;
 
-use crate::daemon::Peer;
-use crate::wire::{self, ApiError, ErrorCode};
+use crate::api::wire::Peer;
+use crate::api::wire::{self, ApiError, ErrorCode};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ServerError {

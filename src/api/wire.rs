@@ -257,3 +257,20 @@ impl ApiError {
         self
     }
 }
+
+/// Who is asking, from SO_PEERCRED. `pid` is `None` when the peer's pid is not
+/// visible in the daemon's pid namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    pub uid: u32,
+    pub pid: Option<u32>,
+}
+
+/// What `GET /v1/status` answers: the agent is up and serves this VCS.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentStatus {
+    pub version: String,
+    pub vcs: String,
+    /// Commands running now.
+    pub busy: bool,
+}

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::wire::{MountRequest, UnmountRequest};
+use crate::api::wire::{MountRequest, UnmountRequest};
 
 /// What a helper invocation asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]

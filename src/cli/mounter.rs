@@ -1,9 +1,9 @@
 //! The caller's side of a mount or unmount: sends the request to the daemon, then
 //! reports and exits the way mount(8) and its helpers do (0 ok, 32 failure).
 
-use crate::client::{Client, ClientError};
-use crate::helper_args::Invocation;
-use crate::wire::{self, MountResponse, Sighting, UnmountResponse};
+use crate::api::client::{Client, ClientError};
+use crate::api::wire::{self, MountResponse, Sighting, UnmountResponse};
+use crate::cli::helper_args::Invocation;
 
 /// mount(8)'s exit status for a failed mount.
 pub const MOUNT_FAILURE: u8 = 32;

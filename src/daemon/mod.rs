@@ -2,6 +2,13 @@
 //! execution, proof from mountinfo in every namespace, record; and the undo that
 //! leaves nothing behind when any step fails.
 
+pub mod config;
+pub mod provider;
+pub mod record;
+pub mod routes;
+pub mod state_file;
+pub mod verify;
+
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -9,28 +16,20 @@ use std::time::Duration;
 
 use tracing::{info, warn};
 
-use crate::config::Config;
-use crate::executor::{ExecError, Executor, UnmountFlags};
-use crate::mountinfo::{MountTable, MountinfoError, ProcRoot};
-use crate::policy::{redacted_options, scrub, Policy};
-use crate::propagation::Namespace;
-use crate::provider::Handle;
-use crate::record::{Record, RecordError};
-use crate::state_file;
-use crate::syscall::{MntFlags, Syscall};
-use crate::verify::{self, VerifyError, Views};
-use crate::wire::{
-    self, ApiError, ErrorCode, Executed, MountRecord, MountRequest, MountResponse, RunRequest,
-    Status, UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse, VcsStatus,
+use crate::api::wire::{
+    self, ApiError, ErrorCode, Executed, MountRecord, MountRequest, MountResponse, Peer,
+    RunRequest, Status, UnmountRequest, UnmountResponse, UpgradeRequest, UpgradeResponse,
+    VcsStatus,
 };
-
-/// Who is asking, from SO_PEERCRED. `pid` is `None` when the peer's pid is not
-/// visible in the daemon's pid namespace.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Peer {
-    pub uid: u32,
-    pub pid: Option<u32>,
-}
+use crate::daemon::config::Config;
+use crate::daemon::provider::Handle;
+use crate::daemon::record::{Record, RecordError};
+use crate::daemon::verify::{VerifyError, Views};
+use crate::executor::{ExecError, Executor, UnmountFlags};
+use crate::mount::syscall::{MntFlags, Syscall};
+use crate::ns::mountinfo::{MountTable, MountinfoError, ProcRoot};
+use crate::ns::propagation::Namespace;
+use crate::policy::{redacted_options, scrub, Policy};
 
 pub struct Daemon {
     kubelet_root: PathBuf,
@@ -349,7 +348,7 @@ impl Daemon {
                 ),
             ));
         };
-        let unavailable = |e: crate::docker::DockerError| {
+        let unavailable = |e: crate::vcs::docker::DockerError| {
             ApiError::new(ErrorCode::ExecutorUnavailable, e.to_string())
         };
         let name = handle.vcs.executor_name();
@@ -515,7 +514,7 @@ impl Daemon {
             let Some(id) = self.left_on(&own, target, before.daemon) else {
                 break;
             };
-            match crate::syscall::Linux.umount(target, MntFlags::MNT_DETACH) {
+            match crate::mount::syscall::Linux.umount(target, MntFlags::MNT_DETACH) {
                 Ok(()) => {
                     info!(target = %target.display(), mount_id = id, "detached what a failed mount left behind")
                 }

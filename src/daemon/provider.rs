@@ -8,12 +8,12 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use crate::config::Config;
-use crate::docker::{Docker, DockerError, Spec};
+use crate::api::wire::VcsStatus;
+use crate::daemon::config::Config;
 use crate::executor::{self, Executor};
-use crate::mountinfo::ProcRoot;
+use crate::ns::mountinfo::ProcRoot;
+use crate::vcs::docker::{Docker, DockerError, Spec};
 use crate::vcs::{Mode, Provider, Vcs};
-use crate::wire::VcsStatus;
 
 /// Deadline of one Docker API call.
 const DOCKER_TIMEOUT: Duration = Duration::from_secs(30);

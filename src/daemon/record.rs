@@ -4,9 +4,9 @@
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 
-use crate::mountinfo::MountTable;
-use crate::state_file;
-use crate::wire::MountRecord;
+use crate::api::wire::MountRecord;
+use crate::daemon::state_file;
+use crate::ns::mountinfo::MountTable;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {

@@ -9,11 +9,11 @@ use axum::routing::{get, post};
 use axum::Router;
 use tokio::net::UnixListener;
 
+use crate::api::http::{self, body, peer, Answer, PeerInfo};
+use crate::api::wire::{self, ApiError};
 use crate::daemon::Daemon;
-use crate::http::{self, body, peer, Answer, PeerInfo};
-use crate::wire::{self, ApiError};
 
-pub use crate::http::bind;
+pub use crate::api::http::bind;
 
 /// Serves until `shutdown` resolves, then finishes the requests in flight.
 pub async fn serve(

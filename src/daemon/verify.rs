@@ -5,9 +5,9 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::mountinfo::{Mount, MountinfoError};
-use crate::propagation::{link_mounts, tables, Link, Namespace};
-use crate::wire::Sighting;
+use crate::api::wire::Sighting;
+use crate::ns::mountinfo::{Mount, MountinfoError};
+use crate::ns::propagation::{link_mounts, tables, Link, Namespace};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use super::{finished, namespace_of, ExecError, Executor, UnmountFlags};
-use crate::agent::AgentStatus;
-use crate::client::{Client, ClientError};
-use crate::docker::{Docker, Spec};
-use crate::mountinfo::ProcRoot;
-use crate::propagation::Namespace;
-use crate::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
+use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use crate::api::client::{Client, ClientError};
+use crate::api::wire::AgentStatus;
+use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
+use crate::mount::exec::finished;
+use crate::ns::mountinfo::ProcRoot;
+use crate::ns::propagation::Namespace;
+use crate::vcs::docker::{Docker, Spec};
 
 /// How long a revived container's agent may take to answer.
 const AGENT_START: Duration = Duration::from_secs(30);
@@ -94,7 +95,7 @@ impl Agent {
         let Some((docker, spec)) = &self.docker else {
             return Ok(());
         };
-        let context = |e: crate::docker::DockerError| {
+        let context = |e: crate::vcs::docker::DockerError| {
             ExecError::Unavailable(format!(
                 "the {} agent at {} cannot be reached, and its container cannot be brought back: {e}",
                 self.name,

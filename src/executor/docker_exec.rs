@@ -5,13 +5,13 @@ use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use super::{
-    finished, mount_args, namespace_of, shown, unmount_args, ExecError, Executor, UnmountFlags,
-};
-use crate::docker::{Docker, DockerError, Spec};
-use crate::mountinfo::ProcRoot;
-use crate::propagation::Namespace;
-use crate::wire::{Executed, MountRequest};
+use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use crate::api::wire::{Executed, MountRequest};
+use crate::mount::exec::finished;
+use crate::mount::util_linux::{mount_args, shown, unmount_args};
+use crate::ns::mountinfo::ProcRoot;
+use crate::ns::propagation::Namespace;
+use crate::vcs::docker::{Docker, DockerError, Spec};
 
 pub struct DockerExec {
     name: String,

@@ -2,17 +2,15 @@
 //! and for clients installed where the daemon runs, by mount(2) when one call does
 //! it (see `kernel_mount`), else by util-linux mount(8)/umount(8).
 
-use std::ffi::OsString;
 use std::path::Path;
 use std::time::Duration;
 
-use tokio::process::Command;
-
-use super::helper::{helper, Helper};
-use super::{combined, kernel_mount, namespace_of, ExecError, Executor, UnmountFlags};
-use crate::mountinfo::ProcRoot;
-use crate::propagation::Namespace;
-use crate::wire::MountRequest;
+use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use crate::api::wire::MountRequest;
+use crate::mount::kernel;
+use crate::mount::util_linux::{mount_args, run, unmount_args};
+use crate::ns::mountinfo::ProcRoot;
+use crate::ns::propagation::Namespace;
 
 pub struct Host {
     proc: ProcRoot,
@@ -35,7 +33,7 @@ impl Executor for Host {
     }
 
     async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
-        if kernel_mount::mount(req, deadline).await? {
+        if kernel::mount(req, deadline).await? {
             return Ok(String::new());
         }
         run("mount", &mount_args(req), deadline).await
@@ -48,129 +46,9 @@ impl Executor for Host {
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        if kernel_mount::unmount(target, fstype, flags, deadline).await? {
+        if kernel::unmount(target, fstype, flags, deadline).await? {
             return Ok(String::new());
         }
         run("umount", &unmount_args(target, fstype, flags), deadline).await
-    }
-}
-
-/// mount(8)'s arguments for a request.
-pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
-    let mut args: Vec<OsString> = Vec::new();
-    if helper("mount", &req.fstype) == Helper::Sidemount {
-        args.push("-i".into());
-    }
-    if !req.fstype.is_empty() {
-        args.extend(["-t".into(), req.fstype.clone().into()]);
-    }
-    if !req.options.is_empty() {
-        args.extend(["-o".into(), req.options.join(",").into()]);
-    }
-    args.extend([
-        "--".into(),
-        req.source.clone().into(),
-        req.target.clone().into(),
-    ]);
-    args
-}
-
-/// umount(8)'s arguments.
-pub fn unmount_args(target: &Path, fstype: &str, flags: UnmountFlags) -> Vec<OsString> {
-    let mut args: Vec<OsString> = Vec::new();
-    if helper("umount", fstype) == Helper::Sidemount {
-        args.push("-i".into());
-    }
-    if flags.lazy {
-        args.push("-l".into());
-    }
-    if flags.force {
-        args.push("-f".into());
-    }
-    args.extend(["--".into(), target.into()]);
-    args
-}
-
-/// Runs a util-linux tool with a deadline; kills it when the deadline passes.
-async fn run(program: &str, args: &[OsString], deadline: Duration) -> Result<String, ExecError> {
-    let command = format!("{program} {}", shown(args));
-    let child = Command::new(program)
-        .args(args)
-        .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|source| ExecError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let output = tokio::time::timeout(deadline, child.wait_with_output())
-        .await
-        .map_err(|_| ExecError::Timeout {
-            command: command.clone(),
-            after: deadline,
-        })?
-        .map_err(|source| ExecError::Spawn {
-            command: command.clone(),
-            source,
-        })?;
-    let text = combined(&output);
-    if output.status.success() {
-        Ok(text)
-    } else {
-        Err(ExecError::Failed {
-            command,
-            status: output.status.to_string(),
-            output: text,
-        })
-    }
-}
-
-/// The command as messages may show it: options are left out, they may hold secrets.
-pub fn shown(args: &[OsString]) -> String {
-    let mut words = Vec::new();
-    let mut skip = false;
-    for a in args {
-        if std::mem::take(&mut skip) {
-            words.push("<options>".to_string());
-            continue;
-        }
-        skip = a == "-o";
-        words.push(a.to_string_lossy().into_owned());
-    }
-    words.join(" ")
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn messages_never_show_options() {
-        let args: Vec<OsString> = ["-t", "cifs", "-o", "password=hunter2", "--", "//s/x", "/t"]
-            .map(OsString::from)
-            .to_vec();
-        assert_eq!(shown(&args), "-t cifs -o <options> -- //s/x /t");
-    }
-
-    #[tokio::test]
-    async fn failures_carry_the_tools_output_and_timeouts_kill() {
-        let err = run(
-            "sh",
-            &["-c".into(), "echo out; echo err >&2; exit 3".into()],
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap_err();
-        assert!(
-            matches!(&err, ExecError::Failed { output, .. } if output == "out\nerr\n"),
-            "{err:?}"
-        );
-        let err = run("sleep", &["10".into()], Duration::from_millis(50))
-            .await
-            .unwrap_err();
-        assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");
     }
 }

@@ -4,72 +4,19 @@
 
 mod agent;
 mod docker_exec;
-mod helper;
 mod host;
-pub mod kernel_mount;
 
 use std::path::Path;
-use std::process::Output;
 use std::time::Duration;
 
 pub use agent::Agent;
 pub use docker_exec::DockerExec;
-pub use host::{mount_args, shown, unmount_args, Host};
+pub use host::Host;
 
-use crate::mountinfo::ProcRoot;
-use crate::propagation::Namespace;
-use crate::wire::{ApiError, ErrorCode, Executed, MountRequest};
-
-#[derive(Debug, thiserror::Error)]
-pub enum ExecError {
-    #[error("{command} failed ({status})")]
-    Failed {
-        command: String,
-        status: String,
-        output: String,
-    },
-    #[error("{command} did not finish within {after:?} and was killed")]
-    Timeout { command: String, after: Duration },
-    #[error("cannot run {command}: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-    #[error("{0}")]
-    Unavailable(String),
-    /// The agent or Docker answered with an error of its own.
-    #[error("{context}: {error}")]
-    Remote { context: String, error: ApiError },
-}
-
-impl ExecError {
-    pub fn code(&self, failed: ErrorCode) -> ErrorCode {
-        match self {
-            ExecError::Failed { .. } | ExecError::Spawn { .. } => failed,
-            ExecError::Timeout { .. } => ErrorCode::Timeout,
-            ExecError::Unavailable(_) => ErrorCode::ExecutorUnavailable,
-            ExecError::Remote { error, .. } => match error.code {
-                ErrorCode::MountFailed | ErrorCode::UnmountFailed => failed,
-                code => code,
-            },
-        }
-    }
-
-    pub fn output(&self) -> &str {
-        match self {
-            ExecError::Failed { output, .. } => output,
-            ExecError::Remote { error, .. } => &error.output,
-            _ => "",
-        }
-    }
-}
-
-/// How to unmount (umount(8)'s `-l` and `-f`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct UnmountFlags {
-    pub lazy: bool,
-    pub force: bool,
-}
+use crate::api::wire::{Executed, MountRequest};
+pub use crate::mount::exec::{ExecError, UnmountFlags};
+use crate::ns::mountinfo::ProcRoot;
+use crate::ns::propagation::Namespace;
 
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {
@@ -105,24 +52,4 @@ pub trait Executor: Send + Sync {
 /// names it.
 pub fn namespace_of(name: &str, proc: &ProcRoot, pid: Option<u32>) -> Namespace {
     Namespace::new(format!("executor ({name})"), proc.clone(), pid)
-}
-
-/// A command's end as an executor reports it: its output, or `Failed` with it.
-pub fn finished(done: Executed) -> Result<String, ExecError> {
-    if done.exit_code == 0 {
-        Ok(done.output)
-    } else {
-        Err(ExecError::Failed {
-            command: done.command,
-            status: format!("exit status: {}", done.exit_code),
-            output: done.output,
-        })
-    }
-}
-
-/// stdout then stderr, as one text.
-pub fn combined(output: &Output) -> String {
-    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-    text.push_str(&String::from_utf8_lossy(&output.stderr));
-    text
 }

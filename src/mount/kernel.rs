@@ -10,10 +10,10 @@ use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags};
 
+use super::exec::{ExecError, UnmountFlags};
 use super::helper::{helper, Helper};
-use super::{ExecError, UnmountFlags};
-use crate::mountinfo::unescape;
-use crate::wire::MountRequest;
+use crate::api::wire::MountRequest;
+use crate::ns::mountinfo::unescape;
 
 /// The filesystem types the kernel has now.
 const FILESYSTEMS: &str = "/proc/filesystems";

@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::mountinfo::{MountTable, ProcRoot};
-use crate::propagation::{link, Link, Namespace};
-use crate::wire::Status;
+use crate::api::wire::Status;
+use crate::ns::mountinfo::{MountTable, ProcRoot};
+use crate::ns::propagation::{link, Link, Namespace};
 
 /// What the daemon answered on its socket, or why it could not be asked.
 #[derive(Debug, Clone)]
@@ -190,7 +190,7 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
     items
 }
 
-/// Every helper of every type (see [`crate::install::helper_names`]) is
+/// Every helper of every type (see [`crate::node::install::helper_names`]) is
 /// sidemount's in one of `dirs`: a link to a binary named `sidemount`.
 fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
     const NAME: &str = "helpers";
@@ -202,7 +202,7 @@ fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
     let mut missing = Vec::new();
     let mut foreign = Vec::new();
     for fstype in types {
-        for name in crate::install::helper_names(fstype) {
+        for name in crate::node::install::helper_names(fstype) {
             match find(&name) {
                 None => missing.push(name),
                 Some(path) if !is_sidemount(&path) => foreign.push(path.display().to_string()),
@@ -327,7 +327,7 @@ pub fn find_process(proc: &ProcRoot, comm: &str) -> Option<u32> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wire::VcsStatus;
+    use crate::api::wire::VcsStatus;
 
     fn vcs(name: &str, types: &[&str], healthy: bool, note: &str) -> VcsStatus {
         VcsStatus {

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::mountinfo::{escape, Mount, MountTable};
+use crate::ns::mountinfo::{escape, Mount, MountTable};
 
 /// One row, with findmnt's column names; `propagation` uses findmnt's words.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

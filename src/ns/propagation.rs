@@ -9,9 +9,9 @@ use std::rc::Rc;
 use serde::Serialize;
 use tracing::debug;
 
-use crate::mountinfo::{normalize, Mount, MountTable, MountinfoError, ProcRoot, Propagation};
-use crate::statmount;
-use crate::syscall::{MntFlags, MsFlags, Syscall, SyscallError};
+use crate::mount::syscall::{MntFlags, MsFlags, Syscall, SyscallError};
+use crate::ns::mountinfo::{normalize, Mount, MountTable, MountinfoError, ProcRoot, Propagation};
+use crate::ns::statmount;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PropagationError {
@@ -351,7 +351,7 @@ pub fn link_mounts(path: &Path, ma: &Mount, a: &Namespace, mb: &Mount, b: &Names
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::syscall::fake::{Call, Recording};
+    use crate::mount::syscall::fake::{Call, Recording};
     use std::io::Write;
 
     /// A proc root whose `self/mountinfo` is `table`.

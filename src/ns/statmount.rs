@@ -13,7 +13,7 @@ use nix::fcntl::{open, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
 
-use crate::mountinfo::{normalize, Mount, ProcRoot, Propagation};
+use crate::ns::mountinfo::{normalize, Mount, ProcRoot, Propagation};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StatmountError {

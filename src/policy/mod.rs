@@ -12,8 +12,8 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
-use crate::mountinfo::normalize;
-use crate::wire::{ApiError, ErrorCode, MountRequest, UnmountRequest};
+use crate::api::wire::{ApiError, ErrorCode, MountRequest, UnmountRequest};
+use crate::ns::mountinfo::normalize;
 
 /// Most options (plain and sensitive together) one request may carry.
 const MAX_OPTIONS: usize = 64;

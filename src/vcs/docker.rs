@@ -18,7 +18,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use crate::agent::socket_path;
+use super::socket_path;
 use crate::vcs::{bind_parts, Mode, Vcs};
 
 /// Label that marks a container as a VCS container and names its VCS.

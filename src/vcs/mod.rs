@@ -2,8 +2,10 @@
 //! filesystem types it mounts, which image runs it, who runs it and how it is
 //! reached; and the seed's shorter ways to name one (flat ConfigMap, flags).
 
+pub mod docker;
+
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -255,6 +257,11 @@ pub fn take_mount_container_flags(args: &mut Vec<String>) -> Result<Vec<String>,
         found.push(format!("{name}={image}"));
     }
     Ok(found)
+}
+
+/// The agent socket of a VCS under the daemon's socket directory.
+pub fn socket_path(socket_dir: &Path, vcs: &str) -> PathBuf {
+    socket_dir.join("agents").join(format!("{vcs}.sock"))
 }
 
 #[cfg(test)]

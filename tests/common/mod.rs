@@ -386,7 +386,7 @@ impl Drop for LoopDevice {
 
 /// The mount points at or below `dir` in the table of `pid` (None: this process).
 pub fn mount_points_under(pid: Option<u32>, dir: &Path) -> Vec<PathBuf> {
-    use sidemount::mountinfo::{MountTable, ProcRoot};
+    use sidemount::ns::mountinfo::{MountTable, ProcRoot};
     MountTable::read(&ProcRoot::default(), pid)
         .unwrap()
         .mounts

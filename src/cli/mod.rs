@@ -1,0 +1,5 @@
+//! The command line of every role: argv parsing (mount(8) helper conventions, the
+//! kubelet's mounter path, subcommands) and printing.
+
+pub mod helper_args;
+pub mod mounter;

@@ -1,0 +1,6 @@
+//! Commands that look after a node rather than serve requests: check, list and
+//! install-helpers.
+
+pub mod check;
+pub mod install;
+pub mod list;

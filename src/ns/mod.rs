@@ -1,0 +1,6 @@
+//! The read side of mounts: proc roots, mountinfo, statmount, namespaces and how
+//! propagation links them.
+
+pub mod mountinfo;
+pub mod propagation;
+pub mod statmount;

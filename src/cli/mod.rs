@@ -1,5 +1,10 @@
 //! The command line of every role: argv parsing (mount(8) helper conventions, the
 //! kubelet's mounter path, subcommands) and printing.
 
+mod args;
+mod command;
 pub mod helper_args;
 pub mod mounter;
+mod serve;
+
+pub use command::main;

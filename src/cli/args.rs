@@ -1,0 +1,185 @@
+//! The command line's words: every subcommand and flag, parsed by clap. The
+//! mount(8) helper conventions are parsed apart, in `helper_args`.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::api::client::DEFAULT_SOCKET;
+
+const KUBELET_ROOT: &str = "/var/lib/kubelet";
+
+#[derive(Parser)]
+#[command(
+    name = "sidemount",
+    version,
+    about = "Kubelet mounts executed in volume-client containers, verified in every namespace"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the node daemon: serve mount requests on a unix socket.
+    Serve(ServeArgs),
+    /// Run as the agent of a volume-client container (its PID 1).
+    Agent {
+        /// The VCS this container serves.
+        #[arg(long)]
+        vcs: String,
+        /// The unix socket to serve the daemon on.
+        #[arg(long)]
+        socket: PathBuf,
+        /// Longest any command may run.
+        #[arg(long, default_value_t = 120)]
+        timeout_seconds: u64,
+    },
+    /// Run a command the VCS allows in its container (`rbd map ...`): prints its
+    /// combined output and exits with its exit code.
+    Run {
+        #[arg(long)]
+        vcs: String,
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        #[arg(required = true, last = true)]
+        command: Vec<String>,
+    },
+    /// Replace a VCS container by one made from the current configuration.
+    Upgrade {
+        vcs: String,
+        /// Even while long-running mounts depend on it (they break).
+        #[arg(long)]
+        force: bool,
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+    },
+    /// Print the status of the daemon or of an agent (its socket), exit 0 when it
+    /// answers: the probe of the daemon and of VCS sidecars.
+    Status {
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock),
+        /// or an agent's (/run/sidemount/agents/NAME.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Also fail unless every VCS the daemon reports is healthy (readiness).
+        #[arg(long)]
+        healthy: bool,
+    },
+    /// Mount through the daemon (kubelet --experimental-mounter-path convention).
+    Mount {
+        #[arg(short = 't', long = "types", default_value = "")]
+        fstype: String,
+        #[arg(short = 'o', long = "options")]
+        options: Vec<String>,
+        /// Options that must never be shown (mount-utils' MountSensitive).
+        #[arg(long = "sensitive-options")]
+        sensitive: Vec<String>,
+        #[arg(short, long)]
+        verbose: bool,
+        source: String,
+        target: PathBuf,
+    },
+    /// Unmount through the daemon.
+    Umount {
+        #[arg(short = 'l', long)]
+        lazy: bool,
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(short, long)]
+        verbose: bool,
+        target: PathBuf,
+    },
+    /// Create mount.TYPE/umount.TYPE links to this binary, so mount(8) calls it.
+    InstallHelpers {
+        #[arg(long, default_value = "/sbin")]
+        dir: PathBuf,
+        /// Comma-separated filesystem types: nfs,nfs4,fuse.sshfs
+        #[arg(long, value_delimiter = ',', required = true)]
+        types: Vec<String>,
+        /// The binary the links point at (default: this one).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+    /// Make PATH a shared mount point (kubelet's MakeRShared): bind it onto itself if
+    /// it is not a mount point, then MS_SHARED|MS_REC. Idempotent.
+    Share {
+        #[arg(default_value = KUBELET_ROOT)]
+        path: PathBuf,
+        #[arg(long, default_value = "/proc")]
+        proc: PathBuf,
+    },
+    /// Diagnose this node: capabilities, the propagation of the kubelet root, and
+    /// (unless --no-daemon) the daemon, its VCS containers and the helpers.
+    Check {
+        #[arg(long, default_value = KUBELET_ROOT)]
+        kubelet_root: PathBuf,
+        /// The host's proc (pid 1 is the host's namespace).
+        #[arg(long, default_value = "/proc")]
+        host_proc: PathBuf,
+        /// The daemon's socket (default: $SIDEMOUNT_SOCKET, else /run/sidemount/sidemount.sock).
+        #[arg(long)]
+        socket: Option<PathBuf>,
+        /// Check the node alone, before the daemon runs.
+        #[arg(long)]
+        no_daemon: bool,
+        /// Where mount(8) looks for helpers.
+        #[arg(long = "helpers-dir", default_values = ["/sbin", "/sbin/fs.d", "/sbin/fs"])]
+        helper_dirs: Vec<PathBuf>,
+        #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
+        output: TextOrJson,
+    },
+    /// List the mounts of a process's namespace with propagation and peer groups.
+    List {
+        #[arg(long)]
+        pid: Option<u32>,
+        /// Only mounts at or below this path.
+        #[arg(long)]
+        target: Option<PathBuf>,
+        #[arg(long, default_value = "/proc")]
+        proc: PathBuf,
+        #[arg(long, value_enum, default_value_t = TableOrJson::Table)]
+        output: TableOrJson,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TextOrJson {
+    Text,
+    Json,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum TableOrJson {
+    Table,
+    Json,
+}
+
+#[derive(clap::Args)]
+pub struct ServeArgs {
+    /// YAML configuration; without it the embedded default (host executor for
+    /// every type) is used.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    #[arg(long, default_value = DEFAULT_SOCKET)]
+    pub socket: PathBuf,
+    /// Overrides the configuration's kubelet_root.
+    #[arg(long)]
+    pub kubelet_root: Option<PathBuf>,
+    /// The host's proc (pid 1 is the host's namespace).
+    #[arg(long, default_value = "/proc")]
+    pub host_proc: PathBuf,
+    /// Where the record of mounts is kept.
+    #[arg(long, default_value = "/run/sidemount/state")]
+    pub state_dir: PathBuf,
+    /// A volume-client container with every default: NAME=IMAGE (repeatable;
+    /// `--NAME_mount_container=IMAGE` is the same).
+    #[arg(long = "vcs", value_name = "NAME=IMAGE")]
+    pub vcs: Vec<String>,
+    /// The static sidemount binary bound into VCS containers as their agent, as
+    /// a path on the Docker host (default: this binary).
+    #[arg(long)]
+    pub agent_binary: Option<PathBuf>,
+}

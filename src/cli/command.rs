@@ -1,0 +1,314 @@
+//! What each command line does: the mount(8) helper and mounter conventions are
+//! forwarded to the daemon, the other subcommands dispatched, their results printed.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Parser;
+
+use crate::api::client::Client;
+use crate::api::wire::{
+    self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
+    VcsStatus,
+};
+use crate::cli::helper_args::{self, split_options, Invocation};
+use crate::cli::mounter;
+use crate::mount::syscall;
+use crate::node::{check, install, list};
+use crate::ns::mountinfo::{MountTable, ProcRoot};
+use crate::ns::propagation;
+use crate::vcs;
+
+use super::args::{Cli, Command, TableOrJson, TextOrJson};
+use super::serve::{run_agent, serve};
+
+/// How long `status` and `check` wait for an answer.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a helper waits for the daemon (the daemon's own deadline is shorter).
+const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
+
+pub fn main() -> ExitCode {
+    // Invoked by mount(8) as mount.TYPE / umount.TYPE?
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let program = args
+        .first()
+        .map(|a| {
+            Path::new(a)
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .unwrap_or_default();
+    if let Some(parsed) = helper_args::parse_helper(&program, &args[1..]) {
+        return match parsed {
+            Ok(inv) => forward(inv),
+            Err(e) => {
+                eprintln!("sidemount: {e}");
+                ExitCode::from(mounter::USAGE)
+            }
+        };
+    }
+    let mut args = args;
+    let seed_flags = match vcs::take_mount_container_flags(&mut args) {
+        Ok(found) => found,
+        Err(e) => {
+            eprintln!("sidemount: {e}");
+            return ExitCode::from(mounter::USAGE);
+        }
+    };
+    let mut cli = Cli::parse_from(args);
+    if let Command::Serve(serve) = &mut cli.command {
+        serve.vcs.extend(seed_flags);
+    } else if let Some(flag) = seed_flags.first() {
+        eprintln!(
+            "sidemount: --{}_mount_container is a flag of `serve`",
+            flag.split('=').next().unwrap_or("")
+        );
+        return ExitCode::from(mounter::USAGE);
+    }
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("sidemount: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Sends a mount or unmount to the daemon; exits like mount(8).
+fn forward(inv: Invocation) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sidemount: cannot start: {e}");
+            return ExitCode::from(mounter::MOUNT_FAILURE);
+        }
+    };
+    let client = Client::new(Client::socket_from_env(), CLIENT_TIMEOUT);
+    ExitCode::from(runtime.block_on(mounter::run(&client, inv)))
+}
+
+/// One request to the daemon from the command line: POST `body`, or GET without one.
+fn ask<T: serde::de::DeserializeOwned>(
+    socket: Option<PathBuf>,
+    path: &str,
+    body: Option<serde_json::Value>,
+    timeout: Duration,
+) -> anyhow::Result<T> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let client = Client::new(socket.unwrap_or_else(Client::socket_from_env), timeout);
+    Ok(runtime.block_on(async {
+        match body {
+            Some(b) => client.post(path, &b).await,
+            None => client.get(path).await,
+        }
+    })?)
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if !matches!(cli.command, Command::Serve(_) | Command::Agent { .. }) {
+        // A command line tool ends quietly when its reader goes (`| head`), as
+        // coreutils do; the servers keep Rust's SIGPIPE ignored.
+        // SAFETY: single-threaded here, and SIG_DFL installs no handler code.
+        unsafe {
+            let _ = nix::sys::signal::signal(
+                nix::sys::signal::Signal::SIGPIPE,
+                nix::sys::signal::SigHandler::SigDfl,
+            );
+        }
+    }
+    match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Agent {
+            vcs,
+            socket,
+            timeout_seconds,
+        } => run_agent(vcs, socket, Duration::from_secs(timeout_seconds)),
+        Command::Run {
+            vcs,
+            socket,
+            command,
+        } => {
+            let req = RunRequest {
+                vcs,
+                command,
+                timeout_seconds: None,
+            };
+            let done: Executed = ask(
+                socket,
+                wire::RUN,
+                Some(serde_json::to_value(req)?),
+                CLIENT_TIMEOUT,
+            )?;
+            print!("{}", done.output);
+            Ok(ExitCode::from(u8::try_from(done.exit_code).unwrap_or(1)))
+        }
+        Command::Upgrade { vcs, force, socket } => {
+            let req = UpgradeRequest { vcs, force };
+            let done: UpgradeResponse = ask(
+                socket,
+                wire::UPGRADE,
+                Some(serde_json::to_value(req)?),
+                CLIENT_TIMEOUT,
+            )?;
+            if done.replaced {
+                println!(
+                    "{}: replaced ({} mount(s) existed)",
+                    done.container,
+                    done.mounts.len()
+                );
+            } else {
+                println!(
+                    "{}: already made from the current configuration",
+                    done.container
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { socket, healthy } => {
+            let status: serde_json::Value = ask(socket, wire::STATUS, None, PROBE_TIMEOUT)?;
+            println!("{}", serde_json::to_string_pretty(&status)?);
+            let sick: Vec<String> = match healthy {
+                false => Vec::new(),
+                true => serde_json::from_value::<Vec<VcsStatus>>(status["vcs"].clone())
+                    .unwrap_or_default()
+                    .into_iter()
+                    .filter(|v| !v.healthy)
+                    .map(|v| format!("{}: {}", v.name, v.note))
+                    .collect(),
+            };
+            if sick.is_empty() {
+                return Ok(ExitCode::SUCCESS);
+            }
+            eprintln!(
+                "sidemount: unhealthy volume-client containers:\n  {}",
+                sick.join("\n  ")
+            );
+            Ok(ExitCode::FAILURE)
+        }
+        Command::Mount {
+            fstype,
+            options,
+            sensitive,
+            verbose,
+            source,
+            target,
+        } => {
+            let request = MountRequest {
+                source,
+                target,
+                fstype,
+                options: split_options(options.iter().map(String::as_str)),
+                sensitive_options: split_options(sensitive.iter().map(String::as_str)),
+                caller_pid: None,
+                timeout_seconds: None,
+            };
+            Ok(forward(Invocation::Mount {
+                request,
+                fake: false,
+                verbose,
+            }))
+        }
+        Command::Umount {
+            lazy,
+            force,
+            verbose,
+            target,
+        } => Ok(forward(Invocation::Unmount {
+            request: UnmountRequest {
+                target,
+                lazy,
+                force,
+                caller_pid: None,
+                timeout_seconds: None,
+            },
+            verbose,
+        })),
+        Command::InstallHelpers { dir, types, binary } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe().context("cannot find this binary")?,
+            };
+            for done in install::install_helpers(&dir, &binary, &types)? {
+                let how = if done.created {
+                    "created"
+                } else {
+                    "already there"
+                };
+                println!("{}: {how}", done.path.display());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Share { path, proc } => {
+            let path = std::fs::canonicalize(&path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+            let done = propagation::share(&syscall::Linux, &ProcRoot::new(proc), &path)?;
+            let how = match (done.unchanged, done.bound) {
+                (true, _) => "was already shared",
+                (false, true) => "bound onto itself and made rshared",
+                (false, false) => "made rshared",
+            };
+            println!(
+                "{}: {how}, peer group {}",
+                done.path.display(),
+                done.peer_group
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check {
+            kubelet_root,
+            host_proc,
+            socket,
+            no_daemon,
+            helper_dirs,
+            output,
+        } => {
+            let daemon = (!no_daemon).then(|| {
+                let socket = socket.unwrap_or_else(Client::socket_from_env);
+                let status = ask(Some(socket.clone()), wire::STATUS, None, PROBE_TIMEOUT)
+                    .map_err(|e| format!("{e:#}"));
+                check::DaemonAnswer { socket, status }
+            });
+            let report = check::run(&check::Node {
+                kubelet_root,
+                proc: ProcRoot::default(),
+                host_proc: ProcRoot::new(host_proc),
+                daemon,
+                helper_dirs,
+            });
+            match output {
+                TextOrJson::Text => print!("{}", report.text()),
+                TextOrJson::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+            }
+            Ok(if report.ok {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        Command::List {
+            pid,
+            target,
+            proc,
+            output,
+        } => {
+            let table = MountTable::read(&ProcRoot::new(proc), pid)?;
+            let listing = list::listing(&table, target.as_deref());
+            match output {
+                TableOrJson::Table => print!("{}", list::table_text(&listing)),
+                TableOrJson::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion};
 use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use sidemount::ns::mountinfo::ProcRoot;
-use sidemount::ns::propagation::Namespace;
+use sidemount::ns::namespace::Namespace;
 
 /// Table sizes: a small node, a busy one, and DESIGN.md's large table.
 const SIZES: [usize; 3] = [100, 5_000, 50_000];

@@ -6,7 +6,8 @@ use std::path::Path;
 
 use common::{expect_success, quote, sh, sidemount, Host};
 use sidemount::ns::mountinfo::{MountTable, ProcRoot};
-use sidemount::ns::propagation::{link, BreakReason, Link, Namespace};
+use sidemount::ns::namespace::Namespace;
+use sidemount::ns::propagation::{link, BreakReason, Link};
 
 fn own_table() -> MountTable {
     MountTable::read(&ProcRoot::default(), None).unwrap()

@@ -29,7 +29,7 @@ use crate::mount::exec::{ExecError, UnmountFlags};
 use crate::mount::kernel;
 use crate::mount::util_linux::{mount_args, shown, unmount_args};
 use crate::ns::mountinfo::{Mount, ProcRoot};
-use crate::ns::propagation::Namespace;
+use crate::ns::namespace::Namespace;
 
 /// How long the agent lets its children end after SIGTERM before it exits.
 const STOP_GRACE: Duration = Duration::from_secs(5);

@@ -16,9 +16,8 @@ use crate::api::wire::{
 use crate::cli::helper_args::{self, split_options, Invocation};
 use crate::cli::mounter;
 use crate::mount::syscall;
-use crate::node::{check, install, list};
+use crate::node::{check, install, list, share};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
-use crate::ns::propagation;
 use crate::vcs;
 
 use super::args::{Cli, Command, TableOrJson, TextOrJson};
@@ -252,7 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Share { path, proc } => {
             let path = std::fs::canonicalize(&path)
                 .with_context(|| format!("cannot resolve {}", path.display()))?;
-            let done = propagation::share(&syscall::Linux, &ProcRoot::new(proc), &path)?;
+            let done = share::share(&syscall::Linux, &ProcRoot::new(proc), &path)?;
             let how = match (done.unchanged, done.bound) {
                 (true, _) => "was already shared",
                 (false, true) => "bound onto itself and made rshared",

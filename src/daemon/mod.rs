@@ -28,7 +28,7 @@ use crate::daemon::verify::{VerifyError, Views};
 use crate::executor::{ExecError, Executor, UnmountFlags};
 use crate::mount::syscall::{MntFlags, Syscall};
 use crate::ns::mountinfo::{MountTable, MountinfoError, ProcRoot};
-use crate::ns::propagation::Namespace;
+use crate::ns::namespace::Namespace;
 use crate::policy::{redacted_options, scrub, Policy};
 
 pub struct Daemon {

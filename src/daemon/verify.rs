@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 
 use crate::api::wire::Sighting;
 use crate::ns::mountinfo::{Mount, MountinfoError};
-use crate::ns::propagation::{link_mounts, tables, Link, Namespace};
+use crate::ns::namespace::{tables, Namespace};
+use crate::ns::propagation::{link_mounts, Link};
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {

@@ -15,7 +15,7 @@ use crate::api::wire::AgentStatus;
 use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
 use crate::mount::exec::finished;
 use crate::ns::mountinfo::ProcRoot;
-use crate::ns::propagation::Namespace;
+use crate::ns::namespace::Namespace;
 use crate::vcs::docker::{Docker, Spec};
 
 /// How long a revived container's agent may take to answer.

@@ -10,7 +10,7 @@ use crate::api::wire::{Executed, MountRequest};
 use crate::mount::exec::finished;
 use crate::mount::util_linux::{mount_args, shown, unmount_args};
 use crate::ns::mountinfo::ProcRoot;
-use crate::ns::propagation::Namespace;
+use crate::ns::namespace::Namespace;
 use crate::vcs::docker::{Docker, DockerError, Spec};
 
 pub struct DockerExec {

@@ -10,7 +10,7 @@ use crate::api::wire::MountRequest;
 use crate::mount::kernel;
 use crate::mount::util_linux::{mount_args, run, unmount_args};
 use crate::ns::mountinfo::ProcRoot;
-use crate::ns::propagation::Namespace;
+use crate::ns::namespace::Namespace;
 
 pub struct Host {
     proc: ProcRoot,

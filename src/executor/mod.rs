@@ -16,7 +16,7 @@ pub use host::Host;
 use crate::api::wire::{Executed, MountRequest};
 pub use crate::mount::exec::{ExecError, UnmountFlags};
 use crate::ns::mountinfo::ProcRoot;
-use crate::ns::propagation::Namespace;
+use crate::ns::namespace::Namespace;
 
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {

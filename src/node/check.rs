@@ -9,7 +9,8 @@ use serde::Serialize;
 
 use crate::api::wire::Status;
 use crate::ns::mountinfo::{MountTable, ProcRoot};
-use crate::ns::propagation::{link, Link, Namespace};
+use crate::ns::namespace::Namespace;
+use crate::ns::propagation::{link, Link};
 
 /// What the daemon answered on its socket, or why it could not be asked.
 #[derive(Debug, Clone)]

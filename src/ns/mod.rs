@@ -2,5 +2,6 @@
 //! propagation links them.
 
 pub mod mountinfo;
+pub mod namespace;
 pub mod propagation;
 pub mod statmount;

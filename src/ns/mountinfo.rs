@@ -428,6 +428,24 @@ pub fn escape(path: &Path) -> String {
 }
 
 #[cfg(test)]
+pub mod fixture {
+    //! Proc roots made of files, for tests of what reads them.
+    use super::ProcRoot;
+
+    /// A table of one mount: the root filesystem.
+    pub const PLAIN: &str = "27 1 254:0 / / rw - ext4 /dev/vda rw\n";
+
+    /// A proc root whose `self/mountinfo` is `table`.
+    pub fn proc_with(table: &str) -> (tempfile::TempDir, ProcRoot) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("self")).unwrap();
+        std::fs::write(dir.path().join("self/mountinfo"), table).unwrap();
+        let proc = ProcRoot::new(dir.path());
+        (dir, proc)
+    }
+}
+
+#[cfg(test)]
 mod tests {
     use super::*;
 

@@ -2,14 +2,14 @@
 //! executor in the daemon's own namespace, VCS containers elsewhere. The daemon
 //! routes each request to one and verifies the result from mountinfo.
 
-mod agent;
+mod agent_client;
 mod docker_exec;
 mod host;
 
 use std::path::Path;
 use std::time::Duration;
 
-pub use agent::Agent;
+pub use agent_client::Agent;
 pub use docker_exec::DockerExec;
 pub use host::Host;
 

@@ -35,7 +35,7 @@ pub struct Handle {
     /// The docker provider's engine and container spec.
     pub docker: Option<(Docker, Spec)>,
     /// The agent, in agent mode.
-    pub agent: Option<Arc<executor::Agent>>,
+    pub agent: Option<Arc<executor::AgentClient>>,
 }
 
 /// Makes a handle for every VCS of `config`, creating or adopting the docker
@@ -72,7 +72,7 @@ pub async fn bring_up(config: &Config, layout: &Layout) -> Result<Vec<Handle>, D
         }
         let (executor, agent): (Arc<dyn Executor>, _) = match vcs.mode {
             Mode::Agent => {
-                let a = Arc::new(executor::Agent::new(
+                let a = Arc::new(executor::AgentClient::new(
                     &vcs.name,
                     spec.agent_socket(),
                     layout.proc.clone(),

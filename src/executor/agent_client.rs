@@ -1,6 +1,6 @@
-//! The agent executor: mounts made by the agent inside a VCS container, reached on
-//! its unix socket. With the docker provider a dead container is brought back
-//! (started, or made again) before the request is given up.
+//! The agent client, an executor: mounts made by the agent inside a VCS container,
+//! reached on its unix socket. With the docker provider a dead container is brought
+//! back (started, or made again) before the request is given up.
 
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -21,7 +21,7 @@ use crate::vcs::docker::{Docker, Spec};
 /// How long a revived container's agent may take to answer.
 const AGENT_START: Duration = Duration::from_secs(30);
 
-pub struct Agent {
+pub struct AgentClient {
     name: String,
     socket: PathBuf,
     proc: ProcRoot,
@@ -31,10 +31,10 @@ pub struct Agent {
     seen: Mutex<Option<u32>>,
 }
 
-impl Agent {
+impl AgentClient {
     /// `docker` is `None` for the external provider.
     pub fn new(vcs: &str, socket: PathBuf, proc: ProcRoot, docker: Option<(Docker, Spec)>) -> Self {
-        Agent {
+        AgentClient {
             name: format!("vcs/{vcs}"),
             socket,
             proc,
@@ -130,7 +130,7 @@ fn peer_pid(stream: &UnixStream) -> Option<u32> {
 }
 
 #[async_trait::async_trait]
-impl Executor for Agent {
+impl Executor for AgentClient {
     fn name(&self) -> &str {
         &self.name
     }

@@ -9,7 +9,7 @@ mod host;
 use std::path::Path;
 use std::time::Duration;
 
-pub use agent_client::Agent;
+pub use agent_client::AgentClient;
 pub use docker_exec::DockerExec;
 pub use host::Host;
 

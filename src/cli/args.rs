@@ -82,12 +82,15 @@ pub enum Command {
         source: String,
         target: PathBuf,
     },
-    /// Unmount through the daemon.
+    /// Unmount through the daemon: a mount point, or the latest mount of a device.
     Umount {
         #[arg(short = 'l', long)]
         lazy: bool,
         #[arg(short = 'f', long)]
         force: bool,
+        /// Also every mount below the target, deepest first (umount(8)'s `-R`).
+        #[arg(short = 'R', long)]
+        recursive: bool,
         #[arg(short, long)]
         verbose: bool,
         target: PathBuf,

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::Parser;
+use clap::Parser as _;
 
 use crate::api::client::Client;
 use crate::api::wire::{
@@ -14,7 +14,7 @@ use crate::api::wire::{
     VcsStatus,
 };
 use crate::cli::helper_args::{self, split_options, Invocation};
-use crate::cli::mounter;
+use crate::cli::{mounter, unmount_plan};
 use crate::mount::syscall;
 use crate::node::{check, install, list, share};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
@@ -45,7 +45,7 @@ pub fn main() -> ExitCode {
         .unwrap_or_default();
     if let Some(parsed) = helper_args::parse_helper(&program, &args[1..]) {
         return match parsed {
-            Ok(inv) => forward(inv),
+            Ok(inv) => forward(vec![inv]),
             Err(e) => {
                 eprintln!("sidemount: {e}");
                 ExitCode::from(mounter::USAGE)
@@ -60,7 +60,14 @@ pub fn main() -> ExitCode {
             return ExitCode::from(mounter::USAGE);
         }
     };
-    let mut cli = Cli::parse_from(args);
+    // A usage error exits 1, as mount(8)'s and umount(8)'s do (clap's own is 2).
+    let mut cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return ExitCode::from(if e.use_stderr() { mounter::USAGE } else { 0 });
+        }
+    };
     if let Command::Serve(serve) = &mut cli.command {
         serve.vcs.extend(seed_flags);
     } else if let Some(flag) = seed_flags.first() {
@@ -79,8 +86,8 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Sends a mount or unmount to the daemon; exits like mount(8).
-fn forward(inv: Invocation) -> ExitCode {
+/// Sends mounts or unmounts to the daemon, one after the other; exits like mount(8).
+fn forward(invs: Vec<Invocation>) -> ExitCode {
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -92,7 +99,7 @@ fn forward(inv: Invocation) -> ExitCode {
         }
     };
     let client = Client::new(Client::socket_from_env(), CLIENT_TIMEOUT);
-    ExitCode::from(runtime.block_on(mounter::run(&client, inv)))
+    ExitCode::from(runtime.block_on(mounter::run_all(&client, invs)))
 }
 
 /// One request to the daemon from the command line: POST `body`, or GET without one.
@@ -212,27 +219,39 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 caller_pid: None,
                 timeout_seconds: None,
             };
-            Ok(forward(Invocation::Mount {
+            Ok(forward(vec![Invocation::Mount {
                 request,
                 fake: false,
                 verbose,
-            }))
+            }]))
         }
         Command::Umount {
             lazy,
             force,
+            recursive,
             verbose,
             target,
-        } => Ok(forward(Invocation::Unmount {
-            request: UnmountRequest {
-                target,
-                lazy,
-                force,
-                caller_pid: None,
-                timeout_seconds: None,
-            },
-            verbose,
-        })),
+        } => {
+            let table = MountTable::read(&ProcRoot::default(), None)?;
+            let targets = match unmount_plan::targets(&target, recursive, &table) {
+                Ok(targets) => targets,
+                Err(e) => {
+                    eprintln!("sidemount: {e}");
+                    return Ok(ExitCode::from(mounter::MOUNT_FAILURE));
+                }
+            };
+            let invs = targets.into_iter().map(|target| Invocation::Unmount {
+                request: UnmountRequest {
+                    target,
+                    lazy,
+                    force,
+                    caller_pid: None,
+                    timeout_seconds: None,
+                },
+                verbose,
+            });
+            Ok(forward(invs.collect()))
+        }
         Command::InstallHelpers { dir, types, binary } => {
             let binary = match binary {
                 Some(b) => b,

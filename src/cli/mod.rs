@@ -6,5 +6,6 @@ mod command;
 pub mod helper_args;
 pub mod mounter;
 mod serve;
+mod unmount_plan;
 
 pub use command::main;

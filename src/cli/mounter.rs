@@ -1,8 +1,10 @@
 //! The caller's side of a mount or unmount: sends the request to the daemon, then
 //! reports and exits the way mount(8) and its helpers do (0 ok, 32 failure).
 
+use std::path::Path;
+
 use crate::api::client::{Client, ClientError};
-use crate::api::wire::{self, MountResponse, Sighting, UnmountResponse};
+use crate::api::wire::{self, MountRequest, MountResponse, Sighting, UnmountResponse};
 use crate::cli::helper_args::Invocation;
 
 /// mount(8)'s exit status for a failed mount.
@@ -10,11 +12,25 @@ pub const MOUNT_FAILURE: u8 = 32;
 /// mount(8)'s exit status for a usage error.
 pub const USAGE: u8 = 1;
 
+/// Carries out each of `invs` in turn through the daemon, up to the first that
+/// fails; returns the exit status of the last one run.
+pub async fn run_all(client: &Client, invs: Vec<Invocation>) -> u8 {
+    for inv in invs {
+        let code = run(client, inv).await;
+        if code != 0 {
+            return code;
+        }
+    }
+    0
+}
+
 /// Carries out `inv` through the daemon; returns the exit status. The real tool's
 /// output goes to stderr, as mount(8) helpers print it.
 pub async fn run(client: &Client, inv: Invocation) -> u8 {
     let (result, verbose) = match inv {
         Invocation::Mount { fake: true, .. } => return 0,
+        // mount(8): "do not report errors for this device if it does not exist".
+        Invocation::Mount { request, .. } if nofail_and_missing(&request) => return 0,
         Invocation::Mount {
             request, verbose, ..
         } => {
@@ -61,6 +77,20 @@ pub async fn run(client: &Client, inv: Invocation) -> u8 {
             MOUNT_FAILURE
         }
     }
+}
+
+/// Whether `req` carries `nofail` and names a source path that does not exist.
+fn nofail_and_missing(req: &MountRequest) -> bool {
+    let nofail = req
+        .options
+        .iter()
+        .flat_map(|o| o.split(','))
+        .any(|o| o == "nofail");
+    let source = Path::new(&req.source);
+    nofail
+        && source.is_absolute()
+        && std::fs::symlink_metadata(source)
+            .is_err_and(|e| e.kind() == std::io::ErrorKind::NotFound)
 }
 
 fn report(e: &ClientError) {

@@ -194,8 +194,9 @@ impl Daemon {
         let mount = mount.ok_or_else(|| {
             ApiError::new(
                 ErrorCode::NotMounted,
+                // umount(8)'s words: callers (mount-utils) match "not mounted".
                 format!(
-                    "{} is not a mount point in the {} namespace",
+                    "{}: not mounted (no mount point there in the {} namespace)",
                     target.display(),
                     views.executor.name
                 ),
@@ -475,7 +476,10 @@ impl Daemon {
         if !self.busy.lock().unwrap().insert(target.to_owned()) {
             return Err(ApiError::new(
                 ErrorCode::Busy,
-                format!("another operation on {} is in progress", target.display()),
+                format!(
+                    "{}: target is busy (another operation on it is in progress)",
+                    target.display()
+                ),
             ));
         }
         Ok(Claim {

@@ -79,7 +79,7 @@ pub enum PolicyError {
         path: PathBuf,
         component: String,
     },
-    #[error("{what} {path} does not exist")]
+    #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
     #[error("cannot resolve {what} {path}: {errno}")]
     Unresolvable {
@@ -87,6 +87,14 @@ pub enum PolicyError {
         path: PathBuf,
         errno: Errno,
     },
+}
+
+/// A missing target reads as mount(8)'s "/x: mount point does not exist".
+fn missing_text(what: &str, path: &Path) -> String {
+    match what {
+        "target" => format!("{}: mount point does not exist", path.display()),
+        _ => format!("{what} {} does not exist", path.display()),
+    }
 }
 
 impl PolicyError {
@@ -616,7 +624,10 @@ mod tests {
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
             &err,
-            &[&format!("target {} does not exist", missing.display())],
+            &[&format!(
+                "{}: mount point does not exist",
+                missing.display()
+            )],
         );
         let unmount = UnmountRequest {
             target: missing,

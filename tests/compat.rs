@@ -1,0 +1,153 @@
+//! util-linux's conventions kept on every path a caller takes (mounter path
+//! `sidemount mount|umount`, and mount(8)/umount(8) -> helper): exit codes, the key
+//! phrases callers match, `umount -R`, umount by device, `nofail`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use common::{
+    expect_success, install_helpers_line, mount_points_under, quote, sh, Daemon, Host, LoopDevice,
+    SIDEMOUNT,
+};
+
+fn kubelet_root(host: &Host) -> PathBuf {
+    let root = host.dir("var/lib/kubelet");
+    expect_success(
+        "share",
+        common::sidemount(&["share", root.to_str().unwrap()]),
+    );
+    root
+}
+
+fn volume(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A shell line run with the daemon's socket: (exit code, stderr).
+fn run(daemon: &Daemon, line: &str) -> (Option<i32>, String) {
+    let out: Output = Command::new("sh")
+        .args(["-c", line])
+        .env("SIDEMOUNT_SOCKET", &daemon.socket)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn is_mounted(target: &Path) -> bool {
+    mount_points_under(None, target).iter().any(|t| t == target)
+}
+
+privileged_test! {
+    fn usage_errors_exit_1_and_failures_32_with_util_linux_phrases(host: &Host) {
+        let root = kubelet_root(host);
+        sh(&install_helpers_line(host, "tmpfs"));
+        let daemon = Daemon::start(host, &root, &[]);
+        // Usage errors: 1 on the mounter path and in the helpers, as mount(8)'s.
+        for line in [
+            format!("{SIDEMOUNT} mount --no-such-flag a /b"),
+            format!("{SIDEMOUNT} mount onlyone"),
+            format!("{SIDEMOUNT} umount"),
+            "/usr/sbin/mount.tmpfs tmpfs".to_string(),
+            "/usr/sbin/umount.tmpfs -o x /b".to_string(),
+        ] {
+            let (code, err) = run(&daemon, &line);
+            assert_eq!(code, Some(1), "{line}: {err}");
+        }
+        let (code, _) = run(&daemon, &format!("{SIDEMOUNT} --help"));
+        assert_eq!(code, Some(0));
+
+        // A directory that is not mounted: "not mounted", 32, both ways.
+        let idle = volume(&root, "idle");
+        for line in [format!("{SIDEMOUNT} umount {}", quote(&idle)), format!("umount -t tmpfs {}", quote(&idle))] {
+            let (code, err) = run(&daemon, &line);
+            assert_eq!(code, Some(32), "{line}: {err}");
+            assert!(err.contains("not mounted"), "{line}: {err}");
+        }
+        // A mount point that does not exist.
+        let missing = root.join("pods/p1/volumes/kubernetes.io~test/missing");
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs tmpfs {}", quote(&missing)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("mount point does not exist"), "{err}");
+        // A busy target: umount(8)'s own words come through.
+        let busy = volume(&root, "busy");
+        expect_success("mount", Command::new(SIDEMOUNT).args(["mount", "-t", "tmpfs", "tmpfs"]).arg(&busy)
+            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        let mut holder = Command::new("sh").arg("-c").arg("exec sleep 1000").current_dir(&busy).spawn().unwrap();
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&busy)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("target is busy"), "{err}");
+        holder.kill().unwrap();
+        holder.wait().unwrap();
+        expect_success("umount", Command::new(SIDEMOUNT).arg("umount").arg(&busy)
+            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        assert!(daemon.recorded().is_empty());
+    }
+}
+
+privileged_test! {
+    fn umount_recursive_and_by_device(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let mount = |args: &[&str], target: &Path| {
+            let out = Command::new(SIDEMOUNT).arg("mount").args(args).arg(target)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap();
+            expect_success("mount", out);
+        };
+        // A tree: a tmpfs with two mounts inside, one of them with one of its own.
+        let top = volume(&root, "tree");
+        mount(&["-t", "tmpfs", "tmpfs"], &top);
+        for sub in ["a", "b"] {
+            std::fs::create_dir(top.join(sub)).unwrap();
+            mount(&["-t", "tmpfs", "tmpfs"], &top.join(sub));
+        }
+        std::fs::create_dir(top.join("a/deep")).unwrap();
+        mount(&["-t", "tmpfs", "tmpfs"], &top.join("a/deep"));
+        assert_eq!(mount_points_under(None, &top).len(), 4);
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount -R {}", quote(&top)));
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(mount_points_under(None, &top), Vec::<PathBuf>::new());
+        assert!(daemon.recorded().is_empty());
+
+        // By device: the latest mount of /dev/loopN goes.
+        let disk = LoopDevice::ext4(host, "disk");
+        let ext4 = volume(&root, "disk");
+        mount(&["-t", "ext4", &disk.device], &ext4);
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", disk.device));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!is_mounted(&ext4));
+        assert!(daemon.recorded().is_empty());
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", disk.device));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains(&format!("{}: not mounted", disk.device)), "{err}");
+    }
+}
+
+privileged_test! {
+    fn nofail_with_a_missing_source_succeeds_like_mount8(host: &Host) {
+        let root = kubelet_root(host);
+        sh(&install_helpers_line(host, "ext4"));
+        let daemon = Daemon::start(host, &root, &[]);
+        let target = volume(&root, "v");
+        let gone = host.scratch.join("no-such-disk");
+        let direct = run(&daemon, &format!("mount -i -t ext4 -o nofail {} {}", quote(&gone), quote(&target)));
+        assert_eq!(direct.0, Some(0), "{}", direct.1);
+        for line in [
+            format!("{SIDEMOUNT} mount -t ext4 -o nofail {} {}", quote(&gone), quote(&target)),
+            format!("mount -t ext4 -o nofail {} {}", quote(&gone), quote(&target)),
+        ] {
+            assert_eq!(run(&daemon, &line), direct, "{line}");
+        }
+        // Without nofail it fails.
+        let (code, _) = run(&daemon, &format!("{SIDEMOUNT} mount -t ext4 {} {}", quote(&gone), quote(&target)));
+        assert_eq!(code, Some(32));
+        assert!(!is_mounted(&target));
+        assert!(daemon.recorded().is_empty());
+    }
+}

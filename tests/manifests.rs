@@ -679,3 +679,29 @@ fn sidemount_command_lines_are_ones_the_binary_accepts() {
         "only {checked} sidemount command lines found"
     );
 }
+
+#[test]
+fn the_daemon_exposes_its_metrics_where_prometheus_is_told_to_scrape() {
+    for (dir, objects) in builds() {
+        let ds = find(&objects, "DaemonSet", "sidemount");
+        let annotations = &ds["spec"]["template"]["metadata"]["annotations"];
+        assert_eq!(annotations["prometheus.io/scrape"], "true", "{dir}");
+        assert_eq!(annotations["prometheus.io/path"], "/metrics", "{dir}");
+        let port = annotations["prometheus.io/port"].as_str().unwrap();
+        let d = daemon(ds);
+        let argv = strings(&d["args"]);
+        let address = flag(&argv, "--metrics-address")
+            .unwrap_or_else(|| panic!("{dir}: the daemon has no --metrics-address"));
+        assert_eq!(address.rsplit(':').next(), Some(port), "{dir}: {address}");
+        let ports = d["ports"].as_array().unwrap();
+        assert!(
+            ports.iter().any(|p| p["name"] == "metrics"
+                && p["containerPort"]
+                    .as_u64()
+                    .map(|n| n.to_string())
+                    .as_deref()
+                    == Some(port)),
+            "{dir}: {ports:?}"
+        );
+    }
+}

@@ -176,6 +176,53 @@ pub struct Status {
     pub mounts: Vec<MountRecord>,
     /// Records dropped at start because their mount had vanished.
     pub reconciled_away: Vec<MountRecord>,
+    /// How each watched mount (those of long-running VCS) was found last.
+    #[serde(default)]
+    pub health: Vec<MountHealth>,
+}
+
+/// What a stat of a mount's root last found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Health {
+    /// Not checked yet.
+    Unknown,
+    Healthy,
+    /// Failed with one of the kubelet's corrupted-mount errors (ENOTCONN, ESTALE,
+    /// EIO, EACCES, EHOSTDOWN, EWOULDBLOCK, ENODEV): its client is gone.
+    Corrupted,
+    /// The stat did not return in time (a server that does not answer).
+    Unresponsive,
+    /// Failed with another error.
+    Failed,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Health::Unknown => "unknown",
+            Health::Healthy => "healthy",
+            Health::Corrupted => "corrupted",
+            Health::Unresponsive => "unresponsive",
+            Health::Failed => "failed",
+        }
+    }
+}
+
+/// The health of one recorded mount.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MountHealth {
+    pub target: PathBuf,
+    /// The record's mount id.
+    pub mount_id: u32,
+    pub executor: String,
+    pub health: Health,
+    /// The error the check met ("ENOTCONN: Transport endpoint is not connected").
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// When it was last checked, in seconds since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked_at: Option<u64>,
 }
 
 /// Stable error codes: clients and operators match on these, never on messages.

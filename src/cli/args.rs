@@ -185,4 +185,11 @@ pub struct ServeArgs {
     /// a path on the Docker host (default: this binary).
     #[arg(long)]
     pub agent_binary: Option<PathBuf>,
+    /// Also serve `GET /metrics` (Prometheus, OpenMetrics text) on this TCP
+    /// address, e.g. `0.0.0.0:9847`; the socket always serves it.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_address: Option<std::net::SocketAddr>,
+    /// Seconds between health checks of the mounts of long-running VCS.
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
+    pub health_interval: u64,
 }

@@ -11,7 +11,7 @@ use anyhow::{bail, Context};
 use crate::agent::{self, Agent};
 use crate::daemon::config::Config;
 use crate::daemon::provider::{self, Layout};
-use crate::daemon::routes;
+use crate::daemon::{metrics, routes};
 use crate::daemon::{Daemon, Paths};
 use crate::executor::{self, Executor};
 use crate::ns::mountinfo::ProcRoot;
@@ -95,8 +95,31 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             let daemon = daemon.clone();
             async move { daemon.publish_status(STATUS_REFRESH, STATUS_SETTLE).await }
         });
+        let watch = tokio::spawn({
+            let daemon = daemon.clone();
+            let every = Duration::from_secs(a.health_interval);
+            async move { daemon.watch_health(every).await }
+        });
+        let scraped = match a.metrics_address {
+            Some(addr) => {
+                let tcp = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on --metrics-address {addr}"))?;
+                tracing::info!(address = %tcp.local_addr()?, "serving metrics");
+                Some(tokio::spawn(metrics::serve_tcp(
+                    tcp,
+                    daemon.clone(),
+                    shutdown_signal(),
+                )))
+            }
+            None => None,
+        };
         routes::serve(listener, daemon, shutdown_signal()).await?;
         publisher.abort();
+        watch.abort();
+        if let Some(scraped) = scraped {
+            scraped.abort();
+        }
         tracing::info!("stopped; mounts stay");
         Ok(ExitCode::SUCCESS)
     })

@@ -3,6 +3,8 @@
 //! leaves nothing behind when any step fails.
 
 pub mod config;
+pub mod health;
+pub mod metrics;
 pub mod provider;
 pub mod record;
 pub mod routes;
@@ -49,6 +51,8 @@ pub struct Daemon {
     status_file: PathBuf,
     /// Wakes the status publisher after a change.
     changed: tokio::sync::Notify,
+    metrics: metrics::Metrics,
+    health: health::Board,
 }
 
 /// Where the daemon finds things.
@@ -100,10 +104,24 @@ impl Daemon {
             busy: Mutex::new(HashSet::new()),
             status_file: paths.state_dir.join("status.json"),
             changed: tokio::sync::Notify::new(),
+            metrics: metrics::Metrics::new(),
+            health: health::Board::default(),
         })
     }
 
+    /// Mounts, counted in the metrics (see [`metrics`]).
     pub async fn mount(&self, peer: Peer, req: MountRequest) -> Result<MountResponse, ApiError> {
+        let executor = self.route(&req.fstype).name().to_owned();
+        let fstype = req.fstype.clone();
+        self.observed("mount", &executor, &fstype, self.mount_verified(peer, req))
+            .await
+    }
+
+    async fn mount_verified(
+        &self,
+        peer: Peer,
+        req: MountRequest,
+    ) -> Result<MountResponse, ApiError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
         let target = self.policy.check_mount(&req)?;
@@ -162,7 +180,27 @@ impl Daemon {
         })
     }
 
+    /// Unmounts, counted in the metrics under the recorded executor and type.
     pub async fn unmount(
+        &self,
+        peer: Peer,
+        req: UnmountRequest,
+    ) -> Result<UnmountResponse, ApiError> {
+        let recorded = self.record.lock().unwrap().find(&req.target).cloned();
+        let (executor, fstype) = recorded.map_or_else(
+            || (self.executors[0].name().to_owned(), String::new()),
+            |r| (r.executor, r.fstype),
+        );
+        self.observed(
+            "unmount",
+            &executor,
+            &fstype,
+            self.unmount_verified(peer, req),
+        )
+        .await
+    }
+
+    async fn unmount_verified(
         &self,
         peer: Peer,
         req: UnmountRequest,
@@ -265,6 +303,7 @@ impl Daemon {
             vcs,
             mounts: self.mounts(),
             reconciled_away: self.reconciled_away.clone(),
+            health: self.mount_health(),
         }
     }
 
@@ -393,6 +432,7 @@ impl Daemon {
                 .map_err(|e| ApiError::new(ErrorCode::ExecutorUnavailable, e.to_string()))?;
         }
         self.changed.notify_one();
+        self.wake_health();
         warn!(vcs = %req.vcs, container = %spec.container_name(), mounts = mounts.len(), "volume-client container replaced");
         Ok(UpgradeResponse {
             vcs: req.vcs,

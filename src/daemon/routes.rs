@@ -11,7 +11,7 @@ use tokio::net::UnixListener;
 
 use crate::api::http::{self, body, peer, Answer, PeerInfo};
 use crate::api::wire::{self, ApiError};
-use crate::daemon::Daemon;
+use crate::daemon::{metrics, Daemon};
 
 pub use crate::api::http::bind;
 
@@ -27,6 +27,7 @@ pub async fn serve(
         .route(wire::STATUS, get(status))
         .route(wire::RUN, post(run))
         .route(wire::UPGRADE, post(upgrade))
+        .route(metrics::PATH, get(scrape))
         .with_state(daemon);
     http::serve(listener, app, shutdown).await
 }
@@ -73,4 +74,15 @@ async fn mounts(State(d): State<Arc<Daemon>>) -> Answer {
 
 async fn status(State(d): State<Arc<Daemon>>) -> Answer {
     Ok::<_, ApiError>(d.status().await).into()
+}
+
+async fn scrape(
+    State(d): State<Arc<Daemon>>,
+    ConnectInfo(info): ConnectInfo<PeerInfo>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    match peer(info).and_then(|p| Ok(d.policy.check_peer(p.uid)?)) {
+        Ok(()) => metrics::scrape(&d).await.into_response(),
+        Err(e) => Answer::from(Err::<(), _>(e)).into_response(),
+    }
 }

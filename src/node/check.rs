@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::api::wire::Status;
+use crate::api::wire::{Health, MountHealth, Status};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
 use crate::ns::namespace::Namespace;
 use crate::ns::propagation::{link, Link};
@@ -182,6 +182,7 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
             ),
         });
     }
+    items.extend(status.health.iter().filter_map(mount_health));
     let types: Vec<&str> = status
         .vcs
         .iter()
@@ -189,6 +190,30 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
         .collect();
     items.push(helpers(&types, helper_dirs));
     items
+}
+
+/// A failed item for a watched mount that is not healthy, with what mends it.
+fn mount_health(h: &MountHealth) -> Option<Item> {
+    let target = h.target.display();
+    let what = format!(
+        "{target} (mount {}, {}) is {}: {}",
+        h.mount_id,
+        h.executor,
+        h.health.as_str(),
+        h.error
+    );
+    let remedy = match h.health {
+        Health::Healthy | Health::Unknown => return None,
+        Health::Corrupted => format!(
+            "its volume client lost it (the {} container or its FUSE process restarted): unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
+            h.executor
+        ),
+        Health::Unresponsive => {
+            "its server does not answer: check the volume server and the network to it".to_owned()
+        }
+        Health::Failed => format!("see the error; `sidemount list --target {target}` shows what is mounted there"),
+    };
+    Some(fail("mount", what, remedy))
 }
 
 /// Every helper of every type (see [`crate::node::install::helper_names`]) is
@@ -362,6 +387,48 @@ mod tests {
             std::os::unix::fs::symlink(&bin, dir.path().join(n)).unwrap();
         }
         dir
+    }
+
+    #[test]
+    fn corrupted_mounts_fail_with_the_remedy_and_healthy_ones_pass() {
+        let health = |target: &str, health: Health, error: &str| MountHealth {
+            target: target.into(),
+            mount_id: 7,
+            executor: "vcs/sshfs".into(),
+            health,
+            error: error.into(),
+            checked_at: Some(1),
+        };
+        let mut a = answer(vec![]);
+        if let Ok(s) = &mut a.status {
+            s.health = vec![
+                health("/k/pods/a/v", Health::Healthy, ""),
+                health("/k/pods/b/v", Health::Unknown, ""),
+                health(
+                    "/k/pods/c/v",
+                    Health::Corrupted,
+                    "ENOTCONN: Transport endpoint is not connected",
+                ),
+            ];
+        }
+        let items = daemon(&a, &[]);
+        let mounts: Vec<&Item> = items.iter().filter(|i| i.name == "mount").collect();
+        assert_eq!(mounts.len(), 1, "{items:?}");
+        assert!(!mounts[0].ok);
+        assert!(
+            mounts[0]
+                .detail
+                .contains("/k/pods/c/v (mount 7, vcs/sshfs) is corrupted: ENOTCONN"),
+            "{mounts:?}"
+        );
+        assert!(
+            mounts[0]
+                .remedy
+                .as_ref()
+                .unwrap()
+                .contains("`umount /k/pods/c/v`"),
+            "{mounts:?}"
+        );
     }
 
     #[test]

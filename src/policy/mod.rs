@@ -264,7 +264,8 @@ fn check_target_bytes(target: &Path) -> Result<(), PolicyError> {
     check_bytes(bytes, || format!("target {target:?}"))
 }
 
-fn check_fstype(fstype: &str) -> Result<(), PolicyError> {
+/// A filesystem type is short and of mount(8)'s alphabet.
+pub fn check_fstype(fstype: &str) -> Result<(), PolicyError> {
     check_len(fstype.len(), MAX_FSTYPE, "filesystem type")?;
     check_bytes(fstype.as_bytes(), || format!("filesystem type {fstype:?}"))?;
     let allowed = |b: u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'+' | b'-');

@@ -558,7 +558,7 @@ impl Daemon {
             let Some(id) = self.left_on(&own, target, before.daemon) else {
                 break;
             };
-            match crate::mount::syscall::Linux.umount(target, MntFlags::MNT_DETACH) {
+            match crate::mount::syscall::Linux.umount2(target, MntFlags::MNT_DETACH) {
                 Ok(()) => {
                     info!(target = %target.display(), mount_id = id, "detached what a failed mount left behind")
                 }

@@ -52,12 +52,18 @@ pub fn share(sys: &dyn Syscall, proc: &ProcRoot, path: &Path) -> Result<Shared, 
     //    own propagation setting.
     let bound = !table.is_mount_point(path);
     if bound {
-        sys.mount(Some(path), path, MsFlags::MS_BIND | MsFlags::MS_REC)?;
+        sys.mount(
+            Some(path),
+            path,
+            None,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            None,
+        )?;
     }
     // 3. Make it and every mount below it shared; undo our bind if that fails.
-    if let Err(e) = sys.mount(None, path, MsFlags::MS_SHARED | MsFlags::MS_REC) {
+    if let Err(e) = sys.mount(None, path, None, MsFlags::MS_SHARED | MsFlags::MS_REC, None) {
         if bound {
-            let _ = sys.umount(path, MntFlags::MNT_DETACH);
+            let _ = sys.umount2(path, MntFlags::MNT_DETACH);
         }
         return Err(e.into());
     }
@@ -94,17 +100,21 @@ mod tests {
         assert!(matches!(err, ShareError::NoMount { .. }), "{err}");
         let kubelet = PathBuf::from("/var/lib/kubelet");
         assert_eq!(
-            *sys.calls.borrow(),
+            sys.calls(),
             vec![
                 Call::Mount {
                     source: Some(kubelet.clone()),
                     target: kubelet.clone(),
-                    flags: MsFlags::MS_BIND | MsFlags::MS_REC
+                    fstype: None,
+                    flags: MsFlags::MS_BIND | MsFlags::MS_REC,
+                    data: None,
                 },
                 Call::Mount {
                     source: None,
                     target: kubelet,
-                    flags: MsFlags::MS_SHARED | MsFlags::MS_REC
+                    fstype: None,
+                    flags: MsFlags::MS_SHARED | MsFlags::MS_REC,
+                    data: None,
                 },
             ]
         );
@@ -118,7 +128,7 @@ mod tests {
         let sys = Recording::default();
         let err = share(&sys, &proc, Path::new("/var/lib/kubelet")).unwrap_err();
         assert!(matches!(err, ShareError::NotShared { .. }), "{err}");
-        assert_eq!(sys.calls.borrow().len(), 1);
+        assert_eq!(sys.calls().len(), 1);
     }
 
     #[test]
@@ -129,20 +139,17 @@ mod tests {
         let sys = Recording::default();
         let done = share(&sys, &proc, Path::new("/var/lib/kubelet")).unwrap();
         assert_eq!((done.peer_group, done.unchanged), (5, true));
-        assert!(sys.calls.borrow().is_empty());
+        assert!(sys.calls().is_empty());
     }
 
     #[test]
     fn share_undoes_its_bind_when_making_it_shared_fails() {
         let (_d, proc) = proc_with(PLAIN);
-        let sys = Recording {
-            fail_at: Some(1),
-            ..Default::default()
-        };
+        let sys = Recording::failing(1, nix::Error::EPERM);
         let err = share(&sys, &proc, Path::new("/k")).unwrap_err();
         assert!(err.to_string().contains("EPERM"), "{err}");
         assert_eq!(
-            sys.calls.borrow().last(),
+            sys.calls().last(),
             Some(&Call::Umount {
                 target: "/k".into(),
                 flags: MntFlags::MNT_DETACH

@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use serde_json::{json, Value};
+use sidemount::api::fstype::FsType;
 use sidemount::daemon::config::Config;
 use sidemount::vcs::Provider;
 
@@ -457,7 +458,7 @@ fn configmaps_parse_with_sidemounts_own_parser() {
         .map(|v| {
             (
                 v.name.as_str(),
-                v.types.iter().map(String::as_str).collect(),
+                v.types.iter().map(FsType::as_str).collect(),
             )
         })
         .collect();

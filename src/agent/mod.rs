@@ -147,7 +147,7 @@ impl Agent {
     fn sighting(&self, target: &Path) -> Option<Sighting> {
         let m = self.mounted(target)?;
         Some(Sighting {
-            namespace: format!("vcs/{}", self.vcs),
+            namespace: crate::vcs::executor_name(&self.vcs),
             mount_id: Some(m.id),
             propagation: Some(m.propagation.to_string()),
         })

@@ -2,5 +2,6 @@
 //! HTTP glue over unix sockets, and the client.
 
 pub mod client;
+pub mod fstype;
 pub mod http;
 pub mod wire;

@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::fstype::FsType;
+
 pub const MOUNTS: &str = "/v1/mounts";
 pub const UNMOUNTS: &str = "/v1/unmounts";
 pub const STATUS: &str = "/v1/status";
@@ -116,7 +118,7 @@ pub struct UpgradeResponse {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VcsStatus {
     pub name: String,
-    pub types: Vec<String>,
+    pub types: Vec<FsType>,
     /// "docker" or "external".
     pub provider: String,
     /// "agent" or "exec".

@@ -129,7 +129,7 @@ pub enum Command {
         #[arg(long)]
         no_daemon: bool,
         /// Where mount(8) looks for helpers.
-        #[arg(long = "helpers-dir", default_values = ["/sbin", "/sbin/fs.d", "/sbin/fs"])]
+        #[arg(long = "helpers-dir", default_values = crate::mount::helper::HELPER_DIRS)]
         helper_dirs: Vec<PathBuf>,
         #[arg(long, value_enum, default_value_t = TextOrJson::Text)]
         output: TextOrJson,

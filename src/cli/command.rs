@@ -303,6 +303,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 host_proc: ProcRoot::new(host_proc),
                 daemon,
                 helper_dirs,
+                binary: std::env::current_exe().context("cannot find this binary")?,
             });
             match output {
                 TextOrJson::Text => print!("{}", report.text()),

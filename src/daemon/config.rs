@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::api::fstype::FsType;
 use crate::policy::Policy;
 use crate::vcs::Vcs;
 
@@ -157,7 +158,7 @@ impl Config {
                 "must be at least 1".into(),
             ));
         }
-        let mut claimed: Vec<(&str, &str)> = Vec::new();
+        let mut claimed: Vec<(&FsType, &str)> = Vec::new();
         for (i, v) in config.vcs.iter().enumerate() {
             v.validate()
                 .map_err(|(key, reason)| invalid(&key, reason))?;
@@ -168,10 +169,10 @@ impl Config {
                 ));
             }
             for t in &v.types {
-                if let Some((_, other)) = claimed.iter().find(|(ct, _)| ct == t) {
+                if let Some((_, other)) = claimed.iter().find(|(ct, _)| *ct == t) {
                     return Err(invalid(
                         &format!("vcs[{}].types", v.name),
-                        format!("{t:?} is already claimed by vcs {other:?}"),
+                        format!("{:?} is already claimed by vcs {other:?}", t.as_str()),
                     ));
                 }
                 claimed.push((t, &v.name));
@@ -226,7 +227,10 @@ fn flat(data: serde_yaml_ng::Value) -> Result<Config, serde_yaml_ng::Error> {
     }
     let f: Flat = serde_yaml_ng::from_value(data)?;
     let mut config = Config::default();
-    config.vcs.push(Vcs::for_plugin(&f.plugin, &f.image));
+    let vcs = Vcs::for_plugin(&f.plugin, &f.image).map_err(|e| {
+        <serde_yaml_ng::Error as serde::de::Error>::custom(format!("volume-plugin: {e}"))
+    })?;
+    config.vcs.push(vcs);
     Ok(config)
 }
 
@@ -248,6 +252,19 @@ mod tests {
         );
         assert_eq!(p.bind_source_roots, vec![PathBuf::from("/var/lib/kubelet")]);
         assert_eq!(c.request_timeout(), Duration::from_secs(120));
+    }
+
+    #[test]
+    fn a_type_requests_would_refuse_is_refused_here() {
+        let text = "vcs:\n- {name: a, types: [nfs, NFS], image: i}\n";
+        let e = Config::parse(text, "test.yaml").unwrap_err().to_string();
+        assert!(
+            e.starts_with("test.yaml: vcs[0].types") && e.contains(r#""NFS" has characters"#),
+            "{e}"
+        );
+        let seed = "kind: ConfigMap\ndata: {volume-plugin: NFS, docker-container: i}\n";
+        let e = Config::parse(seed, "seed.yaml").unwrap_err().to_string();
+        assert!(e.contains("volume-plugin") && e.contains(r#""NFS""#), "{e}");
     }
 
     #[test]

@@ -409,13 +409,8 @@ impl Daemon {
                 ),
             ));
         }
-        let current = docker
-            .find(&spec.container_name())
-            .await
-            .map_err(unavailable)?;
-        let up_to_date = current
-            .as_ref()
-            .is_some_and(|c| c.running && c.config == spec.config_hash());
+        let current = docker.find(spec).await.map_err(unavailable)?;
+        let up_to_date = current.as_ref().is_some_and(|c| c.running && !c.outdated);
         if up_to_date && !req.force {
             return Ok(UpgradeResponse {
                 vcs: req.vcs,
@@ -461,7 +456,7 @@ impl Daemon {
     fn route(&self, fstype: &str) -> Arc<dyn Executor> {
         self.vcs
             .iter()
-            .find(|h| h.vcs.types.iter().any(|t| t == fstype))
+            .find(|h| h.vcs.types.iter().any(|t| t.as_str() == fstype))
             .map_or_else(|| self.executors[0].clone(), |h| h.executor.clone())
     }
 

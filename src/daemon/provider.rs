@@ -61,8 +61,10 @@ pub async fn bring_up(config: &Config, layout: &Layout) -> Result<Vec<Handle>, D
             .map(|d| (d.clone(), spec.clone()));
         if let Some((d, spec)) = &docker {
             match d.ensure(spec).await {
-                Ok(e) if e.outdated => warn!(vcs = %vcs.name, container = %spec.container_name(),
-                    "adopted a container made from another configuration; `sidemount upgrade {}` replaces it", vcs.name),
+                Ok(e) if e.found.outdated => {
+                    warn!(vcs = %vcs.name, container = %spec.container_name(),
+                    "adopted a container made from another configuration; `sidemount upgrade {}` replaces it", vcs.name)
+                }
                 Ok(e) => info!(vcs = %vcs.name, container = %spec.container_name(),
                     created = e.created, "volume-client container running"),
                 Err(e) => {
@@ -123,9 +125,9 @@ impl Handle {
         let mut problems = Vec::new();
         if let Some((docker, spec)) = &self.docker {
             status.reached_at = spec.container_name();
-            match docker.find(&spec.container_name()).await {
+            match docker.find(spec).await {
                 Ok(Some(f)) if f.running => {
-                    if f.config != spec.config_hash() {
+                    if f.outdated {
                         problems.push(format!(
                             "outdated: made from another configuration; `sidemount upgrade {}` replaces it",
                             self.vcs.name

@@ -35,7 +35,7 @@ impl AgentClient {
     /// `docker` is `None` for the external provider.
     pub fn new(vcs: &str, socket: PathBuf, proc: ProcRoot, docker: Option<(Docker, Spec)>) -> Self {
         AgentClient {
-            name: format!("vcs/{vcs}"),
+            name: crate::vcs::executor_name(vcs),
             socket,
             proc,
             docker,

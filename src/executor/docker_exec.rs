@@ -84,7 +84,7 @@ impl Executor for DockerExec {
         let container = self.spec.container_name();
         let found = self
             .docker
-            .find(&container)
+            .find(&self.spec)
             .await
             .map_err(|e| self.error(e))?;
         let pid = found.as_ref().and_then(|f| f.pid).ok_or_else(|| {

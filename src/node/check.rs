@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
+use crate::api::fstype::FsType;
 use crate::api::wire::{Health, MountHealth, Status};
+use crate::mount::helper::{installed_names, is_ours};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
 use crate::ns::namespace::Namespace;
 use crate::ns::propagation::{link, Link};
@@ -31,6 +33,8 @@ pub struct Node {
     pub daemon: Option<DaemonAnswer>,
     /// Where mount(8) looks for `mount.TYPE` helpers.
     pub helper_dirs: Vec<PathBuf>,
+    /// The sidemount binary the helpers must be (this one, as a rule).
+    pub binary: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -128,14 +132,14 @@ pub fn run(node: &Node) -> Report {
     items.push(host_peer_group(node));
     items.push(dockerd(node));
     if let Some(answer) = &node.daemon {
-        items.extend(daemon(answer, &node.helper_dirs));
+        items.extend(daemon(answer, &node.helper_dirs, &node.binary));
     }
     Report::new(items)
 }
 
 /// The daemon answers; each VCS is healthy; every type a VCS serves has
 /// sidemount's helpers where mount(8) looks.
-fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
+fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf], binary: &Path) -> Vec<Item> {
     let status = match &answer.status {
         Ok(s) => s,
         Err(e) => return vec![fail(
@@ -160,7 +164,11 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
             v.name,
             v.provider,
             v.mode,
-            v.types.join(","),
+            v.types
+                .iter()
+                .map(FsType::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
             v.reached_at
         );
         items.push(match (v.healthy, v.note.is_empty()) {
@@ -171,8 +179,9 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
                 format!("{what}: {}", v.note),
                 match v.provider.as_str() {
                     "docker" => format!(
-                        "see `docker logs sidemount-vcs-{}`; `sidemount upgrade {}` makes it again",
-                        v.name, v.name
+                        "see `docker logs {}`; `sidemount upgrade {}` makes it again",
+                        crate::vcs::container_name(&v.name),
+                        v.name
                     ),
                     _ => format!(
                         "see the logs of the {} sidecar of the sidemount pod on this node",
@@ -183,12 +192,8 @@ fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf]) -> Vec<Item> {
         });
     }
     items.extend(status.health.iter().filter_map(mount_health));
-    let types: Vec<&str> = status
-        .vcs
-        .iter()
-        .flat_map(|v| v.types.iter().map(String::as_str))
-        .collect();
-    items.push(helpers(&types, helper_dirs));
+    let types: Vec<&FsType> = status.vcs.iter().flat_map(|v| &v.types).collect();
+    items.push(helpers(&types, helper_dirs, binary));
     items
 }
 
@@ -216,22 +221,23 @@ fn mount_health(h: &MountHealth) -> Option<Item> {
     Some(fail("mount", what, remedy))
 }
 
-/// Every helper of every type (see [`crate::node::install::helper_names`]) is
-/// sidemount's in one of `dirs`: a link to a binary named `sidemount`.
-fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
+/// Every helper of every type (see [`installed_names`]) is sidemount's in one of
+/// `dirs`: it is `binary` (see [`is_ours`]).
+fn helpers(types: &[&FsType], dirs: &[PathBuf], binary: &Path) -> Item {
     const NAME: &str = "helpers";
     let find = |name: &str| {
         dirs.iter()
             .map(|d| d.join(name))
             .find(|p| p.symlink_metadata().is_ok())
     };
+    let names: Vec<&str> = types.iter().map(|t| t.as_str()).collect();
     let mut missing = Vec::new();
     let mut foreign = Vec::new();
     for fstype in types {
-        for name in crate::node::install::helper_names(fstype) {
+        for name in installed_names(fstype) {
             match find(&name) {
                 None => missing.push(name),
-                Some(path) if !is_sidemount(&path) => foreign.push(path.display().to_string()),
+                Some(path) if !is_ours(&path, binary) => foreign.push(path.display().to_string()),
                 Some(_) => {}
             }
         }
@@ -240,11 +246,11 @@ fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
         "sidemount install-helpers --dir {} --types {}",
         dirs.first()
             .map_or("/sbin".into(), |d| d.display().to_string()),
-        types.join(",")
+        names.join(",")
     );
     match (missing.is_empty(), foreign.is_empty()) {
         _ if types.is_empty() => pass(NAME, "no VCS is configured: the host executor serves every type".into()),
-        (true, true) => pass(NAME, format!("sidemount's helpers serve {}", types.join(", "))),
+        (true, true) => pass(NAME, format!("sidemount's helpers serve {}", names.join(", "))),
         (_, false) => fail(
             NAME,
             format!("{} belong to another program: mount(8) would run them instead of forwarding to the daemon", foreign.join(", ")),
@@ -257,11 +263,6 @@ fn helpers(types: &[&str], dirs: &[PathBuf]) -> Item {
             install,
         ),
     }
-}
-
-/// A helper is sidemount's when it resolves to a file named `sidemount`.
-fn is_sidemount(path: &Path) -> bool {
-    std::fs::canonicalize(path).is_ok_and(|p| p.file_name().is_some_and(|n| n == "sidemount"))
 }
 
 fn capability() -> Item {
@@ -358,7 +359,7 @@ mod tests {
     fn vcs(name: &str, types: &[&str], healthy: bool, note: &str) -> VcsStatus {
         VcsStatus {
             name: name.into(),
-            types: types.iter().map(|t| t.to_string()).collect(),
+            types: types.iter().map(|t| FsType::new(t).unwrap()).collect(),
             provider: "external".into(),
             mode: "agent".into(),
             reached_at: format!("/run/sidemount/agents/{name}.sock"),
@@ -411,7 +412,7 @@ mod tests {
                 ),
             ];
         }
-        let items = daemon(&a, &[]);
+        let items = daemon(&a, &[], Path::new("/usr/bin/sidemount"));
         let mounts: Vec<&Item> = items.iter().filter(|i| i.name == "mount").collect();
         assert_eq!(mounts.len(), 1, "{items:?}");
         assert!(!mounts[0].ok);
@@ -437,7 +438,7 @@ mod tests {
             socket: "/run/s.sock".into(),
             status: Err("cannot reach the sidemount daemon at /run/s.sock".into()),
         };
-        let items = daemon(&a, &[]);
+        let items = daemon(&a, &[], Path::new("/usr/bin/sidemount"));
         assert_eq!(items.len(), 1);
         assert!(!items[0].ok);
         assert!(items[0]
@@ -460,12 +461,14 @@ mod tests {
             ],
         );
         let dirs = [dir.path().to_owned()];
+        let binary = dir.path().join("sidemount");
         let items = daemon(
             &answer(vec![
                 vcs("sshfs", &["fuse.sshfs"], true, ""),
                 vcs("nfs", &["nfs"], true, ""),
             ]),
             &dirs,
+            &binary,
         );
         assert!(items.iter().all(|i| i.ok), "{items:?}");
         assert_eq!(items.iter().filter(|i| i.name == "vcs").count(), 2);
@@ -477,6 +480,7 @@ mod tests {
                 "the agent does not answer",
             )]),
             &dirs,
+            &binary,
         );
         let bad = items.iter().find(|i| i.name == "vcs").unwrap();
         assert!(
@@ -492,7 +496,9 @@ mod tests {
     fn helpers_must_exist_and_be_sidemount() {
         let ours = helper_dir("sidemount", &["mount.fuse.sshfs"]);
         let dirs = [ours.path().to_owned()];
-        let item = helpers(&["fuse.sshfs"], &dirs);
+        let binary = ours.path().join("sidemount");
+        let t = |t: &str| FsType::new(t).unwrap();
+        let item = helpers(&[&t("fuse.sshfs")], &dirs, &binary);
         assert!(
             !item.ok
                 && item
@@ -509,11 +515,11 @@ mod tests {
         );
         let theirs = helper_dir("mount.nfs.real", &["mount.nfs"]);
         let dirs = [theirs.path().to_owned(), ours.path().to_owned()];
-        let item = helpers(&["nfs"], &dirs);
+        let item = helpers(&[&t("nfs")], &dirs, &binary);
         assert!(
             !item.ok && item.detail.contains("belong to another program"),
             "{item:?}"
         );
-        assert!(helpers(&[], &dirs).ok);
+        assert!(helpers(&[], &dirs, &binary).ok);
     }
 }

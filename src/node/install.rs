@@ -6,6 +6,9 @@ use std::io;
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
+use crate::api::fstype::FsType;
+use crate::mount::helper::{installed_names, is_ours};
+
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("invalid type '{0}': want one or more of a-z 0-9 . _ + -")]
@@ -44,8 +47,9 @@ pub fn install_helpers(
     }
     let mut plan: Vec<Installed> = Vec::new();
     for fstype in types {
-        check_type(fstype)?;
-        for name in helper_names(fstype) {
+        let fstype =
+            FsType::new(fstype).map_err(|_| InstallError::InvalidType(fstype.to_owned()))?;
+        for name in installed_names(&fstype) {
             let path = dir.join(name);
             if plan.iter().all(|i| i.path != path) {
                 let created = !is_our_link(&path, binary)?;
@@ -60,27 +64,6 @@ pub fn install_helpers(
     Ok(plan)
 }
 
-/// The helpers of a type: `mount.TYPE`, `umount.TYPE`, and for a type with a
-/// subtype (`fuse.sshfs`) `umount.MAIN`, the name umount(8) looks up by the main
-/// type mountinfo reports (`fuse`).
-pub fn helper_names(fstype: &str) -> Vec<String> {
-    let mut names = vec![format!("mount.{fstype}"), format!("umount.{fstype}")];
-    if let Some((main, _subtype)) = fstype.split_once('.') {
-        names.push(format!("umount.{main}"));
-    }
-    names
-}
-
-/// Types are non-empty and made of `[a-z0-9._+-]`, so `mount.TYPE` stays one file
-/// name in DIR.
-fn check_type(fstype: &str) -> Result<(), InstallError> {
-    let allowed = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "._+-".contains(c);
-    if fstype.is_empty() || !fstype.chars().all(allowed) {
-        return Err(InstallError::InvalidType(fstype.to_owned()));
-    }
-    Ok(())
-}
-
 /// Ok(true): `path` is a symlink to `binary`; Ok(false): nothing is there.
 fn is_our_link(path: &Path, binary: &Path) -> Result<bool, InstallError> {
     let meta = match fs::symlink_metadata(path) {
@@ -89,10 +72,10 @@ fn is_our_link(path: &Path, binary: &Path) -> Result<bool, InstallError> {
         Err(e) => return Err(io_at(path)(e)),
     };
     let what = if meta.file_type().is_symlink() {
-        let target = fs::read_link(path).map_err(io_at(path))?;
-        if target == binary || same_file(path, binary) {
+        if is_ours(path, binary) {
             return Ok(true);
         }
+        let target = fs::read_link(path).map_err(io_at(path))?;
         format!("a symlink to {}", target.display())
     } else if meta.is_dir() {
         "a directory".to_owned()
@@ -105,10 +88,6 @@ fn is_our_link(path: &Path, binary: &Path) -> Result<bool, InstallError> {
         path: path.to_owned(),
         what,
     })
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    matches!((fs::canonicalize(a), fs::canonicalize(b)), (Ok(a), Ok(b)) if a == b)
 }
 
 /// Makes the link under a temporary name in the same directory, then hard-links

@@ -12,6 +12,7 @@ use nix::errno::Errno;
 use nix::fcntl::{open, openat, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::{fstat, Mode, SFlag};
 
+use crate::api::fstype::FsType;
 use crate::api::wire::{ApiError, ErrorCode, MountRequest, UnmountRequest};
 use crate::ns::mountinfo::normalize;
 
@@ -20,7 +21,6 @@ const MAX_OPTIONS: usize = 64;
 /// Longest source, target or single option, in bytes (PATH_MAX).
 const MAX_FIELD: usize = 4096;
 /// Longest filesystem type, in bytes.
-const MAX_FSTYPE: usize = 64;
 /// Option keys whose values are secrets (compared case-insensitively).
 const SENSITIVE_KEYS: &[&str] = &[
     "password",
@@ -264,16 +264,17 @@ fn check_target_bytes(target: &Path) -> Result<(), PolicyError> {
     check_bytes(bytes, || format!("target {target:?}"))
 }
 
-/// A filesystem type is short and of mount(8)'s alphabet.
+/// No type (mount(8) finds it), or one [`FsType`] accepts: the alphabet the
+/// configuration's types are held to.
 pub fn check_fstype(fstype: &str) -> Result<(), PolicyError> {
-    check_len(fstype.len(), MAX_FSTYPE, "filesystem type")?;
-    check_bytes(fstype.as_bytes(), || format!("filesystem type {fstype:?}"))?;
-    let allowed = |b: u8| matches!(b, b'a'..=b'z' | b'0'..=b'9' | b'.' | b'_' | b'+' | b'-');
-    if !fstype.bytes().all(allowed) {
-        return Err(PolicyError::BadFstype {
-            fstype: fstype.to_owned(),
-        });
+    if fstype.is_empty() {
+        return Ok(());
     }
+    check_len(fstype.len(), FsType::MAX_LEN, "filesystem type")?;
+    check_bytes(fstype.as_bytes(), || format!("filesystem type {fstype:?}"))?;
+    FsType::new(fstype).map_err(|_| PolicyError::BadFstype {
+        fstype: fstype.to_owned(),
+    })?;
     Ok(())
 }
 

@@ -18,8 +18,7 @@ use bollard::query_parameters::{
 use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 
-use super::socket_path;
-use crate::vcs::{bind_parts, Mode, Vcs};
+use crate::vcs::{bind_parts, socket_path, Mode, Vcs};
 
 /// Label that marks a container as a VCS container and names its VCS.
 pub const LABEL_VCS: &str = "io.sidemount.vcs";
@@ -75,8 +74,9 @@ pub struct Found {
     pub state: String,
     /// Its pid in Docker's pid namespace, when running.
     pub pid: Option<u32>,
-    /// The configuration hash it was made from.
-    pub config: String,
+    /// Made from another configuration than the spec it was looked up for: the
+    /// one place that compares a container's configuration hash with the spec's.
+    pub outdated: bool,
 }
 
 /// The outcome of [`Docker::ensure`].
@@ -85,13 +85,11 @@ pub struct Ensured {
     pub found: Found,
     /// Made now, rather than adopted.
     pub created: bool,
-    /// Made from another configuration than the current one.
-    pub outdated: bool,
 }
 
 impl Spec {
     pub fn container_name(&self) -> String {
-        format!("sidemount-vcs-{}", self.vcs.name)
+        self.vcs.container_name()
     }
 
     pub fn agent_socket(&self) -> PathBuf {
@@ -242,8 +240,10 @@ impl Docker {
             })
     }
 
-    /// The container named `name`, if there is one.
-    pub async fn find(&self, name: &str) -> Result<Option<Found>, DockerError> {
+    /// The container of `spec`, if there is one, and whether it was made from
+    /// `spec`.
+    pub async fn find(&self, spec: &Spec) -> Result<Option<Found>, DockerError> {
+        let name = &spec.container_name();
         let inspected = bounded(
             "container inspect",
             self.timeout,
@@ -267,11 +267,11 @@ impl Docker {
                 .pid
                 .and_then(|p| u32::try_from(p).ok())
                 .filter(|&p| running && p > 0),
-            config: c
+            outdated: c
                 .config
                 .and_then(|c| c.labels)
                 .and_then(|mut l| l.remove(LABEL_CONFIG))
-                .unwrap_or_default(),
+                .is_none_or(|hash| hash != spec.config_hash()),
         }))
     }
 
@@ -286,12 +286,13 @@ impl Docker {
         )
         .await?
         .map_err(|e| api(&format!("create {name}"), e))?;
-        self.start(&name).await
+        self.start(spec).await
     }
 
     /// Starts a stopped container; a refused privileged mode is removed again and
     /// reported as such.
-    pub async fn start(&self, name: &str) -> Result<Found, DockerError> {
+    pub async fn start(&self, spec: &Spec) -> Result<Found, DockerError> {
+        let name = &spec.container_name();
         let started = bounded(
             "container start",
             self.timeout,
@@ -309,7 +310,7 @@ impl Docker {
             }
             return Err(api(&format!("start {name}"), e));
         }
-        self.find(name)
+        self.find(spec)
             .await?
             .ok_or_else(|| DockerError::NotRunning {
                 container: name.into(),
@@ -319,25 +320,22 @@ impl Docker {
 
     /// Makes sure the container for `spec` runs: creates it when there is none,
     /// starts it when stopped, and otherwise adopts it as it is. A container made
-    /// from another configuration is kept (reported `outdated`): only an explicit
+    /// from another configuration is kept (`found.outdated`): only an explicit
     /// upgrade replaces it.
     pub async fn ensure(&self, spec: &Spec) -> Result<Ensured, DockerError> {
-        let name = spec.container_name();
-        let found = match self.find(&name).await? {
+        let found = match self.find(spec).await? {
             Some(f) if f.running => f,
-            Some(_) => self.start(&name).await?,
+            Some(_) => self.start(spec).await?,
             None => {
                 self.ensure_image(&spec.vcs.image).await?;
                 let f = self.create(spec).await?;
                 return Ok(Ensured {
                     found: f,
                     created: true,
-                    outdated: false,
                 });
             }
         };
         Ok(Ensured {
-            outdated: found.config != spec.config_hash(),
             found,
             created: false,
         })
@@ -482,7 +480,7 @@ mod tests {
     use crate::vcs::Security;
 
     fn spec() -> Spec {
-        let mut vcs = Vcs::for_plugin("sshfs", "sidemount/vcs-sshfs:latest");
+        let mut vcs = Vcs::for_plugin("sshfs", "sidemount/vcs-sshfs:latest").unwrap();
         vcs.security = Security {
             privileged: false,
             capabilities: vec!["SYS_ADMIN".into()],

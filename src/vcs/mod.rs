@@ -9,15 +9,17 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::api::fstype::{FsType, FsTypeError};
+
 /// One volume-client container.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Vcs {
-    /// Names the executor (`vcs/NAME`), the container (`sidemount-vcs-NAME`) and the
-    /// agent socket (`<socket dir>/agents/NAME.sock`).
+    /// Names the executor, the container and the agent socket (see [`executor_name`],
+    /// [`container_name`] and [`socket_path`]).
     pub name: String,
     /// The filesystem types it mounts, as mount(8) names them: `nfs`, `fuse.sshfs`.
-    pub types: Vec<String>,
+    pub types: Vec<FsType>,
     /// A tag or a digest.
     pub image: String,
     #[serde(default)]
@@ -98,25 +100,31 @@ impl Default for Security {
 impl Vcs {
     /// A VCS with every default, for the seed's forms that only name a plugin and an
     /// image.
-    pub fn for_plugin(plugin: &str, image: &str) -> Vcs {
-        Vcs {
+    pub fn for_plugin(plugin: &str, image: &str) -> Result<Vcs, FsTypeError> {
+        let types = plugin_types(plugin)?;
+        Ok(Vcs {
             name: plugin.to_owned(),
-            types: plugin_types(plugin),
+            long_running: types.iter().any(|t| t.as_str().starts_with("fuse")),
+            types,
             image: image.to_owned(),
             provider: Provider::default(),
             mode: Mode::default(),
-            long_running: plugin_types(plugin).iter().any(|t| t.starts_with("fuse")),
             security: Security::default(),
             host_network: true,
             binds: Vec::new(),
             env: BTreeMap::new(),
             run: Vec::new(),
-        }
+        })
     }
 
     /// The executor's name in records and status.
     pub fn executor_name(&self) -> String {
-        format!("vcs/{}", self.name)
+        executor_name(&self.name)
+    }
+
+    /// The docker provider's container.
+    pub fn container_name(&self) -> String {
+        container_name(&self.name)
     }
 
     /// Checks one entry; the error names the key and the entry.
@@ -143,9 +151,6 @@ impl Vcs {
                 key("types"),
                 "must name at least one filesystem type".into(),
             ));
-        }
-        if let Some(t) = self.types.iter().find(|t| !valid_fstype(t)) {
-            return Err((key("types"), format!("{t:?} is not a filesystem type")));
         }
         if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
             return Err((key("image"), format!("{:?} is not an image", self.image)));
@@ -201,29 +206,22 @@ pub fn bind_parts(bind: &str) -> Option<(&str, &str)> {
 }
 
 /// The filesystem types a kubelet plugin mounts, for the seed's forms.
-fn plugin_types(plugin: &str) -> Vec<String> {
+fn plugin_types(plugin: &str) -> Result<Vec<FsType>, FsTypeError> {
     let types: &[&str] = match plugin {
         "nfs" => &["nfs", "nfs4"],
         "cephfs" | "ceph" => &["ceph"],
         "glusterfs" => &["glusterfs"],
         "sshfs" => &["fuse.sshfs"],
-        other => return vec![other.to_owned()],
+        other => &[other],
     };
-    types.iter().map(|t| t.to_string()).collect()
-}
-
-fn valid_fstype(t: &str) -> bool {
-    !t.is_empty()
-        && t.len() <= 64
-        && t.chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+    types.iter().map(|t| FsType::new(t)).collect()
 }
 
 /// Parses `--vcs NAME=IMAGE`.
 pub fn from_flag(flag: &str) -> Result<Vcs, String> {
     match flag.split_once('=') {
         Some((name, image)) if !name.is_empty() && !image.is_empty() => {
-            Ok(Vcs::for_plugin(name, image))
+            Vcs::for_plugin(name, image).map_err(|e| format!("--vcs {flag:?}: {e}"))
         }
         _ => Err(format!("--vcs {flag:?}: expected NAME=IMAGE")),
     }
@@ -259,9 +257,21 @@ pub fn take_mount_container_flags(args: &mut Vec<String>) -> Result<Vec<String>,
     Ok(found)
 }
 
-/// The agent socket of a VCS under the daemon's socket directory.
+/// The agent socket of the VCS `vcs` under the daemon's socket directory:
+/// `<socket dir>/agents/NAME.sock`.
 pub fn socket_path(socket_dir: &Path, vcs: &str) -> PathBuf {
     socket_dir.join("agents").join(format!("{vcs}.sock"))
+}
+
+/// The container of the VCS `vcs` under the docker provider: `sidemount-vcs-NAME`.
+pub fn container_name(vcs: &str) -> String {
+    format!("sidemount-vcs-{vcs}")
+}
+
+/// The executor of the VCS `vcs`, as records, status and messages name it:
+/// `vcs/NAME`.
+pub fn executor_name(vcs: &str) -> String {
+    format!("vcs/{vcs}")
 }
 
 #[cfg(test)]
@@ -303,21 +313,43 @@ mod tests {
 
     #[test]
     fn validation_names_the_key() {
-        let mut v = Vcs::for_plugin("nfs", "img");
+        let mut v = Vcs::for_plugin("nfs", "img").unwrap();
         v.security.capabilities = vec!["SYS_ADMIN".into()];
         assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].security");
-        let mut v = Vcs::for_plugin("nfs", "img");
+        let mut v = Vcs::for_plugin("nfs", "img").unwrap();
         v.binds = vec!["etc/ceph".into()];
         assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].binds");
-        let mut v = Vcs::for_plugin("nfs", "img");
+        let mut v = Vcs::for_plugin("nfs", "img").unwrap();
         v.name = "../x".into();
         assert_eq!(v.validate().unwrap_err().0, "vcs[].name");
-        let mut v = Vcs::for_plugin("nfs", "img");
+        let mut v = Vcs::for_plugin("nfs", "img").unwrap();
         v.provider = Provider::External;
         v.mode = Mode::Exec;
         assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].mode");
-        assert!(Vcs::for_plugin("nfs", "img").validate().is_ok());
+        assert!(Vcs::for_plugin("nfs", "img").unwrap().validate().is_ok());
         assert_eq!(bind_parts("/a:/b"), Some(("/a", "/b")));
         assert_eq!(bind_parts("/a"), Some(("/a", "/a")));
+    }
+
+    #[test]
+    fn a_vcs_names_its_container_socket_and_executor_in_one_place() {
+        let v = Vcs::for_plugin("nfs", "img").unwrap();
+        assert_eq!(v.container_name(), "sidemount-vcs-nfs");
+        assert_eq!(v.executor_name(), "vcs/nfs");
+        assert_eq!(
+            socket_path(Path::new("/run/sidemount"), &v.name),
+            Path::new("/run/sidemount/agents/nfs.sock")
+        );
+    }
+
+    #[test]
+    fn a_type_the_requests_refuse_is_refused_in_the_configuration() {
+        let err = from_flag("NFS=img").unwrap_err();
+        assert!(err.contains(r#""NFS" has characters other than"#), "{err}");
+        let text = "name: a\ntypes: [NFS]\nimage: i\n";
+        let err = serde_yaml_ng::from_str::<Vcs>(text)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("types") && err.contains(r#""NFS""#), "{err}");
     }
 }

@@ -6,6 +6,7 @@
 //!
 //! Errors carry the call, its paths (an fd is named by what it points at) and the
 //! errno, but never a filesystem option's value: those can be secrets.
+
 mod linux;
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! `/proc/<pid>/mountinfo`, parsed exactly: the single source of truth for what is
 //! mounted where, in which namespace, and with which propagation.
+
 mod parse;
 mod proc_root;
 

@@ -259,6 +259,45 @@ privileged_test! {
 }
 
 privileged_test! {
+    fn sensitive_options_reach_the_mount_and_nothing_shown(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let run = |args: &[&str]| {
+            Command::new(SIDEMOUNT).args(args).env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
+        };
+        // Every file the daemon keeps, and everything it says about its mounts.
+        let shown = || {
+            let mut text = daemon.log_text();
+            text.push_str(&daemon.get("/v1/status").unwrap().to_string());
+            text.push_str(&daemon.get("/v1/mounts").unwrap().to_string());
+            for entry in std::fs::read_dir(&daemon.state_dir).unwrap() {
+                text.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+            }
+            text
+        };
+        // One mount(2) (kernel options only), then mount(8) (a userspace option).
+        for (plain, size) in [(None, "2m"), (Some("x-sidemount.test=1"), "3m")] {
+            let target = volume(&root, "p1", size);
+            let t = target.to_str().unwrap();
+            let sensitive = format!("size={size},ro");
+            let mut args = vec!["mount", "-t", "tmpfs", "--sensitive-options", &sensitive];
+            args.extend(plain.iter().flat_map(|o| ["-o", *o]));
+            args.extend(["tmpfs", t]);
+            expect_success("mount", run(&args));
+            let seen = findmnt(&target);
+            let fields: Vec<&str> = seen.split_whitespace().collect();
+            let kib = if size == "2m" { "size=2048k" } else { "size=3072k" };
+            assert!(fields[0] == "tmpfs" && fields[1].starts_with("ro,"), "{seen}");
+            assert!(fields[2].split(',').any(|o| o == kib), "{seen}");
+            let text = shown();
+            assert!(text.contains("<redacted>"), "{text}");
+            assert!(!text.contains("size=") && !text.contains(&sensitive), "{text}");
+            expect_success("umount", run(&["umount", t]));
+        }
+    }
+}
+
+privileged_test! {
     fn a_killed_daemon_restarts_knowing_its_mounts(host: &Host) {
         let root = kubelet_root(host);
         let mut daemon = Daemon::start(host, &root, &[]);

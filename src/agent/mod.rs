@@ -27,6 +27,7 @@ use crate::api::wire::{
 };
 use crate::mount::exec::{ExecError, UnmountFlags};
 use crate::mount::kernel;
+use crate::mount::options::MountOptions;
 use crate::mount::util_linux::{mount_args, shown, unmount_args};
 use crate::ns::mountinfo::{Mount, ProcRoot};
 use crate::ns::namespace::Namespace;
@@ -57,12 +58,17 @@ impl Agent {
     /// the container's mount(8).
     async fn mount(&self, req: MountRequest) -> Result<Executed, ApiError> {
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        let by_call = kernel::mount(&req, deadline)
+        // Where the request enters the agent: its options are parsed here, once.
+        let options = MountOptions::of(&req, &[]);
+        let by_call = kernel::mount(&req, &options, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         let mut done = match by_call {
             true => called("mount(2)"),
-            false => self.execute("mount", mount_args(&req), deadline).await?,
+            false => {
+                self.execute("mount", mount_args(&req, &options), deadline)
+                    .await?
+            }
         };
         done.mount = self.sighting(&req.target);
         Ok(done)

@@ -13,8 +13,9 @@ use crate::api::wire::{
     self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
     VcsStatus,
 };
-use crate::cli::helper_args::{self, split_options, Invocation};
+use crate::cli::helper_args::{self, Invocation};
 use crate::cli::{mounter, unmount_plan};
+use crate::mount::options::split_all;
 use crate::mount::syscall;
 use crate::node::{check, install, list, share};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
@@ -214,8 +215,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 source,
                 target,
                 fstype,
-                options: split_options(options.iter().map(String::as_str)),
-                sensitive_options: split_options(sensitive.iter().map(String::as_str)),
+                options: split_all(options.iter().map(String::as_str)),
+                sensitive_options: split_all(sensitive.iter().map(String::as_str)),
                 caller_pid: None,
                 timeout_seconds: None,
             };

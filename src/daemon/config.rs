@@ -45,6 +45,10 @@ pub struct Config {
     pub bind_source_roots: Vec<PathBuf>,
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
+    /// Option keys whose values are secrets, besides the built-in ones (password,
+    /// secret, key, token, ...): executed, but never shown.
+    #[serde(default)]
+    pub sensitive_option_keys: Vec<String>,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
     /// How long the daemon waits at start for each VCS agent to answer.
@@ -152,6 +156,13 @@ impl Config {
         absolute("kubelet_root", std::slice::from_ref(&config.kubelet_root))?;
         absolute("target_roots", &config.target_roots)?;
         absolute("bind_source_roots", &config.bind_source_roots)?;
+        let bad_key = |k: &&String| k.is_empty() || k.contains([',', '=', '"']);
+        if let Some(k) = config.sensitive_option_keys.iter().find(bad_key) {
+            return Err(invalid(
+                "sensitive_option_keys",
+                format!("{k:?} is not an option key"),
+            ));
+        }
         if config.request_timeout_seconds == 0 {
             return Err(invalid(
                 "request_timeout_seconds",
@@ -206,6 +217,7 @@ impl Config {
             ),
             bind_source_roots: or_default(&self.bind_source_roots, vec![root.clone()]),
             allowed_uids: self.allowed_uids.clone(),
+            sensitive_keys: self.sensitive_option_keys.clone(),
         }
     }
 }
@@ -265,6 +277,24 @@ mod tests {
         let seed = "kind: ConfigMap\ndata: {volume-plugin: NFS, docker-container: i}\n";
         let e = Config::parse(seed, "seed.yaml").unwrap_err().to_string();
         assert!(e.contains("volume-plugin") && e.contains(r#""NFS""#), "{e}");
+    }
+
+    #[test]
+    fn configured_sensitive_keys_reach_the_policy() {
+        let c = Config::parse("sensitive_option_keys: [pin, cred]\n", "test.yaml").unwrap();
+        let req = crate::api::wire::MountRequest {
+            options: vec!["pin=1234".into(), "mode=0700".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            c.policy().options(&req).shown(),
+            vec!["pin=<redacted>", "mode=0700"]
+        );
+        let e = Config::parse("sensitive_option_keys: [\"a=b\"]\n", "test.yaml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"test.yaml: sensitive_option_keys: "a=b" is not an option key"#
+        );
     }
 
     #[test]

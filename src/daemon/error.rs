@@ -1,26 +1,27 @@
 //! Turning a step's failure into the wire's `ApiError`, secrets scrubbed.
 
-use crate::api::wire::{ApiError, ErrorCode, MountRequest};
+use crate::api::wire::{ApiError, ErrorCode};
 use crate::daemon::verify::VerifyError;
 use crate::executor::ExecError;
-use crate::policy::scrub;
+use crate::mount::options::MountOptions;
 
 pub(super) fn internal(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::Internal, e.to_string())
 }
 
 /// An executor failure, with secrets scrubbed from message and output.
-pub(super) fn exec_error(req: &MountRequest, e: &ExecError, failed: ErrorCode) -> ApiError {
-    ApiError::new(e.code(failed), scrub(req, &e.to_string())).with_output(scrub(req, e.output()))
+pub(super) fn exec_error(options: &MountOptions, e: &ExecError, failed: ErrorCode) -> ApiError {
+    ApiError::new(e.code(failed), options.scrub(&e.to_string()))
+        .with_output(options.scrub(e.output()))
 }
 
-pub(super) fn verify_error(req: &MountRequest, e: &VerifyError) -> ApiError {
+pub(super) fn verify_error(options: &MountOptions, e: &VerifyError) -> ApiError {
     let code = match e {
         VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
         VerifyError::NotMounted { .. } => ErrorCode::MountFailed,
         _ => ErrorCode::Internal,
     };
-    let mut message = format!("{}; the mount was undone", scrub(req, &e.to_string()));
+    let mut message = format!("{}; the mount was undone", options.scrub(&e.to_string()));
     if let Some(remedy) = e.remedy() {
         message.push_str(&format!("; fix: {remedy}"));
     }

@@ -11,7 +11,6 @@ use crate::daemon::verify;
 use crate::daemon::Daemon;
 use crate::ns::mountinfo::MountinfoError;
 use crate::ns::namespace::Namespace;
-use crate::policy::{redacted_options, scrub};
 
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`]).
@@ -29,7 +28,8 @@ impl Daemon {
     ) -> Result<MountResponse, ApiError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_mount(&req)?;
+        let options = self.policy.options(&req);
+        let target = self.policy.check_mount(&req, &options)?;
         let req = MountRequest { target, ..req };
         let target = req.target.as_path();
         // 2. One operation at a time on a target.
@@ -38,19 +38,19 @@ impl Daemon {
         let exec = self.route(&req.fstype);
         exec.ready()
             .await
-            .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
+            .map_err(|e| exec_error(&options, &e, ErrorCode::MountFailed))?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await
-            .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
+            .map_err(|e| exec_error(&options, &e, ErrorCode::MountFailed))?;
         let before = self.before(&views.executor, target).map_err(internal)?;
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 4. Execute; on failure undo whatever it left.
-        let output = match exec.mount(&req, deadline).await {
+        let output = match exec.mount(&req, &options, deadline).await {
             Ok(output) => output,
             Err(e) => {
                 self.undo(exec.as_ref(), target, &before, &req.fstype).await;
-                return Err(exec_error(&req, &e, ErrorCode::MountFailed));
+                return Err(exec_error(&options, &e, ErrorCode::MountFailed));
             }
         };
         // 5. Prove it in every namespace; undo when it did not arrive everywhere.
@@ -58,16 +58,16 @@ impl Daemon {
             Ok(found) => found,
             Err(e) => {
                 self.undo(exec.as_ref(), target, &before, &req.fstype).await;
-                return Err(verify_error(&req, &e).with_output(scrub(&req, &output)));
+                return Err(verify_error(&options, &e).with_output(options.scrub(&output)));
             }
         };
         // 6. Record it; a mount that cannot be recorded is undone.
         let record = MountRecord {
             target: target.to_owned(),
             executor: exec.name().to_owned(),
-            source: scrub(&req, &req.source),
+            source: options.scrub(&req.source),
             fstype: mount.fstype.clone(),
-            options: redacted_options(&req),
+            options: options.shown(),
             mount_id: mount.id,
         };
         let recorded = self.record.lock().unwrap().insert(record.clone());
@@ -81,7 +81,7 @@ impl Daemon {
         Ok(MountResponse {
             record,
             seen,
-            output: scrub(&req, &output),
+            output: options.scrub(&output),
         })
     }
 

@@ -3,13 +3,12 @@
 
 use tracing::info;
 
-use crate::api::wire::{
-    self, ApiError, ErrorCode, MountRequest, Peer, UnmountRequest, UnmountResponse,
-};
+use crate::api::wire::{self, ApiError, ErrorCode, Peer, UnmountRequest, UnmountResponse};
 use crate::daemon::error::{exec_error, internal};
 use crate::daemon::verify::{self, VerifyError};
 use crate::daemon::Daemon;
 use crate::executor::{ExecError, UnmountFlags};
+use crate::mount::options::MountOptions;
 
 impl Daemon {
     /// Unmounts, counted in the metrics under the recorded executor and type.
@@ -54,7 +53,7 @@ impl Daemon {
             }
         };
         let unmount_error =
-            |e: ExecError| exec_error(&MountRequest::default(), &e, ErrorCode::UnmountFailed);
+            |e: ExecError| exec_error(&MountOptions::default(), &e, ErrorCode::UnmountFailed);
         exec.ready().await.map_err(unmount_error)?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))

@@ -14,6 +14,7 @@ use crate::api::client::{Client, ClientError};
 use crate::api::wire::AgentStatus;
 use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
 use crate::mount::exec::finished;
+use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 use crate::vcs::docker::{Docker, Spec};
@@ -182,7 +183,13 @@ impl Executor for AgentClient {
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
+    /// The agent parses the request's options again where the request enters it.
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        _options: &MountOptions,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
         let req = MountRequest {
             timeout_seconds: Some(deadline.as_secs().max(1)),
             ..req.clone()

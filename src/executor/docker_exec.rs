@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{namespace_of, ExecError, Executor, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
 use crate::mount::exec::finished;
+use crate::mount::options::MountOptions;
 use crate::mount::util_linux::{mount_args, shown, unmount_args};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
@@ -97,8 +98,13 @@ impl Executor for DockerExec {
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
-        self.tool("mount", mount_args(req), deadline).await
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        self.tool("mount", mount_args(req, options), deadline).await
     }
 
     async fn unmount(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use super::{namespace_of, ExecError, Executor, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::kernel;
+use crate::mount::options::MountOptions;
 use crate::mount::util_linux::{mount_args, run, unmount_args};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
@@ -32,11 +33,16 @@ impl Executor for Host {
         Ok(namespace_of(self.name(), &self.proc, None))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
-        if kernel::mount(req, deadline).await? {
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        if kernel::mount(req, options, deadline).await? {
             return Ok(String::new());
         }
-        run("mount", &mount_args(req), deadline).await
+        run("mount", &mount_args(req, options), deadline).await
     }
 
     async fn unmount(

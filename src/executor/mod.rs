@@ -15,6 +15,7 @@ pub use host::Host;
 
 use crate::api::wire::{Executed, MountRequest};
 pub use crate::mount::exec::{ExecError, UnmountFlags};
+use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 
@@ -28,8 +29,14 @@ pub trait Executor: Send + Sync {
     }
     /// The namespace its mounts are made in, to verify them there.
     async fn namespace(&self) -> Result<Namespace, ExecError>;
-    /// Mounts; returns the tool's combined output.
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError>;
+    /// Mounts `req` with its `options` (parsed once, where the request entered);
+    /// returns the tool's combined output.
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        deadline: Duration,
+    ) -> Result<String, ExecError>;
     /// Unmounts `target`, which holds a mount of type `fstype`.
     async fn unmount(
         &self,

@@ -12,6 +12,7 @@ use nix::mount::{MntFlags, MsFlags};
 
 use super::exec::{ExecError, UnmountFlags};
 use super::helper::{helper, Helper};
+use super::options::MountOptions;
 use crate::api::wire::MountRequest;
 use crate::ns::mountinfo::unescape;
 
@@ -19,81 +20,6 @@ use crate::ns::mountinfo::unescape;
 const FILESYSTEMS: &str = "/proc/filesystems";
 /// Where libmount records the userspace options of mounts (`x-*`, `user`, loop).
 const UTAB: &str = "/run/mount/utab";
-/// `MS_NOSYMFOLLOW` (Linux 5.10), which nix does not name.
-const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
-
-/// The VFS options mount(8) turns into mount(2) flags: name, flag, set (or clear).
-const VFS_OPTIONS: &[(&str, MsFlags, bool)] = &[
-    ("defaults", MsFlags::empty(), true),
-    ("ro", MsFlags::MS_RDONLY, true),
-    ("rw", MsFlags::MS_RDONLY, false),
-    ("noexec", MsFlags::MS_NOEXEC, true),
-    ("exec", MsFlags::MS_NOEXEC, false),
-    ("nosuid", MsFlags::MS_NOSUID, true),
-    ("suid", MsFlags::MS_NOSUID, false),
-    ("nodev", MsFlags::MS_NODEV, true),
-    ("dev", MsFlags::MS_NODEV, false),
-    ("sync", MsFlags::MS_SYNCHRONOUS, true),
-    ("async", MsFlags::MS_SYNCHRONOUS, false),
-    ("dirsync", MsFlags::MS_DIRSYNC, true),
-    ("silent", MsFlags::MS_SILENT, true),
-    ("loud", MsFlags::MS_SILENT, false),
-    ("mand", MsFlags::MS_MANDLOCK, true),
-    ("nomand", MsFlags::MS_MANDLOCK, false),
-    ("noatime", MsFlags::MS_NOATIME, true),
-    ("atime", MsFlags::MS_NOATIME, false),
-    ("nodiratime", MsFlags::MS_NODIRATIME, true),
-    ("diratime", MsFlags::MS_NODIRATIME, false),
-    ("relatime", MsFlags::MS_RELATIME, true),
-    ("norelatime", MsFlags::MS_RELATIME, false),
-    ("strictatime", MsFlags::MS_STRICTATIME, true),
-    ("nostrictatime", MsFlags::MS_STRICTATIME, false),
-    ("lazytime", MsFlags::MS_LAZYTIME, true),
-    ("nolazytime", MsFlags::MS_LAZYTIME, false),
-    ("iversion", MsFlags::MS_I_VERSION, true),
-    ("noiversion", MsFlags::MS_I_VERSION, false),
-    ("nosymfollow", MS_NOSYMFOLLOW, true),
-    ("symfollow", MS_NOSYMFOLLOW, false),
-];
-
-/// Options that make mount(8) do more than one mount(2) of a new filesystem: binds,
-/// moves, remounts and propagation changes, libmount's userspace options, and the
-/// SELinux contexts it translates.
-const UTIL_LINUX_OPTIONS: &[&str] = &[
-    "bind",
-    "rbind",
-    "move",
-    "remount",
-    "shared",
-    "rshared",
-    "private",
-    "rprivate",
-    "slave",
-    "rslave",
-    "unbindable",
-    "runbindable",
-    "auto",
-    "noauto",
-    "user",
-    "nouser",
-    "users",
-    "owner",
-    "group",
-    "nofail",
-    "_netdev",
-    "comment",
-    "helper",
-    "uhelper",
-    "loop",
-    "offset",
-    "sizelimit",
-    "encryption",
-    "context",
-    "fscontext",
-    "defcontext",
-    "rootcontext",
-];
-
 /// Sources mount(8) resolves to a device itself.
 const TAGS: &[&str] = &["LABEL=", "UUID=", "PARTLABEL=", "PARTUUID=", "ID="];
 
@@ -131,8 +57,9 @@ pub struct Facts {
     pub block_device: Option<PathBuf>,
 }
 
-/// The mount(2) call mount(8) would make for `req`, or `None` when it would do more.
-pub fn plan(req: &MountRequest, facts: &Facts) -> Option<Call> {
+/// The mount(2) call mount(8) would make for `req` with its `options`, or `None`
+/// when it would do more.
+pub fn plan(req: &MountRequest, options: &MountOptions, facts: &Facts) -> Option<Call> {
     let usable_type = !req.fstype.is_empty() && req.fstype != "auto" && !req.fstype.contains(',');
     if !usable_type || facts.helper || TAGS.iter().any(|t| req.source.starts_with(t)) {
         return None;
@@ -143,34 +70,13 @@ pub fn plan(req: &MountRequest, facts: &Facts) -> Option<Call> {
         // For a file, mount(8) would set up a loop device.
         Kernel::Block => facts.block_device.as_deref()?.to_str()?.to_owned(),
     };
-    let mut flags = MsFlags::empty();
-    let mut data = Vec::new();
-    for option in req.options.iter().flat_map(|o| o.split(',')) {
-        let (name, value) = option
-            .split_once('=')
-            .map_or((option, None), |(n, v)| (n, Some(v)));
-        let userspace = UTIL_LINUX_OPTIONS.contains(&name)
-            || name.starts_with("x-")
-            || name.starts_with("X-")
-            || name.starts_with("make-");
-        if userspace {
-            return None;
-        }
-        match VFS_OPTIONS.iter().find(|(n, ..)| *n == name) {
-            // `ro=recursive` and the like are mount(8)'s to interpret.
-            Some(_) if value.is_some() => return None,
-            Some((_, flag, true)) => flags.insert(*flag),
-            Some((_, flag, false)) => flags.remove(*flag),
-            None if option.is_empty() => {}
-            None => data.push(option),
-        }
-    }
+    let kernel = options.kernel()?;
     Some(Call {
         source,
         target: req.target.clone(),
         fstype: req.fstype.clone(),
-        flags,
-        data: data.join(","),
+        flags: kernel.flags,
+        data: kernel.data(),
     })
 }
 
@@ -209,9 +115,14 @@ fn filesystems() -> String {
     text
 }
 
-/// Mounts `req` with one mount(2) when that is all mount(8) would do. `Ok(false)`:
-/// mount(8) must run (the call does not apply, or it failed and left nothing).
-pub async fn mount(req: &MountRequest, deadline: Duration) -> Result<bool, ExecError> {
+/// Mounts `req` with its `options` by one mount(2) when that is all mount(8) would
+/// do. `Ok(false)`: mount(8) must run (the call does not apply, or it failed and left
+/// nothing).
+pub async fn mount(
+    req: &MountRequest,
+    options: &MountOptions,
+    deadline: Duration,
+) -> Result<bool, ExecError> {
     let facts = Facts {
         kernel: kernel_has(&filesystems(), &req.fstype),
         helper: helper("mount", &req.fstype) == Helper::Other,
@@ -219,7 +130,7 @@ pub async fn mount(req: &MountRequest, deadline: Duration) -> Result<bool, ExecE
             .ok()
             .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())),
     };
-    let Some(call) = plan(req, &facts) else {
+    let Some(call) = plan(req, options, &facts) else {
         return Ok(false);
     };
     let what = format!("mount(2) of {} on {}", call.fstype, call.target.display());
@@ -279,6 +190,10 @@ async fn blocking(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn plan(r: &MountRequest, facts: &Facts) -> Option<Call> {
+        super::plan(r, &MountOptions::of(r, &[]), facts)
+    }
 
     fn req(source: &str, fstype: &str, options: &[&str]) -> MountRequest {
         MountRequest {

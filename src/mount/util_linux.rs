@@ -9,10 +9,12 @@ use tokio::process::Command;
 
 use super::exec::{combined, ExecError, UnmountFlags};
 use super::helper::{helper, Helper};
+use super::options::MountOptions;
 use crate::api::wire::MountRequest;
 
-/// mount(8)'s arguments for a request.
-pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
+/// mount(8)'s arguments for a request with its `options` (secrets included: they
+/// must reach the mount; [`shown`] leaves them out of messages).
+pub fn mount_args(req: &MountRequest, options: &MountOptions) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     if helper("mount", &req.fstype) == Helper::Sidemount {
         args.push("-i".into());
@@ -20,8 +22,8 @@ pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
     if !req.fstype.is_empty() {
         args.extend(["-t".into(), req.fstype.clone().into()]);
     }
-    if !req.options.is_empty() {
-        args.extend(["-o".into(), req.options.join(",").into()]);
+    if let Some(options) = options.argument() {
+        args.extend(["-o".into(), options.into()]);
     }
     args.extend([
         "--".into(),

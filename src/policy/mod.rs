@@ -4,16 +4,15 @@
 
 mod error;
 mod fields;
-mod redact;
 mod resolve;
 
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::{MountRequest, UnmountRequest};
+use crate::mount::options::MountOptions;
 
 pub use error::PolicyError;
 pub use fields::check_fstype;
-pub use redact::{redacted_options, scrub};
 
 use fields::{check_fields, check_target_bytes};
 use resolve::resolve;
@@ -27,6 +26,8 @@ pub struct Policy {
     pub bind_source_roots: Vec<PathBuf>,
     /// Peer uids allowed besides 0.
     pub allowed_uids: Vec<u32>,
+    /// Option keys whose values are secrets, besides the built-in ones.
+    pub sensitive_keys: Vec<String>,
 }
 
 impl Policy {
@@ -43,14 +44,24 @@ impl Policy {
         })
     }
 
-    /// Validates a mount request and returns its target as resolved: the requested
+    /// The request's options, parsed once where it enters, secrets marked: those the
+    /// caller marked, the built-in sensitive keys and the configured ones.
+    pub fn options(&self, req: &MountRequest) -> MountOptions {
+        MountOptions::of(req, &self.sensitive_keys)
+    }
+
+    /// Validates a mount request with its `options` and returns its target as resolved: the requested
     /// path, lexically normalized (no `.`, no trailing slash), which is where the
     /// kernel found it since no component below its root is a symlink. Bind (and
     /// move) sources are resolved the same way under `bind_source_roots`.
-    pub fn check_mount(&self, req: &MountRequest) -> Result<PathBuf, PolicyError> {
+    pub fn check_mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+    ) -> Result<PathBuf, PolicyError> {
         check_fields(req)?;
         let target = resolve("target", &req.target, &self.target_roots, true)?;
-        if is_bind(req) {
+        if is_bind(req, options) {
             resolve(
                 "source",
                 Path::new(&req.source),
@@ -72,14 +83,8 @@ impl Policy {
 /// Whether a mount request takes a path as its source: a bind mount (options contain
 /// "bind" or "rbind", or fstype is "none", "bind" or "rbind"), or a move (option
 /// "move"). Sensitive options count too: they reach mount(8)'s `-o` as well.
-pub fn is_bind(req: &MountRequest) -> bool {
-    matches!(req.fstype.as_str(), "none" | "bind" | "rbind")
-        || req
-            .options
-            .iter()
-            .chain(&req.sensitive_options)
-            .flat_map(|o| o.split(','))
-            .any(|piece| matches!(piece, "bind" | "rbind" | "move"))
+pub fn is_bind(req: &MountRequest, options: &MountOptions) -> bool {
+    matches!(req.fstype.as_str(), "none" | "bind" | "rbind") || options.binds()
 }
 
 #[cfg(test)]
@@ -92,6 +97,13 @@ mod tests {
 
     use crate::api::wire::{ApiError, ErrorCode};
     use resolve::{walk, Fault};
+
+    impl Policy {
+        /// A request checked with its options, as the daemon parses them.
+        fn check(&self, req: &MountRequest) -> Result<PathBuf, PolicyError> {
+            self.check_mount(req, &self.options(req))
+        }
+    }
 
     use tempfile::TempDir;
 
@@ -108,6 +120,7 @@ mod tests {
             target_roots: vec![root.join("pods"), root.join("plugins")],
             bind_source_roots: vec![root.to_owned()],
             allowed_uids: vec![1000],
+            sensitive_keys: vec![],
         };
         (dir, policy)
     }
@@ -145,9 +158,9 @@ mod tests {
         let volume = dir.path().join("pods/uid/volumes/v");
         let mut with_slash = volume.clone().into_os_string();
         with_slash.push("/");
-        assert_eq!(policy.check_mount(&mount(&with_slash)).unwrap(), volume);
+        assert_eq!(policy.check(&mount(&with_slash)).unwrap(), volume);
         let csi = dir.path().join("plugins/csi");
-        assert_eq!(policy.check_mount(&mount(&csi)).unwrap(), csi);
+        assert_eq!(policy.check(&mount(&csi)).unwrap(), csi);
         let unmount = UnmountRequest {
             target: volume.clone(),
             ..Default::default()
@@ -158,7 +171,7 @@ mod tests {
     #[test]
     fn refuses_targets_outside_the_roots() {
         let (dir, policy) = fixture();
-        let err = policy.check_mount(&mount("/etc/x")).unwrap_err();
+        let err = policy.check(&mount("/etc/x")).unwrap_err();
         assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::TargetNotAllowed);
         let pods = dir.path().join("pods");
@@ -171,7 +184,7 @@ mod tests {
         );
         // Whole components: podsX is not under pods.
         let sibling = dir.path().join("podsX/v");
-        let err = policy.check_mount(&mount(&sibling)).unwrap_err();
+        let err = policy.check(&mount(&sibling)).unwrap_err();
         assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
         assert_names(&err, &[&sibling.to_string_lossy()]);
     }
@@ -184,9 +197,7 @@ mod tests {
             ("pods/", "pods"),
             ("plugins/.", "plugins"),
         ] {
-            let err = policy
-                .check_mount(&mount(dir.path().join(target)))
-                .unwrap_err();
+            let err = policy.check(&mount(dir.path().join(target))).unwrap_err();
             assert!(
                 matches!(err, PolicyError::IsRoot { .. }),
                 "{target}: {err:?}"
@@ -204,7 +215,7 @@ mod tests {
     fn refuses_dot_dot() {
         let (dir, policy) = fixture();
         let target = dir.path().join("pods/uid/../../podsX/v");
-        let err = policy.check_mount(&mount(&target)).unwrap_err();
+        let err = policy.check(&mount(&target)).unwrap_err();
         assert!(matches!(err, PolicyError::DotDot { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
@@ -219,7 +230,7 @@ mod tests {
         symlink("/etc", dir.path().join("pods/uid/evil")).unwrap();
         let target = dir.path().join("pods/uid/evil");
         for target in [target.join("x"), target.join(".")] {
-            let err = policy.check_mount(&mount(&target)).unwrap_err();
+            let err = policy.check(&mount(&target)).unwrap_err();
             assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
             assert_eq!(err.code(), ErrorCode::TargetNotAllowed);
             assert_names(
@@ -238,7 +249,7 @@ mod tests {
         // Even one that points inside the root.
         let link = dir.path().join("pods/uid/link");
         symlink(dir.path().join("pods/uid/volumes/v"), &link).unwrap();
-        let err = policy.check_mount(&mount(&link)).unwrap_err();
+        let err = policy.check(&mount(&link)).unwrap_err();
         assert!(matches!(err, PolicyError::Symlink { ref component, .. } if component == "link"));
         assert_names(
             &err,
@@ -256,7 +267,7 @@ mod tests {
     fn refuses_missing_targets_and_files() {
         let (dir, policy) = fixture();
         let missing = dir.path().join("pods/uid/volumes/nope");
-        let err = policy.check_mount(&mount(&missing)).unwrap_err();
+        let err = policy.check(&mount(&missing)).unwrap_err();
         assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
@@ -274,7 +285,7 @@ mod tests {
         assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
 
         let file = dir.path().join("plugins/csi/file");
-        let err = policy.check_mount(&mount(&file)).unwrap_err();
+        let err = policy.check(&mount(&file)).unwrap_err();
         assert!(matches!(err, PolicyError::NotADirectory { .. }), "{err:?}");
         assert_names(&err, &["component 'file' is not a directory"]);
     }
@@ -333,7 +344,7 @@ mod tests {
             r.sensitive_options = vec![format!("password=x{bad}")];
             cases.push((r, "sensitive option 1 contains"));
             for (req, field) in cases.drain(..) {
-                let err = policy.check_mount(&req).unwrap_err();
+                let err = policy.check(&req).unwrap_err();
                 assert!(matches!(err, PolicyError::BadCharacter { .. }), "{err:?}");
                 assert_eq!(err.code(), ErrorCode::BadRequest);
                 assert_names(&err, &[field, what]);
@@ -353,7 +364,7 @@ mod tests {
         let (dir, policy) = fixture();
         let mut req = mount(dir.path().join("pods/uid/volumes/v"));
         req.source = "-oremount".into();
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(matches!(err, PolicyError::DashSource { .. }), "{err:?}");
         assert_eq!(err.to_string(), "source '-oremount' begins with '-'");
         assert_eq!(err.code(), ErrorCode::BadRequest);
@@ -365,9 +376,9 @@ mod tests {
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
         let ok = bind(file.to_str().unwrap(), &target);
-        assert_eq!(policy.check_mount(&ok).unwrap(), target);
+        assert_eq!(policy.check(&ok).unwrap(), target);
 
-        let err = policy.check_mount(&bind("/etc", &target)).unwrap_err();
+        let err = policy.check(&bind("/etc", &target)).unwrap_err();
         assert!(
             matches!(err, PolicyError::OutsideRoots { what: "source", .. }),
             "{err:?}"
@@ -377,7 +388,7 @@ mod tests {
         symlink("/etc", dir.path().join("plugins/etc")).unwrap();
         let via_link = dir.path().join("plugins/etc/passwd");
         let err = policy
-            .check_mount(&bind(via_link.to_str().unwrap(), &target))
+            .check(&bind(via_link.to_str().unwrap(), &target))
             .unwrap_err();
         assert!(
             matches!(err, PolicyError::Symlink { what: "source", .. }),
@@ -385,9 +396,7 @@ mod tests {
         );
         assert_names(&err, &["component 'etc' is a symbolic link"]);
 
-        let err = policy
-            .check_mount(&bind("plugins/csi", &target))
-            .unwrap_err();
+        let err = policy.check(&bind("plugins/csi", &target)).unwrap_err();
         assert!(matches!(err, PolicyError::NotAbsolute { .. }), "{err:?}");
         assert_names(&err, &["source plugins/csi is not an absolute path"]);
 
@@ -395,7 +404,7 @@ mod tests {
         let mut hidden = mount(&target);
         hidden.source = "/etc".into();
         hidden.sensitive_options = vec!["ro,rbind".into()];
-        let err = policy.check_mount(&hidden).unwrap_err();
+        let err = policy.check(&hidden).unwrap_err();
         assert!(
             matches!(err, PolicyError::OutsideRoots { what: "source", .. }),
             "{err:?}"
@@ -409,13 +418,14 @@ mod tests {
             options: options.iter().map(|o| o.to_string()).collect(),
             ..Default::default()
         };
-        assert!(is_bind(&req("", &["bind"])));
-        assert!(is_bind(&req("", &["ro,rbind"])));
-        assert!(is_bind(&req("", &["move"])));
-        assert!(is_bind(&req("none", &[])));
-        assert!(is_bind(&req("bind", &["ro"])));
-        assert!(!is_bind(&req("tmpfs", &["size=1m", "binding=x"])));
-        assert!(!is_bind(&req("", &[])));
+        let is_bind = |r: MountRequest| is_bind(&r, &MountOptions::of(&r, &[]));
+        assert!(is_bind(req("", &["bind"])));
+        assert!(is_bind(req("", &["ro,rbind"])));
+        assert!(is_bind(req("", &["move"])));
+        assert!(is_bind(req("none", &[])));
+        assert!(is_bind(req("bind", &["ro"])));
+        assert!(!is_bind(req("tmpfs", &["size=1m", "binding=x"])));
+        assert!(!is_bind(req("", &[])));
     }
 
     #[test]
@@ -425,12 +435,12 @@ mod tests {
         for good in ["", "ext4", "fuse.sshfs", "nfs4", "ceph_x+y-z"] {
             let mut req = mount(&target);
             req.fstype = good.into();
-            policy.check_mount(&req).unwrap();
+            policy.check(&req).unwrap();
         }
         for bad in ["a b", "EXT4", "fuse/x"] {
             let mut req = mount(&target);
             req.fstype = bad.into();
-            let err = policy.check_mount(&req).unwrap_err();
+            let err = policy.check(&req).unwrap_err();
             assert!(matches!(err, PolicyError::BadFstype { .. }), "{err:?}");
             assert_eq!(
                 err.to_string(),
@@ -439,7 +449,7 @@ mod tests {
         }
         let mut req = mount(&target);
         req.fstype = "a".repeat(65);
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(
             matches!(err, PolicyError::TooLong { max: 64, .. }),
             "{err:?}"
@@ -454,7 +464,7 @@ mod tests {
         let mut req = mount(&target);
         req.options = vec!["ro".into(); 60];
         req.sensitive_options = vec!["password=x".into(); 5];
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(
             matches!(err, PolicyError::TooManyOptions { count: 65 }),
             "{err:?}"
@@ -462,7 +472,7 @@ mod tests {
 
         let mut req = mount(&target);
         req.options.push("x".repeat(4097));
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert_eq!(
             err.to_string(),
             "option 3 is 4097 bytes long (at most 4096)"
@@ -470,13 +480,13 @@ mod tests {
 
         let mut req = mount(&target);
         req.options.insert(1, String::new());
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(matches!(err, PolicyError::EmptyOption { .. }), "{err:?}");
         assert_eq!(err.to_string(), "option 2 is empty");
 
         let mut req = mount(&target);
         req.source = "s".repeat(4097);
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert_eq!(err.to_string(), "source is 4097 bytes long (at most 4096)");
     }
 

@@ -10,8 +10,8 @@ use clap::Parser as _;
 
 use crate::api::client::Client;
 use crate::api::wire::{
-    self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
-    VcsStatus,
+    self, Executed, MountRequest, RunRequest, Status, UnmountRequest, UpgradeRequest,
+    UpgradeResponse,
 };
 use crate::cli::helper_args::{self, Invocation};
 use crate::cli::{mounter, unmount_plan};
@@ -187,12 +187,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             let sick: Vec<String> = match healthy {
                 false => Vec::new(),
-                true => serde_json::from_value::<Vec<VcsStatus>>(status["vcs"].clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|v| !v.healthy)
-                    .map(|v| format!("{}: {}", v.name, v.note))
-                    .collect(),
+                true => unhealthy(status).context("the daemon's status cannot be read")?,
             };
             if sick.is_empty() {
                 return Ok(ExitCode::SUCCESS);
@@ -329,6 +324,49 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TableOrJson::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The unhealthy VCS of a daemon's status, one line each. A status that does not
+/// parse is an error, never a healthy answer.
+fn unhealthy(status: serde_json::Value) -> Result<Vec<String>, serde_json::Error> {
+    let status: Status = serde_json::from_value(status)?;
+    Ok(status
+        .vcs
+        .into_iter()
+        .filter(|v| !v.healthy)
+        .map(|v| format!("{}: {}", v.name, v.note))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::wire::VcsStatus;
+
+    #[test]
+    fn health_needs_a_status_that_parses() {
+        let mut status = Status::default();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(unhealthy(json).unwrap(), Vec::<String>::new());
+        status.vcs.push(VcsStatus {
+            name: "nfs".into(),
+            types: vec![],
+            provider: "docker".into(),
+            mode: "agent".into(),
+            reached_at: "sidemount-vcs-nfs".into(),
+            healthy: false,
+            note: "agent gone".into(),
+        });
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(unhealthy(json).unwrap(), vec!["nfs: agent gone"]);
+        for broken in [
+            serde_json::json!({"vcs": "not a list"}),
+            serde_json::json!({"version": "1"}),
+            serde_json::json!("garbage"),
+        ] {
+            assert!(unhealthy(broken.clone()).is_err(), "{broken}");
         }
     }
 }

@@ -28,6 +28,7 @@ use crate::api::wire::{
 use crate::mount::exec::{ExecError, UnmountFlags};
 use crate::mount::kernel;
 use crate::mount::options::MountOptions;
+use crate::mount::syscall::{Linux, Syscall};
 use crate::mount::util_linux::{mount_args, shown, unmount_args};
 use crate::ns::mountinfo::{Mount, ProcRoot};
 use crate::ns::namespace::Namespace;
@@ -41,6 +42,8 @@ pub struct Agent {
     timeout: Duration,
     /// The only uid besides 0 that may ask: the agent's own.
     uid: u32,
+    /// Every mount(2) and umount2(2) the agent makes goes through it.
+    sys: Arc<dyn Syscall>,
 }
 
 impl Agent {
@@ -51,6 +54,7 @@ impl Agent {
             reaper: Reaper::start()?,
             timeout,
             uid: nix::unistd::geteuid().as_raw(),
+            sys: Arc::new(Linux),
         })
     }
 
@@ -60,7 +64,7 @@ impl Agent {
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // Where the request enters the agent: its options are parsed here, once.
         let options = MountOptions::of(&req, &[]);
-        let by_call = kernel::mount(&req, &options, deadline)
+        let by_call = kernel::mount(&self.sys, &req, &options, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         let mut done = match by_call {
@@ -84,7 +88,7 @@ impl Agent {
             .mounted(&req.target)
             .map(|m| m.fstype)
             .unwrap_or_default();
-        let by_call = kernel::unmount(&req.target, &fstype, flags, deadline)
+        let by_call = kernel::unmount(&self.sys, &req.target, &fstype, flags, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         let mut done = match by_call {

@@ -96,12 +96,10 @@ impl AgentClient {
         let Some((docker, spec)) = &self.docker else {
             return Ok(());
         };
-        let context = |e: crate::vcs::docker::DockerError| {
-            ExecError::Unavailable(format!(
-                "the {} agent at {} cannot be reached, and its container cannot be brought back: {e}",
-                self.name,
-                self.socket.display()
-            ))
+        let context = |e: crate::vcs::docker::DockerError| ExecError::Revive {
+            vcs: self.name.clone(),
+            socket: self.socket.clone(),
+            source: Box::new(e),
         };
         docker.ensure(spec).await.map_err(context)?;
         self.wait(AGENT_START).await.map(|_| ())
@@ -117,7 +115,7 @@ impl AgentClient {
                 command: format!("the {} agent", self.name),
                 after,
             },
-            other => ExecError::Unavailable(other.to_string()),
+            other => ExecError::Unreachable(other),
         }
     }
 }
@@ -149,11 +147,11 @@ impl Executor for AgentClient {
         if self.docker.is_some() {
             return self.revive().await;
         }
-        Err(ExecError::Unavailable(format!(
-            "the {} agent at {} does not answer ({e}); its container is not run by sidemount (provider external): check the VCS sidecar of the sidemount pod on this node",
-            self.name,
-            self.socket.display()
-        )))
+        Err(ExecError::ExternalAgentSilent {
+            vcs: self.name.clone(),
+            socket: self.socket.clone(),
+            source: e,
+        })
     }
 
     /// The agent's pid comes from the socket's peer credentials (of the connection
@@ -164,21 +162,18 @@ impl Executor for AgentClient {
         let pid = match seen {
             Some(pid) => Some(pid),
             None => {
-                let stream = UnixStream::connect(&self.socket).map_err(|e| {
-                    ExecError::Unavailable(format!(
-                        "the {} agent at {} cannot be reached: {e}",
-                        self.name,
-                        self.socket.display()
-                    ))
+                let stream = UnixStream::connect(&self.socket).map_err(|source| {
+                    ExecError::AgentUnreachable {
+                        vcs: self.name.clone(),
+                        socket: self.socket.clone(),
+                        source,
+                    }
                 })?;
                 peer_pid(&stream)
             }
         };
-        let pid = pid.ok_or_else(|| {
-            ExecError::Unavailable(format!(
-                "the {} agent's pid is not visible here: the daemon needs the host's pid namespace (hostPID)",
-                self.name
-            ))
+        let pid = pid.ok_or_else(|| ExecError::AgentPidHidden {
+            vcs: self.name.clone(),
         })?;
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }

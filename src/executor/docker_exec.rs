@@ -69,7 +69,10 @@ impl DockerExec {
                 command: what,
                 after,
             },
-            other => ExecError::Unavailable(format!("{}: {other}", self.name)),
+            other => ExecError::Engine {
+                executor: self.name.clone(),
+                source: Box::new(other),
+            },
         }
     }
 }
@@ -88,13 +91,14 @@ impl Executor for DockerExec {
             .find(&self.spec)
             .await
             .map_err(|e| self.error(e))?;
-        let pid = found.as_ref().and_then(|f| f.pid).ok_or_else(|| {
-            ExecError::Unavailable(format!(
-                "{}: container {container} is {}",
-                self.name,
-                found.map_or_else(|| "missing".into(), |f| f.state)
-            ))
-        })?;
+        let pid = found
+            .as_ref()
+            .and_then(|f| f.pid)
+            .ok_or_else(|| ExecError::NotRunning {
+                executor: self.name.clone(),
+                container,
+                state: found.map_or_else(|| "missing".into(), |f| f.state),
+            })?;
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 

@@ -3,23 +3,29 @@
 //! it (see `kernel_mount`), else by util-linux mount(8)/umount(8).
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::{namespace_of, ExecError, Executor, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::kernel;
 use crate::mount::options::MountOptions;
+use crate::mount::syscall::{Linux, Syscall};
 use crate::mount::util_linux::{mount_args, run, unmount_args};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 
 pub struct Host {
     proc: ProcRoot,
+    sys: Arc<dyn Syscall>,
 }
 
 impl Host {
     pub fn new(proc: ProcRoot) -> Self {
-        Host { proc }
+        Host {
+            proc,
+            sys: Arc::new(Linux),
+        }
     }
 }
 
@@ -39,7 +45,7 @@ impl Executor for Host {
         options: &MountOptions,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        if kernel::mount(req, options, deadline).await? {
+        if kernel::mount(&self.sys, req, options, deadline).await? {
             return Ok(String::new());
         }
         run("mount", &mount_args(req, options), deadline).await
@@ -52,7 +58,7 @@ impl Executor for Host {
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        if kernel::unmount(target, fstype, flags, deadline).await? {
+        if kernel::unmount(&self.sys, target, fstype, flags, deadline).await? {
             return Ok(String::new());
         }
         run("umount", &unmount_args(target, fstype, flags), deadline).await

@@ -47,11 +47,10 @@ pub trait Executor: Send + Sync {
     ) -> Result<String, ExecError>;
     /// Runs a VCS command that is not a mount (`sidemount run`).
     async fn run(&self, command: &[String], _deadline: Duration) -> Result<Executed, ExecError> {
-        Err(ExecError::Unavailable(format!(
-            "{} runs no commands: `run` needs a volume-client container ({})",
-            self.name(),
-            command.first().map_or("", String::as_str)
-        )))
+        Err(ExecError::NoCommands {
+            executor: self.name().to_owned(),
+            command: command.first().cloned().unwrap_or_default(),
+        })
     }
 }
 

@@ -4,15 +4,19 @@
 //! bind options, a label, a loop device) is left to util-linux, and so is every
 //! failed call, so that errors read as mount(8)'s and its fallbacks still apply.
 
+use std::ffi::OsStr;
 use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use nix::mount::{MntFlags, MsFlags};
+use tracing::debug;
 
 use super::exec::{ExecError, UnmountFlags};
 use super::helper::{helper, Helper};
 use super::options::MountOptions;
+use super::syscall::{Syscall, SyscallError};
 use crate::api::wire::MountRequest;
 use crate::ns::mountinfo::unescape;
 
@@ -115,10 +119,11 @@ fn filesystems() -> String {
     text
 }
 
-/// Mounts `req` with its `options` by one mount(2) when that is all mount(8) would
-/// do. `Ok(false)`: mount(8) must run (the call does not apply, or it failed and left
-/// nothing).
+/// Mounts `req` with its `options` by one mount(2) through `sys` when that is all
+/// mount(8) would do. `Ok(false)`: mount(8) must run (the call does not apply, or it
+/// failed and left nothing; its errno is logged at debug).
 pub async fn mount(
+    sys: &Arc<dyn Syscall>,
     req: &MountRequest,
     options: &MountOptions,
     deadline: Duration,
@@ -134,21 +139,23 @@ pub async fn mount(
         return Ok(false);
     };
     let what = format!("mount(2) of {} on {}", call.fstype, call.target.display());
+    let sys = Arc::clone(sys);
     blocking(what, deadline, move || {
-        nix::mount::mount(
-            Some(call.source.as_str()),
+        sys.mount(
+            Some(Path::new(&call.source)),
             &call.target,
             Some(call.fstype.as_str()),
             call.flags,
-            Some(call.data.as_str()).filter(|d| !d.is_empty()),
+            Some(OsStr::new(&call.data)).filter(|d| !d.is_empty()),
         )
     })
     .await
 }
 
-/// Unmounts `target` (a mount of `fstype`) with one umount2(2) when umount(8) would
-/// do no more. `Ok(false)`: umount(8) must run.
+/// Unmounts `target` (a mount of `fstype`) with one umount2(2) through `sys` when
+/// umount(8) would do no more. `Ok(false)`: umount(8) must run.
 pub async fn unmount(
+    sys: &Arc<dyn Syscall>,
     target: &Path,
     fstype: &str,
     flags: UnmountFlags,
@@ -164,17 +171,24 @@ pub async fn unmount(
     mnt.set(MntFlags::MNT_FORCE, flags.force);
     let target = target.to_owned();
     let what = format!("umount2(2) of {}", target.display());
-    blocking(what, deadline, move || nix::mount::umount2(&target, mnt)).await
+    let sys = Arc::clone(sys);
+    blocking(what, deadline, move || sys.umount2(&target, mnt)).await
 }
 
 /// Makes the call on a blocking thread, within `deadline`: true when it succeeded.
+/// A failed call is logged at debug with its errno: util-linux takes over and speaks
+/// for itself.
 async fn blocking(
     what: String,
     deadline: Duration,
-    call: impl FnOnce() -> nix::Result<()> + Send + 'static,
+    call: impl FnOnce() -> Result<(), SyscallError> + Send + 'static,
 ) -> Result<bool, ExecError> {
     match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
-        Ok(Ok(done)) => Ok(done.is_ok()),
+        Ok(Ok(Ok(()))) => Ok(true),
+        Ok(Ok(Err(e))) => {
+            debug!(call = %what, errno = %e.errno(), error = %e, "failed; util-linux takes over");
+            Ok(false)
+        }
         Ok(Err(join)) => Err(ExecError::Spawn {
             command: what,
             source: std::io::Error::other(join),
@@ -302,5 +316,46 @@ mod tests {
         assert!(utab_records(utab, Path::new("/mnt/c")));
         assert!(!utab_records(utab, Path::new("/mnt/a")));
         assert!(!utab_records(b"", Path::new("/mnt/c")));
+    }
+
+    #[tokio::test]
+    async fn the_call_goes_through_the_seam_and_a_failure_falls_back() {
+        use crate::mount::syscall::fake::{Call, Recording};
+        let r = MountRequest {
+            sensitive_options: vec!["size=2m".into()],
+            ..req("tmpfs", "tmpfs", &["ro,mode=0700"])
+        };
+        let options = MountOptions::of(&r, &[]);
+        let deadline = Duration::from_secs(10);
+        let recording = Arc::new(Recording::default());
+        let sys: Arc<dyn Syscall> = recording.clone();
+        assert!(mount(&sys, &r, &options, deadline).await.unwrap());
+        let flags = MntFlags::UMOUNT_NOFOLLOW | MntFlags::MNT_DETACH;
+        let lazy = UnmountFlags {
+            lazy: true,
+            force: false,
+        };
+        assert!(unmount(&sys, &r.target, "tmpfs", lazy, deadline)
+            .await
+            .unwrap());
+        assert_eq!(
+            recording.calls(),
+            vec![
+                Call::Mount {
+                    source: Some("tmpfs".into()),
+                    target: r.target.clone(),
+                    fstype: Some("tmpfs".into()),
+                    flags: MsFlags::MS_RDONLY,
+                    data: Some("mode=0700,size=2m".into()),
+                },
+                Call::Umount {
+                    target: r.target.clone(),
+                    flags,
+                },
+            ]
+        );
+        // A refused call leaves the work to mount(8).
+        let failing: Arc<dyn Syscall> = Arc::new(Recording::failing(0, nix::errno::Errno::EINVAL));
+        assert!(!mount(&failing, &r, &options, deadline).await.unwrap());
     }
 }

@@ -84,7 +84,7 @@ pub async fn run(
     } else {
         Err(ExecError::Failed {
             command,
-            status: output.status.to_string(),
+            status: output.status.into(),
             output: text,
         })
     }
@@ -108,6 +108,7 @@ pub fn shown(args: &[OsString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mount::exec::Exit;
 
     #[test]
     fn messages_never_show_options() {
@@ -127,9 +128,35 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            matches!(&err, ExecError::Failed { output, .. } if output == "out\nerr\n"),
+            matches!(&err, ExecError::Failed { output, status: Exit::Code(3), .. } if output == "out\nerr\n"),
             "{err:?}"
         );
+        assert_eq!(
+            err.to_string(),
+            "sh -c echo out; echo err >&2; exit 3 failed (exit status: 3)"
+        );
+        let err = run(
+            "sh",
+            &["-c".into(), "kill -9 $$".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ExecError::Failed {
+                    status: Exit::Signal(9),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = run("/nonexistent/mount", &[], Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, ExecError::Spawn { .. }), "{err:?}");
+        assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
         let err = run("sleep", &["10".into()], Duration::from_millis(50))
             .await
             .unwrap_err();

@@ -273,6 +273,14 @@ mod tests {
         let (r, ..) = mount("mount.nfs", "a /b -o ro,,hard, -o timeo=5 -o ,");
         assert_eq!(r.options, opts(&["ro", "hard", "timeo=5"]));
         assert_eq!(split_all(["a,b", "", ",c,"]), opts(&["a", "b", "c"]));
+        // A quoted value keeps its commas, byte for byte.
+        let argv: Vec<String> = ["a", "/b", "-o", r#"x-a="p,,q",ro"#]
+            .map(String::from)
+            .to_vec();
+        let Some(Ok(Invocation::Mount { request, .. })) = parse_helper("mount.nfs", &argv) else {
+            panic!("not a mount");
+        };
+        assert_eq!(request.options, opts(&[r#"x-a="p,,q""#, "ro"]));
     }
 
     #[test]

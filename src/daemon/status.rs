@@ -6,11 +6,14 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::api::wire::{MountRecord, Status, VcsStatus};
-use crate::daemon::{state_file, Daemon};
+use crate::daemon::Daemon;
+
+/// The status file's name in the state directory; readable by all (0644).
+pub const STATUS_FILE: &str = "status.json";
 
 impl Daemon {
     pub fn mounts(&self) -> Vec<MountRecord> {
-        self.record.lock().unwrap().mounts().to_vec()
+        self.record.mounts()
     }
 
     pub async fn status(&self) -> Status {
@@ -29,13 +32,15 @@ impl Daemon {
             executors: self.executors.iter().map(|e| e.name().to_owned()).collect(),
             vcs,
             mounts: self.mounts(),
-            reconciled_away: self.reconciled_away.clone(),
+            reconciled_away: self.recovery.vanished.clone(),
+            adopted: self.recovery.adopted.clone(),
+            abandoned: self.recovery.abandoned.clone(),
             health: self.mount_health(),
         }
     }
 
     /// Keeps the status file equal to what /v1/status answers: rewritten (whole, see
-    /// [`state_file::replace`]) within `settle` of every change the daemon makes, once
+    /// [`StateDir::replace`](super::state_dir::StateDir::replace)) within `settle` of every change the daemon makes, once
     /// for a burst of them (a node starting its pods), with the VCS health found at
     /// most `every` ago (asking Docker and the agents on every mount would cost each
     /// mount their time), and after every such check. Runs until dropped.
@@ -48,10 +53,10 @@ impl Daemon {
                 .expect("status serializes");
             bytes.push(b'\n');
             if bytes != last {
-                match state_file::replace(&self.status_file, &bytes) {
+                match self.state_dir.replace(STATUS_FILE, &bytes, 0o644) {
                     Ok(()) => last = bytes,
                     Err(e) => {
-                        warn!(path = %self.status_file.display(), error = %e, "cannot write the status file")
+                        warn!(path = %self.state_dir.path().join(STATUS_FILE).display(), error = %e, "cannot write the status file")
                     }
                 }
             }

@@ -8,6 +8,8 @@ mod error;
 pub mod health;
 pub mod metrics;
 mod mount;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod provider;
 pub mod record;
 pub mod routes;
@@ -44,6 +46,8 @@ pub struct Daemon {
     policy: Policy,
     timeout: Duration,
     proc: ProcRoot,
+    /// The daemon's pid under `proc`; `None`: `self`, the process itself.
+    own_pid: Option<u32>,
     host_proc: ProcRoot,
     /// The host executor first, then one per VCS.
     executors: Vec<Arc<dyn Executor>>,
@@ -116,6 +120,7 @@ impl Daemon {
             policy: config.policy(),
             timeout: config.request_timeout(),
             proc: paths.proc,
+            own_pid: None,
             host_proc: paths.host_proc,
             executors,
             vcs,
@@ -128,6 +133,14 @@ impl Daemon {
             metrics: metrics::Metrics::new(),
             health: health::Board::default(),
         })
+    }
+
+    /// Reads the daemon's own namespace through the pid `pid` under its proc (a
+    /// fixture's), instead of the process itself.
+    #[cfg(test)]
+    fn with_own_pid(mut self, pid: u32) -> Self {
+        self.own_pid = Some(pid);
+        self
     }
 
     /// Makes the daemon's own mount-changing calls (undo) through `syscall`.
@@ -161,7 +174,7 @@ impl Daemon {
 
     /// The daemon's own mount namespace.
     fn own_namespace(&self) -> Namespace {
-        Namespace::new("daemon", self.proc.clone(), None)
+        Namespace::new("daemon", self.proc.clone(), self.own_pid)
     }
 
     fn named(&self, name: &str) -> Option<Arc<dyn Executor>> {

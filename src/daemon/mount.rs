@@ -109,8 +109,9 @@ impl Daemon {
                 ..entry
             },
         );
-        if let Err(source) = committed {
-            self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+        if let Err((source, intent)) = committed {
+            self.undo_and_forget(exec.as_ref(), target, &before, req, intent)
+                .await;
             return Err(PipelineError::Record {
                 target: target.to_owned(),
                 source,

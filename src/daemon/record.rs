@@ -277,10 +277,17 @@ impl Record {
         Ok(Intent { id })
     }
 
-    /// Records a verified mount, then forgets the intent that announced it.
-    pub fn commit(&self, intent: Intent, entry: Entry) -> Result<(), RecordError> {
-        self.write(entry)?;
-        self.abandon(intent)
+    /// Records a verified mount, then forgets the intent that announced it. When
+    /// the mount cannot be recorded, the intent is handed back.
+    pub fn commit(&self, intent: Intent, entry: Entry) -> Result<(), (RecordError, Intent)> {
+        if let Err(e) = self.write(entry) {
+            return Err((e, intent));
+        }
+        // Recorded: a leftover intent is resolved as this mount at the next start.
+        if let Err(e) = self.abandon(intent) {
+            tracing::warn!(error = %e, "cannot forget the intent of a recorded mount");
+        }
+        Ok(())
     }
 
     /// Forgets an intent whose attempt left nothing.
@@ -396,4 +403,124 @@ fn read_all(dir: &StateDir) -> Result<Vec<(String, Entry)>, RecordError> {
             Ok((name, entry))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(target: &str, id: u32) -> Entry {
+        Entry {
+            record: MountRecord {
+                target: target.into(),
+                executor: "host".into(),
+                source: "tmpfs".into(),
+                fstype: "tmpfs".into(),
+                options: vec!["size=1m".into()],
+                mount_id: id,
+            },
+            asked_fstype: "tmpfs".into(),
+            before: None,
+        }
+    }
+
+    fn open(dir: &Path) -> (Record, Vec<Pending>) {
+        Record::open(&StateDir::open(&dir.join("state")).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn a_restart_keeps_drops_and_adopts_each_by_the_mount_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = open(dir.path());
+        let (a, b) = (entry("/k/pods/a", 40), entry("/k/pods/b", 41));
+        for e in [&a, &b] {
+            let intent = r
+                .intend(&Entry {
+                    record: MountRecord {
+                        mount_id: 0,
+                        ..e.record.clone()
+                    },
+                    ..e.clone()
+                })
+                .unwrap();
+            r.commit(intent, e.clone()).unwrap();
+        }
+        // Stacked on a: its own record, not a replacement of a's.
+        let stacked = entry("/k/pods/a", 45);
+        r.commit(r.intend(&stacked).unwrap(), stacked.clone())
+            .unwrap();
+        assert_eq!(
+            r.on_target(Path::new("/k/pods/a")),
+            vec![a.clone(), stacked.clone()]
+        );
+        r.remove(45).unwrap();
+        // Killed with two intents out: one made its mount (50 on c), one did not.
+        r.intend(&Entry {
+            before: Some(7),
+            ..entry("/k/pods/c", 0)
+        })
+        .unwrap();
+        r.intend(&entry("/k/pods/d", 0)).unwrap();
+        drop(r);
+
+        let (r, pending) = open(dir.path());
+        assert_eq!(r.mounts(), vec![a.record.clone(), b.record.clone()]);
+        assert_eq!(pending.len(), 2);
+        // 41 vanished; 40 is there; 50 is on c, over 7 that was there before.
+        let table = MountTable::parse(
+            b"27 1 0:1 / / rw - ext4 /dev/vda rw\n\
+              40 27 0:50 / /k/pods/a rw - tmpfs tmpfs rw\n\
+              7 27 0:51 / /k/pods/c rw - tmpfs tmpfs rw\n\
+              50 7 0:52 / /k/pods/c rw - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+        let found = r.resolve(pending, |_| Some(table.clone())).unwrap();
+        assert_eq!(found.vanished, vec![b.record.clone()]);
+        assert_eq!(found.adopted.len(), 1);
+        assert_eq!(
+            (found.adopted[0].mount_id, found.adopted[0].target.as_path()),
+            (50, Path::new("/k/pods/c"))
+        );
+        assert_eq!(found.abandoned.len(), 1);
+        assert_eq!(found.abandoned[0].target, Path::new("/k/pods/d"));
+        drop(r);
+
+        // Resolved for good: nothing pending, the adopted mount recorded.
+        let (r, pending) = open(dir.path());
+        assert!(pending.is_empty());
+        assert_eq!(
+            r.mounts().iter().map(|m| m.mount_id).collect::<Vec<_>>(),
+            vec![40, 50]
+        );
+        // An executor that cannot be read now keeps its records.
+        assert_eq!(
+            r.resolve(Vec::new(), |_| None).unwrap(),
+            Recovery::default()
+        );
+        assert_eq!(r.len(), 2);
+    }
+
+    #[test]
+    fn an_older_daemons_record_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        let old = serde_json::to_vec(&vec![entry("/k/pods/a", 40).record]).unwrap();
+        state.replace(LEGACY, &old, 0o600).unwrap();
+        let (r, _) = Record::open(&state).unwrap();
+        assert_eq!(r.mounts(), vec![entry("/k/pods/a", 40).record]);
+        assert_eq!(state.read(LEGACY).unwrap(), None);
+    }
+
+    #[test]
+    fn a_corrupt_record_is_an_error_naming_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = StateDir::open(&dir.path().join("state")).unwrap();
+        state
+            .subdir("mounts")
+            .unwrap()
+            .replace("40.json", b"{not json", 0o600)
+            .unwrap();
+        let err = Record::open(&state).err().unwrap().to_string();
+        assert!(err.contains("mounts/40.json is not valid"), "{err}");
+    }
 }

@@ -415,6 +415,9 @@ async fn connection(
         .timer(hyper_util::rt::TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true)
+        // A client that hangs up after sending a whole request still has it
+        // carried out (and its answer dropped).
+        .half_close(true)
         .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
     tokio::pin!(http);
     let mut closing = false;

@@ -338,14 +338,6 @@ impl Record {
         all
     }
 
-    pub fn len(&self) -> usize {
-        self.index.lock().unwrap().by_id.len()
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-
     /// Writes the file of `entry`'s mount, then indexes it.
     fn write(&self, entry: Entry) -> Result<(), RecordError> {
         let name = mount_file(entry.record.mount_id);
@@ -497,7 +489,7 @@ mod tests {
             r.resolve(Vec::new(), |_| None).unwrap(),
             Recovery::default()
         );
-        assert_eq!(r.len(), 2);
+        assert_eq!(r.mounts().len(), 2);
     }
 
     #[test]

@@ -7,7 +7,7 @@
 //! so a reader or a daemon killed at any moment sees the old file or the new.
 
 use std::io::{Read, Write};
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -224,12 +224,6 @@ impl StateDir {
         let mut bytes = Vec::new();
         std::fs::File::from(fd).read_to_end(&mut bytes)?;
         Ok(Some(bytes))
-    }
-}
-
-impl AsFd for StateDir {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
-        self.fd.as_fd()
     }
 }
 

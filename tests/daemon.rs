@@ -256,6 +256,8 @@ privileged_test! {
         expect_success("umount", run(&["umount", t]));
         let log = daemon.log_text();
         assert!(log.contains("mounted and verified"), "{log}");
+        // The failed request is logged, with its peer and code, and no secret.
+        assert!(log.contains("request failed") && log.contains("code=mount_failed") && log.contains("peer_uid=Some(0)"), "{log}");
         assert!(!log.contains("hunter2") && !log.contains("12345k"), "{log}");
     }
 }

@@ -185,28 +185,47 @@ impl StateDir {
     }
 
     /// Every file here (temporary files left by a killed writer are removed), with
-    /// its contents, in no particular order.
+    /// its contents, in no particular order. Read by a few threads at once: a
+    /// start with thousands of records waits on little else.
     pub fn files(&self) -> std::io::Result<Vec<(String, Vec<u8>)>> {
         let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
-        let mut files = Vec::new();
+        let mut names = Vec::new();
         while let Some(entry) = dir.read() {
             let entry = entry?;
-            let Ok(name) = entry.file_name().to_str() else {
-                continue;
-            };
             if entry.file_type() != rustix::fs::FileType::RegularFile {
                 continue;
             }
+            let Ok(name) = entry.file_name().to_str() else {
+                continue;
+            };
             if name.starts_with(TEMPORARY_PREFIX) {
                 let _ = rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty());
                 continue;
             }
-            let name = name.to_owned();
-            if let Some(bytes) = self.read(&name)? {
-                files.push((name, bytes));
-            }
+            names.push(name.to_owned());
         }
-        Ok(files)
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
+        let chunk = names.len().div_ceil(threads).max(256);
+        let read = |names: &[String]| -> std::io::Result<Vec<(String, Vec<u8>)>> {
+            let mut files = Vec::with_capacity(names.len());
+            for name in names {
+                if let Some(bytes) = self.read(name)? {
+                    files.push((name.clone(), bytes));
+                }
+            }
+            Ok(files)
+        };
+        std::thread::scope(|scope| {
+            let parts: Vec<_> = names
+                .chunks(chunk)
+                .map(|part| scope.spawn(move || read(part)))
+                .collect();
+            let mut files = Vec::with_capacity(names.len());
+            for part in parts {
+                files.extend(part.join().expect("a record reader panicked")?);
+            }
+            Ok(files)
+        })
     }
 
     /// The contents of the file `name`, `None` when there is none.
@@ -221,8 +240,24 @@ impl StateDir {
             Err(Errno::NOENT) => return Ok(None),
             Err(e) => return Err(e.into()),
         };
-        let mut bytes = Vec::new();
-        std::fs::File::from(fd).read_to_end(&mut bytes)?;
+        // One read(2) takes a record whole; no stat(2) for a size hint.
+        let mut file = std::fs::File::from(fd);
+        let mut bytes = vec![0; 4096];
+        let mut len = 0;
+        loop {
+            match file.read(&mut bytes[len..])? {
+                0 => break,
+                n if len + n < bytes.len() => {
+                    len += n;
+                    break;
+                }
+                n => {
+                    len += n;
+                    bytes.resize(bytes.len() * 2, 0);
+                }
+            }
+        }
+        bytes.truncate(len);
         Ok(Some(bytes))
     }
 }

@@ -43,23 +43,33 @@ impl Daemon {
     /// [`StateDir::replace`](super::state_dir::StateDir::replace)) within `settle` of every change the daemon makes, once
     /// for a burst of them (a node starting its pods), with the VCS health found at
     /// most `every` ago (asking Docker and the agents on every mount would cost each
-    /// mount their time), and after every such check. Runs until dropped.
+    /// mount their time), and after every such check. With many mounts the
+    /// window grows so that the rewrites take at most a tenth of the time. Runs
+    /// until dropped.
     pub async fn publish_status(&self, every: Duration, settle: Duration) {
         let mut last = Vec::new();
         let mut vcs = self.vcs_status().await;
         let mut checked = tokio::time::Instant::now();
         loop {
-            let mut bytes = serde_json::to_vec_pretty(&self.status_with(vcs.clone()))
-                .expect("status serializes");
-            bytes.push(b'\n');
-            if bytes != last {
-                match self.state_dir.replace(STATUS_FILE, &bytes, 0o644) {
-                    Ok(()) => last = bytes,
-                    Err(e) => {
-                        warn!(path = %self.state_dir.path().join(STATUS_FILE).display(), error = %e, "cannot write the status file")
+            let started = std::time::Instant::now();
+            let status = self.status_with(vcs.clone());
+            // Serializing thousands of records takes a while: off the workers
+            // that serve requests.
+            tokio::task::block_in_place(|| {
+                let mut bytes = serde_json::to_vec_pretty(&status).expect("status serializes");
+                bytes.push(b'\n');
+                if bytes != last {
+                    match self.state_dir.replace(STATUS_FILE, &bytes, 0o644) {
+                        Ok(()) => last = bytes,
+                        Err(e) => {
+                            warn!(path = %self.state_dir.path().join(STATUS_FILE).display(), error = %e, "cannot write the status file")
+                        }
                     }
                 }
-            }
+            });
+            // A burst waits long enough that rewriting the file takes at most a
+            // tenth of the time, however many mounts it lists.
+            let settle = settle.max(started.elapsed() * 9);
             let next = checked + every;
             if tokio::time::timeout_at(next, self.changed.notified())
                 .await

@@ -249,11 +249,15 @@ privileged_test! {
         assert!(!err.contains("12345k"), "{err}");
         let status = daemon.get("/v1/status").unwrap().to_string();
         assert!(status.contains("<redacted>") && !status.contains("12345k"), "{status}");
-        let state = std::fs::read_to_string(daemon.state_dir.join("mounts.json")).unwrap();
-        assert!(!state.contains("12345k"), "{state}");
+        let state: String = std::fs::read_dir(daemon.state_dir.join("mounts")).unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+        assert!(state.contains("<redacted>") && !state.contains("12345k"), "{state}");
         expect_success("umount", run(&["umount", t]));
         let log = daemon.log_text();
         assert!(log.contains("mounted and verified"), "{log}");
+        // The failed request is logged, with its peer and code, and no secret.
+        assert!(log.contains("request failed") && log.contains("code=mount_failed") && log.contains("peer_uid=Some(0)"), "{log}");
         assert!(!log.contains("hunter2") && !log.contains("12345k"), "{log}");
     }
 }

@@ -239,7 +239,7 @@ pub async fn serve(
         .route(wire::RUN, post(run))
         .route(wire::STATUS, get(status))
         .with_state(agent);
-    http::serve(listener, app, shutdown).await
+    http::serve(listener, app, http::Limits::default(), shutdown).await
 }
 
 async fn mount(

@@ -178,6 +178,14 @@ pub struct Status {
     pub mounts: Vec<MountRecord>,
     /// Records dropped at start because their mount had vanished.
     pub reconciled_away: Vec<MountRecord>,
+    /// Mounts a killed daemon made but had not recorded yet, found at start and
+    /// recorded.
+    #[serde(default)]
+    pub adopted: Vec<MountRecord>,
+    /// Mounts a killed daemon meant to make, not found at start: forgotten
+    /// (`mount_id` 0).
+    #[serde(default)]
+    pub abandoned: Vec<MountRecord>,
     /// How each watched mount (those of long-running VCS) was found last.
     #[serde(default)]
     pub health: Vec<MountHealth>,
@@ -239,6 +247,17 @@ pub enum ErrorCode {
     TargetNotAllowed,
     /// Another operation on this target is in progress.
     Busy,
+    /// The target holds a mount the daemon made from another request.
+    AlreadyMounted,
+    /// The daemon serves as many connections as it may, all busy.
+    Overloaded,
+    /// No such endpoint, or not with this method.
+    NotFound,
+    MethodNotAllowed,
+    /// The request body is larger than the daemon reads.
+    TooLarge,
+    /// The request head or body did not arrive in time.
+    RequestTimeout,
     /// The executor ran and failed (its output is attached).
     MountFailed,
     UnmountFailed,
@@ -263,11 +282,14 @@ impl ErrorCode {
         match self {
             ErrorCode::BadRequest => 400,
             ErrorCode::Forbidden | ErrorCode::TargetNotAllowed | ErrorCode::NotAllowed => 403,
-            ErrorCode::NotMounted => 404,
-            ErrorCode::Busy | ErrorCode::InUse => 409,
+            ErrorCode::NotMounted | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::Busy | ErrorCode::InUse | ErrorCode::AlreadyMounted => 409,
+            ErrorCode::TooLarge => 413,
             ErrorCode::MountFailed | ErrorCode::UnmountFailed | ErrorCode::PropagationBroken => 422,
             ErrorCode::NotImplemented => 501,
-            ErrorCode::ExecutorUnavailable => 503,
+            ErrorCode::ExecutorUnavailable | ErrorCode::Overloaded => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }

@@ -2,6 +2,7 @@
 //! kernel mounts sidemount makes itself, util-linux's mount(8) and umount(8), and the
 //! helpers they would start.
 
+pub mod by_handle;
 pub mod exec;
 pub mod helper;
 pub mod kernel;

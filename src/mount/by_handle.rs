@@ -55,6 +55,15 @@ pub fn api() -> Api {
     )
 }
 
+/// Where a mount goes: the checked target's handle, and its name beneath its
+/// checked parent's handle (for an unmount, and for the mount(2) fallback).
+#[derive(Debug, Clone, Copy)]
+pub struct Place<'a> {
+    pub parent: BorrowedFd<'a>,
+    pub name: &'a OsStr,
+    pub fd: BorrowedFd<'a>,
+}
+
 /// A new filesystem as mount(2) would take it: flags, and the filesystem's own
 /// options (data), one `key` or `key=value` piece each.
 #[derive(Debug, Clone, Copy)]
@@ -120,7 +129,7 @@ pub fn mount_attrs(flags: MsFlags) -> Option<MountAttrFlags> {
 pub fn new_filesystem(
     sys: &dyn Syscall,
     fs: &Filesystem<'_>,
-    target: BorrowedFd<'_>,
+    target: &Place<'_>,
     api: Api,
 ) -> Result<OwnedFd, SyscallError> {
     let attrs = mount_attrs(fs.flags).filter(|_| api == Api::NewMountApi);
@@ -144,7 +153,7 @@ pub fn new_filesystem(
     }
     sys.fsconfig_create(ctx.as_fd())?;
     let mnt = sys.fsmount(ctx.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
-    move_onto(sys, mnt.as_fd(), target)?;
+    move_onto(sys, mnt.as_fd(), target.fd)?;
     Ok(mnt)
 }
 
@@ -167,11 +176,11 @@ fn split(piece: &OsStr) -> (&str, Option<&OsStr>) {
 fn legacy(
     sys: &dyn Syscall,
     fs: &Filesystem<'_>,
-    target: BorrowedFd<'_>,
+    target: &Place<'_>,
 ) -> Result<OwnedFd, SyscallError> {
     let data = fs.data.join(OsStr::new(","));
     let source = Path::new(fs.source);
-    let on = fd_path(target);
+    let on = fd_path(target.fd);
     sys.mount(
         Some(source),
         &on,
@@ -182,10 +191,12 @@ fn legacy(
     top_of(sys, target)
 }
 
-/// The mount on top of the handle's place now: a trailing slash after the magic
-/// link steps into it.
-fn top_of(sys: &dyn Syscall, target: BorrowedFd<'_>) -> Result<OwnedFd, SyscallError> {
-    sys.open_tree(target, Path::new("./"), OpenTreeFlags::OPEN_TREE_CLOEXEC)
+/// The mount on top of the target's place now, by its name beneath the checked
+/// parent (a magic link lands on the handle's own mount, not on what covers it);
+/// not followed if it is a symlink now.
+fn top_of(sys: &dyn Syscall, target: &Place<'_>) -> Result<OwnedFd, SyscallError> {
+    let flags = OpenTreeFlags::OPEN_TREE_CLOEXEC | OpenTreeFlags::AT_SYMLINK_NOFOLLOW;
+    sys.open_tree(target.parent, Path::new(target.name), flags)
 }
 
 /// A bind: what `mount --bind SOURCE TARGET` (`recursive`: `--rbind`) makes, with
@@ -196,7 +207,7 @@ pub fn bind(
     source: BorrowedFd<'_>,
     recursive: bool,
     flags: MsFlags,
-    target: BorrowedFd<'_>,
+    target: &Place<'_>,
     api: Api,
 ) -> Result<OwnedFd, SyscallError> {
     let Some(attrs) = mount_attrs(flags).filter(|_| api == Api::NewMountApi) else {
@@ -214,7 +225,7 @@ pub fn bind(
         let attr = MountAttr::flags(attrs, MountAttrFlags::empty());
         sys.mount_setattr(tree.as_fd(), Path::new(""), AtFlags::EMPTY_PATH, &attr)?;
     }
-    move_onto(sys, tree.as_fd(), target)?;
+    move_onto(sys, tree.as_fd(), target.fd)?;
     Ok(tree)
 }
 
@@ -224,11 +235,11 @@ fn legacy_bind(
     source: BorrowedFd<'_>,
     recursive: bool,
     flags: MsFlags,
-    target: BorrowedFd<'_>,
+    target: &Place<'_>,
 ) -> Result<OwnedFd, SyscallError> {
     let mut bind = MsFlags::MS_BIND;
     bind.set(MsFlags::MS_REC, recursive);
-    let on = fd_path(target);
+    let on = fd_path(target.fd);
     sys.mount(Some(&fd_path(source)), &on, None, bind, None)?;
     let made = top_of(sys, target)?;
     if !flags.is_empty() {
@@ -267,17 +278,12 @@ pub fn set_propagation(
     sys.mount_setattr(mount, Path::new(""), at, &MountAttr::propagation(kind))
 }
 
-/// Unmounts the mount on `name` in the directory `parent` (a checked handle):
+/// Unmounts the mount on the target's name beneath its checked parent:
 /// `UMOUNT_NOFOLLOW`, so a symlink put there after the check is not followed. The
 /// parent, not the target, is the handle: an fd on the mount itself would keep it
 /// busy.
-pub fn unmount(
-    sys: &dyn Syscall,
-    parent: BorrowedFd<'_>,
-    name: &OsStr,
-    flags: MntFlags,
-) -> Result<(), SyscallError> {
-    let path = fd_path(parent).join(name);
+pub fn unmount(sys: &dyn Syscall, target: &Place<'_>, flags: MntFlags) -> Result<(), SyscallError> {
+    let path = fd_path(target.parent).join(target.name);
     sys.umount2(&path, flags | MntFlags::UMOUNT_NOFOLLOW)
 }
 
@@ -299,6 +305,34 @@ mod tests {
         (dir, fd)
     }
 
+    /// A directory `v` in a temporary directory: the parent's fd and its own.
+    struct Target {
+        dir: tempfile::TempDir,
+        parent: OwnedFd,
+        fd: OwnedFd,
+    }
+
+    impl Target {
+        fn new() -> Self {
+            let (dir, parent) = super::tests::dir();
+            std::fs::create_dir(dir.path().join("v")).unwrap();
+            let fd = crate::ns::beneath::open_root(&dir.path().join("v")).unwrap();
+            Target { dir, parent, fd }
+        }
+
+        fn place(&self) -> Place<'_> {
+            Place {
+                parent: self.parent.as_fd(),
+                name: OsStr::new("v"),
+                fd: self.fd.as_fd(),
+            }
+        }
+
+        fn path(&self) -> String {
+            self.dir.path().join("v").display().to_string()
+        }
+    }
+
     fn os(items: &[&'static str]) -> Vec<&'static OsStr> {
         items.iter().map(|s| OsStr::new(*s)).collect()
     }
@@ -308,7 +342,7 @@ mod tests {
 
     #[test]
     fn a_new_filesystem_is_configured_then_moved_onto_the_target_fd() {
-        let (dir, target) = dir();
+        let target = Target::new();
         let sys = Recording::default();
         let data = os(&["size=2m", "mode=0755", "noswap"]);
         let fs = Filesystem {
@@ -317,7 +351,7 @@ mod tests {
             flags: MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME,
             data: &data,
         };
-        new_filesystem(&sys, &fs, target.as_fd(), Api::NewMountApi).unwrap();
+        new_filesystem(&sys, &fs, &target.place(), Api::NewMountApi).unwrap();
         let ctx = "fsopen tmpfs#1".to_string();
         let set = |key: &str, value: &str| Call::FsconfigString {
             fs: ctx.clone(),
@@ -348,7 +382,7 @@ mod tests {
                 },
                 Call::MoveMount {
                     from: "fsmount#8".into(),
-                    to: dir.path().display().to_string(),
+                    to: target.path(),
                     flags: EMPTY_PATHS
                 },
             ]
@@ -357,7 +391,7 @@ mod tests {
 
     #[test]
     fn without_the_new_api_mount2_takes_the_fds_magic_link() {
-        let (_dir, target) = dir();
+        let target = Target::new();
         let sys = Recording::default();
         let data = os(&["size=2m", "uid=0"]);
         let fs = Filesystem {
@@ -366,8 +400,8 @@ mod tests {
             flags: MsFlags::MS_NOEXEC,
             data: &data,
         };
-        new_filesystem(&sys, &fs, target.as_fd(), Api::ProcFdPath).unwrap();
-        let on = format!("/proc/thread-self/fd/{}", target.as_raw_fd());
+        new_filesystem(&sys, &fs, &target.place(), Api::ProcFdPath).unwrap();
+        let on = format!("/proc/thread-self/fd/{}", target.fd.as_raw_fd());
         assert_eq!(
             sys.calls()[0],
             Call::Mount {
@@ -384,7 +418,7 @@ mod tests {
             flags: MsFlags::MS_I_VERSION,
             ..fs
         };
-        new_filesystem(&sys, &iversion, target.as_fd(), Api::NewMountApi).unwrap();
+        new_filesystem(&sys, &iversion, &target.place(), Api::NewMountApi).unwrap();
         assert!(
             matches!(&sys.calls()[0], Call::Mount { flags, .. } if *flags == MsFlags::MS_I_VERSION)
         );
@@ -393,7 +427,7 @@ mod tests {
     #[test]
     fn a_bind_clones_the_source_fd_sets_its_flags_and_moves_onto_the_target_fd() {
         let (src_dir, source) = dir();
-        let (dst_dir, target) = dir();
+        let target = Target::new();
         let sys = Recording::default();
         let flags = MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         bind(
@@ -401,7 +435,7 @@ mod tests {
             source.as_fd(),
             true,
             flags,
-            target.as_fd(),
+            &target.place(),
             Api::NewMountApi,
         )
         .unwrap();
@@ -425,7 +459,7 @@ mod tests {
                 },
                 Call::MoveMount {
                     from: "open_tree#1".into(),
-                    to: dst_dir.path().display().to_string(),
+                    to: target.path(),
                     flags: EMPTY_PATHS
                 },
             ]
@@ -437,7 +471,7 @@ mod tests {
             source.as_fd(),
             false,
             flags,
-            target.as_fd(),
+            &target.place(),
             Api::NewMountApi,
         )
         .unwrap_err();
@@ -447,16 +481,16 @@ mod tests {
 
     #[test]
     fn unmount_names_the_target_beneath_its_parent_fd_and_undo_detaches_the_mount_fd() {
-        let (_dir, parent) = dir();
+        let target = Target::new();
         let sys = Recording::default();
-        unmount(&sys, parent.as_fd(), OsStr::new("v"), MntFlags::MNT_FORCE).unwrap();
-        detach(&sys, parent.as_fd()).unwrap();
-        let fd = parent.as_raw_fd();
+        unmount(&sys, &target.place(), MntFlags::MNT_FORCE).unwrap();
+        detach(&sys, target.fd.as_fd()).unwrap();
+        let (parent, fd) = (target.parent.as_raw_fd(), target.fd.as_raw_fd());
         assert_eq!(
             sys.calls(),
             vec![
                 Call::Umount {
-                    target: format!("/proc/thread-self/fd/{fd}/v").into(),
+                    target: format!("/proc/thread-self/fd/{parent}/v").into(),
                     flags: MntFlags::MNT_FORCE | MntFlags::UMOUNT_NOFOLLOW
                 },
                 Call::Umount {

@@ -128,15 +128,15 @@ privileged_test! {
         drop(staged);
 
         // The unmount names the target beneath its checked parent.
-        let place = dst.place();
-        by_handle::unmount(&Linux, &place, MntFlags::empty()).unwrap();
+        let Checked { parent, name, .. } = dst;
+        by_handle::unmount(&Linux, parent.as_fd(), &name, MntFlags::empty()).unwrap();
         assert_eq!(findmnt(&target, "SOURCE"), "");
         // A symlink put in the target's place is not followed.
         let outside = host.dir("outside");
         sh(&format!("mount -t tmpfs foreign {}", quote(&outside)));
         std::fs::remove_dir(&target).unwrap();
         std::os::unix::fs::symlink(&outside, &target).unwrap();
-        let err = by_handle::unmount(&Linux, &place, MntFlags::empty()).unwrap_err();
+        let err = by_handle::unmount(&Linux, parent.as_fd(), &name, MntFlags::empty()).unwrap_err();
         assert_eq!(findmnt(&outside, "SOURCE"), "foreign", "{err}");
     }
 }

@@ -237,6 +237,10 @@ pub enum ErrorCode {
     Forbidden,
     /// The target is outside the allowed roots, or reached through a symlink.
     TargetNotAllowed,
+    /// What would be mounted is not allowed: a pseudo filesystem, a source outside
+    /// the source roots, a block device no pattern allows, a loop or block source
+    /// of a peer other than root.
+    SourceNotAllowed,
     /// Another operation on this target is in progress.
     Busy,
     /// The executor ran and failed (its output is attached).
@@ -262,7 +266,10 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
-            ErrorCode::Forbidden | ErrorCode::TargetNotAllowed | ErrorCode::NotAllowed => 403,
+            ErrorCode::Forbidden
+            | ErrorCode::TargetNotAllowed
+            | ErrorCode::SourceNotAllowed
+            | ErrorCode::NotAllowed => 403,
             ErrorCode::NotMounted => 404,
             ErrorCode::Busy | ErrorCode::InUse => 409,
             ErrorCode::MountFailed | ErrorCode::UnmountFailed | ErrorCode::PropagationBroken => 422,

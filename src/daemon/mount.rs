@@ -11,7 +11,7 @@ use crate::daemon::verify;
 use crate::daemon::Daemon;
 use crate::ns::mountinfo::MountinfoError;
 use crate::ns::namespace::Namespace;
-use crate::policy::{redacted_options, scrub};
+use crate::policy::{redacted_options, scrub, CheckedTarget};
 
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`]).
@@ -29,8 +29,11 @@ impl Daemon {
     ) -> Result<MountResponse, ApiError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_mount(&req)?;
-        let req = MountRequest { target, ..req };
+        let checked = self.policy.check_mount(&req, peer.uid)?;
+        let req = MountRequest {
+            target: checked.target.path.clone(),
+            ..self.policy.enforced(req, peer.uid)
+        };
         let target = req.target.as_path();
         // 2. One operation at a time on a target.
         let _claim = self.claim(target)?;
@@ -46,18 +49,25 @@ impl Daemon {
         let before = self.before(&views.executor, target).map_err(internal)?;
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 4. Execute; on failure undo whatever it left.
-        let output = match exec.mount(&req, deadline).await {
-            Ok(output) => output,
+        let undo = Undo {
+            target: &checked.target,
+            before: &before,
+            fstype: &req.fstype,
+        };
+        let made = match exec.mount(&req, &checked, deadline).await {
+            Ok(made) => made,
             Err(e) => {
-                self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+                self.undo(exec.as_ref(), &undo, None).await;
                 return Err(exec_error(&req, &e, ErrorCode::MountFailed));
             }
         };
-        // 5. Prove it in every namespace; undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, before.executor, &views) {
+        let output = made.output.clone();
+        // 5. Prove it in every namespace (the executor's by the mount it made, when
+        //    it holds it); undo when it did not arrive everywhere.
+        let (mount, seen) = match verify::mounted(target, before.executor, made.id(), &views) {
             Ok(found) => found,
             Err(e) => {
-                self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+                self.undo(exec.as_ref(), &undo, Some(&made)).await;
                 return Err(verify_error(&req, &e).with_output(scrub(&req, &output)));
             }
         };
@@ -72,7 +82,7 @@ impl Daemon {
         };
         let recorded = self.record.lock().unwrap().insert(record.clone());
         if let Err(e) = recorded {
-            self.undo(exec.as_ref(), target, &before, &req.fstype).await;
+            self.undo(exec.as_ref(), &undo, Some(&made)).await;
             return Err(internal(e));
         }
         self.changed.notify_one();
@@ -100,4 +110,11 @@ impl Daemon {
 pub(super) struct Before {
     pub(super) executor: Option<u32>,
     pub(super) daemon: Option<u32>,
+}
+
+/// What an undo needs: the checked target, what was on it before, its type.
+pub(super) struct Undo<'a> {
+    pub(super) target: &'a CheckedTarget,
+    pub(super) before: &'a Before,
+    pub(super) fstype: &'a str,
 }

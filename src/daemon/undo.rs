@@ -5,10 +5,11 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::daemon::mount::Before;
+use crate::daemon::mount::Undo;
 use crate::daemon::Daemon;
-use crate::executor::{Executor, UnmountFlags};
-use crate::mount::syscall::{MntFlags, Syscall};
+use crate::executor::{Executor, Made, UnmountFlags};
+use crate::mount::by_handle;
+use crate::mount::syscall::{Linux, MntFlags};
 use crate::ns::namespace::Namespace;
 
 impl Daemon {
@@ -16,13 +17,14 @@ impl Daemon {
     /// executor, then, for copies that outlived it (its container died), by a lazy
     /// unmount in the daemon's own namespace, which reaches its peers. Each side
     /// unmounts the mount on top until the one that was there before shows.
-    pub(super) async fn undo(
-        &self,
-        exec: &dyn Executor,
-        target: &Path,
-        before: &Before,
-        fstype: &str,
-    ) {
+    pub(super) async fn undo(&self, exec: &dyn Executor, undo: &Undo<'_>, made: Option<&Made>) {
+        let (target, before) = (undo.target.path(), undo.before);
+        // What was made, by its own handle, wherever it landed.
+        if let Some(made) = made {
+            if exec.undo(made).await {
+                info!(target = %target.display(), "undid a failed mount by its handle");
+            }
+        }
         let lazy = UnmountFlags {
             lazy: true,
             force: false,
@@ -35,7 +37,13 @@ impl Daemon {
             let Some(id) = self.left_on(&ns, target, before.executor) else {
                 break;
             };
-            match exec.unmount(target, fstype, lazy, self.timeout).await {
+            let Ok(again) = undo.target.try_clone() else {
+                break;
+            };
+            match exec
+                .unmount(again, None, undo.fstype, lazy, self.timeout)
+                .await
+            {
                 Ok(_) => info!(target = %target.display(), mount_id = id, "undid a failed mount"),
                 Err(e) => {
                     warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount");
@@ -48,7 +56,8 @@ impl Daemon {
             let Some(id) = self.left_on(&own, target, before.daemon) else {
                 break;
             };
-            match crate::mount::syscall::Linux.umount2(target, MntFlags::MNT_DETACH) {
+            let place = undo.target.place();
+            match by_handle::unmount(&Linux, place.parent, place.name, MntFlags::MNT_DETACH) {
                 Ok(()) => {
                     info!(target = %target.display(), mount_id = id, "detached what a failed mount left behind")
                 }

@@ -39,8 +39,9 @@ impl Daemon {
     ) -> Result<UnmountResponse, ApiError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_unmount(&req)?;
-        let target = target.as_path();
+        let checked = self.policy.check_unmount(&req)?;
+        let path = checked.path.clone();
+        let target = path.as_path();
         // 2. One operation at a time on a target.
         let _claim = self.claim(target)?;
         // 3. The executor that made it (by the record, else by its type).
@@ -79,7 +80,8 @@ impl Daemon {
         };
         let output = exec
             .unmount(
-                target,
+                checked,
+                recorded.as_ref().map(|r| r.mount_id),
                 &mount.fstype,
                 flags,
                 wire::deadline(req.timeout_seconds, self.timeout),

@@ -9,13 +9,14 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::AgentStatus;
 use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
 use crate::mount::exec::finished;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
 use crate::vcs::docker::{Docker, Spec};
 
 /// How long a revived container's agent may take to answer.
@@ -182,23 +183,39 @@ impl Executor for AgentClient {
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
+    /// The agent resolves the target again beneath the kubelet root in its own
+    /// namespace, with the same rules, and mounts onto that handle.
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        _checked: &CheckedMount,
+        deadline: Duration,
+    ) -> Result<Made, ExecError> {
         let req = MountRequest {
             timeout_seconds: Some(deadline.as_secs().max(1)),
             ..req.clone()
         };
-        finished(self.call(wire::MOUNTS, &req, deadline).await?)
+        let output = finished(self.call(wire::MOUNTS, &req, deadline).await?)?;
+        Ok(Made {
+            output,
+            mount: None,
+        })
     }
 
     async fn unmount(
         &self,
-        target: &Path,
+        target: CheckedTarget,
+        _expected: Option<u32>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
+        // The agent resolves the target itself; a handle held here on the mount
+        // would keep it busy.
+        let CheckedTarget { path, fd, .. } = target;
+        drop(fd);
         let req = UnmountRequest {
-            target: target.to_owned(),
+            target: path,
             lazy: flags.lazy,
             force: flags.force,
             caller_pid: None,

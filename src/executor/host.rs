@@ -1,25 +1,230 @@
 //! The host executor: mounts in the daemon's own namespace, for kernel filesystems
-//! and for clients installed where the daemon runs, by mount(2) when one call does
-//! it (see `kernel_mount`), else by util-linux mount(8)/umount(8).
+//! and for clients installed where the daemon runs, always onto the checked
+//! target's handle: a new filesystem by fsopen/fsmount (when one mount(2) is all
+//! mount(8) would do), a bind by an open_tree clone of the checked source,
+//! anything else by mount(8) on a private staging point, moved onto the handle.
+//! Unmounts name the target beneath its checked parent, never follow a symlink,
+//! and only after its mount id matched the record.
 
-use std::path::Path;
+use std::ffi::{OsStr, OsString};
+use std::os::fd::{AsFd, OwnedFd};
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use super::staging::Staging;
+use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
-use crate::mount::kernel;
-use crate::mount::util_linux::{mount_args, run, unmount_args};
+use crate::mount::by_handle::{self, Filesystem};
+use crate::mount::kernel::{self, VFS_OPTIONS};
+use crate::mount::syscall::{Linux, MntFlags, MsFlags, SyscallError};
+use crate::mount::util_linux::{mount_args, run};
+use crate::ns::beneath::{fd_path, on_mount};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
 
 pub struct Host {
     proc: ProcRoot,
+    /// Where mount(8) makes what is then moved onto a target: `<state dir>/staging`,
+    /// prepared at the first mount that needs it.
+    staging_dir: std::path::PathBuf,
+    staging: OnceLock<Staging>,
 }
 
 impl Host {
-    pub fn new(proc: ProcRoot) -> Self {
-        Host { proc }
+    pub fn new(proc: ProcRoot, staging_dir: std::path::PathBuf) -> Self {
+        Host {
+            proc,
+            staging_dir,
+            staging: OnceLock::new(),
+        }
     }
+
+    fn staging(&self) -> Result<&Staging, ExecError> {
+        if let Some(s) = self.staging.get() {
+            return Ok(s);
+        }
+        let prepared = Staging::prepare(&Linux, &self.staging_dir)
+            .map_err(|e| ExecError::Unavailable(e.to_string()))?;
+        Ok(self.staging.get_or_init(|| prepared))
+    }
+
+    /// mount(8) on a fresh staging point, then the result moved onto the target.
+    async fn staged(
+        &self,
+        req: &MountRequest,
+        checked: &CheckedMount,
+        deadline: Duration,
+    ) -> Result<Made, ExecError> {
+        let point = self
+            .staging()?
+            .point()
+            .map_err(|e| ExecError::Unavailable(e.to_string()))?;
+        let staged = MountRequest {
+            target: point.path.clone(),
+            ..req.clone()
+        };
+        // mount(8) names the staging point; the caller knows the target.
+        let staging_path = point.path.display().to_string();
+        let target_path = checked.target.path.display().to_string();
+        let output = run("mount", &mount_args(&staged), deadline)
+            .await
+            .map_err(|e| match e {
+                ExecError::Failed {
+                    command,
+                    status,
+                    output,
+                } => ExecError::Failed {
+                    command: command.replace(&staging_path, &target_path),
+                    status,
+                    output: output.replace(&staging_path, &target_path),
+                },
+                other => other,
+            })?;
+        let mount = point.mounted().ok_or_else(|| ExecError::Failed {
+            command: "mount".into(),
+            status: "exit status: 0".into(),
+            output: format!(
+                "{output}mount(8) succeeded but left no mount on its staging point {}",
+                point.path.display()
+            ),
+        })?;
+        if let Err(e) = by_handle::move_onto(&Linux, mount.as_fd(), checked.target.fd.as_fd()) {
+            let _ = by_handle::detach(&Linux, mount.as_fd());
+            return Err(syscall_failed(&checked.target, e));
+        }
+        Ok(Made {
+            output,
+            mount: Some(mount),
+        })
+    }
+}
+
+/// What a request asks of the kernel, decided from its options.
+enum Plan {
+    /// A bind (rbind: `recursive`) of the checked source, with mount flags and a
+    /// propagation change after it.
+    Bind {
+        recursive: bool,
+        flags: MsFlags,
+        propagation: Option<(MsFlags, bool)>,
+    },
+    /// A move of the checked source's mount.
+    Move,
+    /// A change of the mount on the target (remount, propagation): one mount(2)
+    /// on the target's handle.
+    Change { flags: MsFlags, data: OsString },
+    /// A new filesystem: one fsmount when that is all mount(8) would do, else
+    /// mount(8) on a staging point.
+    New,
+}
+
+/// Propagation options: name, flag, recursive.
+const PROPAGATION: &[(&str, MsFlags, bool)] = &[
+    ("shared", MsFlags::MS_SHARED, false),
+    ("rshared", MsFlags::MS_SHARED, true),
+    ("slave", MsFlags::MS_SLAVE, false),
+    ("rslave", MsFlags::MS_SLAVE, true),
+    ("private", MsFlags::MS_PRIVATE, false),
+    ("rprivate", MsFlags::MS_PRIVATE, true),
+    ("unbindable", MsFlags::MS_UNBINDABLE, false),
+    ("runbindable", MsFlags::MS_UNBINDABLE, true),
+];
+
+fn plan(req: &MountRequest) -> Plan {
+    let pieces: Vec<&str> = req
+        .options
+        .iter()
+        .chain(&req.sensitive_options)
+        .flat_map(|o| o.split(','))
+        .collect();
+    let has = |name: &str| pieces.contains(&name);
+    let bind_type = matches!(req.fstype.as_str(), "none" | "bind" | "rbind");
+    let recursive = has("rbind") || req.fstype == "rbind";
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut propagation = None;
+    for piece in &pieces {
+        let name = piece.strip_prefix("make-").unwrap_or(piece);
+        if let Some((_, flag, set)) = VFS_OPTIONS.iter().find(|(n, ..)| *n == name) {
+            flags.set(*flag, *set);
+        } else if let Some((_, flag, rec)) = PROPAGATION.iter().find(|(n, ..)| *n == name) {
+            propagation = Some((*flag, *rec));
+        } else if !matches!(name, "bind" | "rbind" | "remount" | "move") {
+            data.push(*piece);
+        }
+    }
+    if has("move") {
+        Plan::Move
+    } else if has("remount") {
+        let mut flags = flags | MsFlags::MS_REMOUNT;
+        flags.set(MsFlags::MS_BIND, has("bind"));
+        Plan::Change {
+            flags,
+            data: data.join(",").into(),
+        }
+    } else if has("bind") || recursive || bind_type {
+        Plan::Bind {
+            recursive,
+            flags,
+            propagation,
+        }
+    } else if let (Some((flag, rec)), true) =
+        (propagation, req.source.is_empty() || data.is_empty())
+    {
+        let mut flags = flag;
+        flags.set(MsFlags::MS_REC, rec);
+        Plan::Change {
+            flags,
+            data: OsString::new(),
+        }
+    } else {
+        Plan::New
+    }
+}
+
+fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecError {
+    ExecError::Failed {
+        command: format!("mount on {}", target.path.display()),
+        status: e.errno().desc().to_owned(),
+        output: format!("{e}\n"),
+    }
+}
+
+/// Runs `call` on a blocking thread within `deadline`: the handles it needs are
+/// copies, so the thread may outlive the request.
+async fn blocking<T: Send + 'static>(
+    what: String,
+    deadline: Duration,
+    call: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
+) -> Result<T, ExecError> {
+    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
+        Ok(Ok(done)) => done,
+        Ok(Err(join)) => Err(ExecError::Spawn {
+            command: what,
+            source: std::io::Error::other(join),
+        }),
+        Err(_) => Err(ExecError::Timeout {
+            command: what,
+            after: deadline,
+        }),
+    }
+}
+
+fn copies(checked: &CheckedMount) -> Result<CheckedMount, ExecError> {
+    checked.try_clone().map_err(|source| ExecError::Spawn {
+        command: "dup of the checked handles".into(),
+        source,
+    })
+}
+
+/// The checked source a bind or a move needs.
+fn source_of(checked: &CheckedMount) -> Result<&crate::policy::CheckedSource, ExecError> {
+    checked.source.as_ref().ok_or_else(|| ExecError::Failed {
+        command: "mount".into(),
+        status: "refused".into(),
+        output: "a bind or move without a checked source\n".into(),
+    })
 }
 
 #[async_trait::async_trait]
@@ -32,23 +237,227 @@ impl Executor for Host {
         Ok(namespace_of(self.name(), &self.proc, None))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
-        if kernel::mount(req, deadline).await? {
-            return Ok(String::new());
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        checked: &CheckedMount,
+        deadline: Duration,
+    ) -> Result<Made, ExecError> {
+        let api = by_handle::api();
+        let what = format!("mount on {}", checked.target.path.display());
+        match plan(req) {
+            Plan::Bind {
+                recursive,
+                flags,
+                propagation,
+            } => {
+                source_of(checked)?;
+                let c = copies(checked)?;
+                blocking(what, deadline, move || {
+                    let source = c.source.as_ref().expect("checked above");
+                    let made = by_handle::bind(
+                        &Linux,
+                        source.fd(),
+                        recursive,
+                        flags,
+                        &c.target.place(),
+                        api,
+                    )
+                    .map_err(|e| syscall_failed(&c.target, e))?;
+                    if let Some((kind, rec)) = propagation {
+                        if let Err(e) = by_handle::set_propagation(&Linux, made.as_fd(), kind, rec)
+                        {
+                            let _ = by_handle::detach(&Linux, made.as_fd());
+                            return Err(syscall_failed(&c.target, e));
+                        }
+                    }
+                    Ok(Made::by_call(made))
+                })
+                .await
+            }
+            Plan::Move => {
+                source_of(checked)?;
+                let c = copies(checked)?;
+                blocking(what, deadline, move || {
+                    let source = c.source.as_ref().expect("checked above");
+                    by_handle::move_onto(&Linux, source.fd(), c.target.fd.as_fd())
+                        .map_err(|e| syscall_failed(&c.target, e))?;
+                    let moved = source.fd.try_clone().map_err(|source| ExecError::Spawn {
+                        command: "dup".into(),
+                        source,
+                    })?;
+                    Ok(Made::by_call(moved))
+                })
+                .await
+            }
+            Plan::Change { flags, data } => {
+                let c = copies(checked)?;
+                blocking(what, deadline, move || {
+                    let data = Some(data.as_os_str()).filter(|d| !d.is_empty());
+                    let on = fd_path(c.target.fd.as_fd());
+                    crate::mount::syscall::Syscall::mount(&Linux, None, &on, None, flags, data)
+                        .map_err(|e| syscall_failed(&c.target, e))?;
+                    Ok(Made {
+                        output: String::new(),
+                        mount: None,
+                    })
+                })
+                .await
+            }
+            Plan::New => match kernel::plan(req, &kernel::facts(req)) {
+                Some(call) => {
+                    let c = copies(checked)?;
+                    let by_call = blocking(what, deadline, move || {
+                        let data: Vec<&OsStr> = call.data.split(',').map(OsStr::new).collect();
+                        let fs = Filesystem {
+                            fstype: &call.fstype,
+                            source: OsStr::new(&call.source),
+                            flags: call.flags,
+                            data: &data,
+                        };
+                        let made = by_handle::new_filesystem(&Linux, &fs, &c.target.place(), api)
+                            .map_err(|e| syscall_failed(&c.target, e))?;
+                        Ok(Made::by_call(made))
+                    })
+                    .await;
+                    match by_call {
+                        // Nothing was attached: mount(8) makes it again, so that its
+                        // own errors and fallbacks (a write-protected device mounted
+                        // read-only) apply.
+                        Err(ExecError::Failed { output, .. }) => {
+                            tracing::debug!(target = %checked.target.path.display(), error = %output.trim(), "the one-call mount failed; mount(8) follows");
+                            self.staged(req, checked, deadline).await
+                        }
+                        other => other,
+                    }
+                }
+                None => self.staged(req, checked, deadline).await,
+            },
         }
-        run("mount", &mount_args(req), deadline).await
     }
 
     async fn unmount(
         &self,
-        target: &Path,
-        fstype: &str,
+        target: CheckedTarget,
+        expected: Option<u32>,
+        _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        if kernel::unmount(target, fstype, flags, deadline).await? {
-            return Ok(String::new());
+        let what = format!("umount2(2) of {}", target.path.display());
+        blocking(what, deadline, move || {
+            check_mount_id(&target, expected)?;
+            // The target's own fd would keep the mount busy: only its parent's stays.
+            let CheckedTarget {
+                path,
+                parent,
+                name,
+                fd,
+            } = target;
+            drop(fd);
+            let mut mnt = MntFlags::empty();
+            mnt.set(MntFlags::MNT_DETACH, flags.lazy);
+            mnt.set(MntFlags::MNT_FORCE, flags.force);
+            by_handle::unmount(&Linux, parent.as_fd(), &name, mnt).map_err(|e| {
+                ExecError::Failed {
+                    command: format!("umount {}", path.display()),
+                    status: e.errno().desc().to_owned(),
+                    output: format!("umount: {}: {}\n", path.display(), e.errno().desc()),
+                }
+            })?;
+            Ok(String::new())
+        })
+        .await
+    }
+
+    async fn undo(&self, made: &Made) -> bool {
+        match &made.mount {
+            Some(fd) => by_handle::detach(&Linux, fd.as_fd()).is_ok(),
+            None => false,
         }
-        run("umount", &unmount_args(target, fstype, flags), deadline).await
+    }
+}
+
+/// The mount on the target now must be the one `expected` names (the record's
+/// mount id): another one put there (or swapped in) is not unmounted.
+fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), ExecError> {
+    let Some(expected) = expected else {
+        return Ok(());
+    };
+    let refused = |found: String| {
+        ExecError::Failed {
+        command: format!("umount {}", target.path.display()),
+        status: "refused".into(),
+        output: format!(
+            "umount: {}: the mount there now ({found}) is not the recorded mount {expected}: not unmounted\n",
+            target.path.display()
+        ),
+    }
+    };
+    let on = on_mount(target.fd.as_fd()).map_err(|e| refused(e.to_string()))?;
+    if !on.root {
+        return Err(refused("none".into()));
+    }
+    let found = crate::ns::statmount::by_id(on.id)
+        .ok()
+        .flatten()
+        .map(|m| m.id)
+        .ok_or_else(|| refused(format!("unique id {}", on.id)))?;
+    if found != expected {
+        return Err(refused(format!("mount {found}")));
+    }
+    Ok(())
+}
+
+impl Made {
+    /// A mount the executor made with its own calls, by its fd.
+    fn by_call(mount: OwnedFd) -> Made {
+        Made {
+            output: String::new(),
+            mount: Some(mount),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(fstype: &str, options: &[&str]) -> MountRequest {
+        MountRequest {
+            source: "/k/plugins/src".into(),
+            target: "/k/pods/p/v".into(),
+            fstype: fstype.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            ..MountRequest::default()
+        }
+    }
+
+    #[test]
+    fn options_decide_the_kernel_calls() {
+        let bind = plan(&req("", &["bind,ro,nosuid", "private"]));
+        assert!(
+            matches!(bind, Plan::Bind { recursive: false, flags, propagation: Some((MsFlags::MS_PRIVATE, false)) }
+            if flags == MsFlags::MS_RDONLY | MsFlags::MS_NOSUID)
+        );
+        assert!(matches!(
+            plan(&req("rbind", &[])),
+            Plan::Bind {
+                recursive: true,
+                ..
+            }
+        ));
+        assert!(matches!(plan(&req("", &["move"])), Plan::Move));
+        let remount = plan(&req("", &["bind,remount,ro"]));
+        assert!(matches!(remount, Plan::Change { flags, .. }
+            if flags == MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY));
+        let private = plan(&MountRequest {
+            source: String::new(),
+            ..req("", &["make-rprivate"])
+        });
+        assert!(
+            matches!(private, Plan::Change { flags, .. } if flags == MsFlags::MS_PRIVATE | MsFlags::MS_REC)
+        );
+        assert!(matches!(plan(&req("tmpfs", &["size=1m", "ro"])), Plan::New));
     }
 }

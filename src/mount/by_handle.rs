@@ -278,12 +278,17 @@ pub fn set_propagation(
     sys.mount_setattr(mount, Path::new(""), at, &MountAttr::propagation(kind))
 }
 
-/// Unmounts the mount on the target's name beneath its checked parent:
+/// Unmounts the mount on `name` beneath the checked `parent`:
 /// `UMOUNT_NOFOLLOW`, so a symlink put there after the check is not followed. The
 /// parent, not the target, is the handle: an fd on the mount itself would keep it
 /// busy.
-pub fn unmount(sys: &dyn Syscall, target: &Place<'_>, flags: MntFlags) -> Result<(), SyscallError> {
-    let path = fd_path(target.parent).join(target.name);
+pub fn unmount(
+    sys: &dyn Syscall,
+    parent: BorrowedFd<'_>,
+    name: &OsStr,
+    flags: MntFlags,
+) -> Result<(), SyscallError> {
+    let path = fd_path(parent).join(name);
     sys.umount2(&path, flags | MntFlags::UMOUNT_NOFOLLOW)
 }
 
@@ -483,7 +488,13 @@ mod tests {
     fn unmount_names_the_target_beneath_its_parent_fd_and_undo_detaches_the_mount_fd() {
         let target = Target::new();
         let sys = Recording::default();
-        unmount(&sys, &target.place(), MntFlags::MNT_FORCE).unwrap();
+        unmount(
+            &sys,
+            target.parent.as_fd(),
+            OsStr::new("v"),
+            MntFlags::MNT_FORCE,
+        )
+        .unwrap();
         detach(&sys, target.fd.as_fd()).unwrap();
         let (parent, fd) = (target.parent.as_raw_fd(), target.fd.as_raw_fd());
         assert_eq!(

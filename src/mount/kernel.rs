@@ -23,7 +23,7 @@ const UTAB: &str = "/run/mount/utab";
 const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
 /// The VFS options mount(8) turns into mount(2) flags: name, flag, set (or clear).
-const VFS_OPTIONS: &[(&str, MsFlags, bool)] = &[
+pub const VFS_OPTIONS: &[(&str, MsFlags, bool)] = &[
     ("defaults", MsFlags::empty(), true),
     ("ro", MsFlags::MS_RDONLY, true),
     ("rw", MsFlags::MS_RDONLY, false),
@@ -174,6 +174,18 @@ pub fn plan(req: &MountRequest, facts: &Facts) -> Option<Call> {
     })
 }
 
+/// What this node says about `req`: how its kernel knows the type, whether
+/// mount(8) would start a helper, and the canonical block device of its source.
+pub fn facts(req: &MountRequest) -> Facts {
+    Facts {
+        kernel: kernel_has(&filesystems(), &req.fstype),
+        helper: helper("mount", &req.fstype) == Helper::Other,
+        block_device: std::fs::canonicalize(&req.source)
+            .ok()
+            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())),
+    }
+}
+
 /// How /proc/filesystems lists `fstype`.
 pub fn kernel_has(filesystems: &str, fstype: &str) -> Kernel {
     filesystems
@@ -212,14 +224,7 @@ fn filesystems() -> String {
 /// Mounts `req` with one mount(2) when that is all mount(8) would do. `Ok(false)`:
 /// mount(8) must run (the call does not apply, or it failed and left nothing).
 pub async fn mount(req: &MountRequest, deadline: Duration) -> Result<bool, ExecError> {
-    let facts = Facts {
-        kernel: kernel_has(&filesystems(), &req.fstype),
-        helper: helper("mount", &req.fstype) == Helper::Other,
-        block_device: std::fs::canonicalize(&req.source)
-            .ok()
-            .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.file_type().is_block_device())),
-    };
-    let Some(call) = plan(req, &facts) else {
+    let Some(call) = plan(req, &facts(req)) else {
         return Ok(false);
     };
     let what = format!("mount(2) of {} on {}", call.fstype, call.target.display());

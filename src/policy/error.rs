@@ -55,6 +55,9 @@ pub enum PolicyError {
     },
     #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
+    /// What may be mounted: the rule broken and the configuration key that allows it.
+    #[error("{}: refused by the {} rule (configuration key `{}` changes it)", .0.detail, .0.rule, .0.key)]
+    SourceRefused(crate::policy::sources::Refusal),
     #[error("cannot resolve {what} {path}: {errno}")]
     Unresolvable {
         what: &'static str,
@@ -75,6 +78,7 @@ impl PolicyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
+            PolicyError::SourceRefused(_) => ErrorCode::SourceNotAllowed,
             PolicyError::OutsideRoots { .. }
             | PolicyError::IsRoot { .. }
             | PolicyError::Symlink { .. }

@@ -2,31 +2,40 @@
 //! sources may lie (resolved without following symlinks), what request fields may
 //! contain, and which option values must never be shown.
 
+mod checked;
 mod error;
 mod fields;
 mod redact;
 mod resolve;
+pub mod sources;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use crate::api::wire::{MountRequest, UnmountRequest};
+use crate::ns::beneath::Kind;
 
+pub use checked::{CheckedMount, CheckedSource, CheckedTarget};
 pub use error::PolicyError;
 pub use fields::check_fstype;
 pub use redact::{redacted_options, scrub};
+pub use sources::SourceRules;
 
 use fields::{check_fields, check_target_bytes};
-use resolve::resolve;
+use resolve::{resolve, resolve_source};
+use sources::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Directories mount targets must lie under (default: <kubelet-root>/pods and
     /// <kubelet-root>/plugins; the daemon builds this).
     pub target_roots: Vec<PathBuf>,
-    /// Directories a bind mount's source must lie under (default: the kubelet root).
+    /// Directories a bind, overlay-layer or loop-file source must lie under
+    /// (default: the kubelet root).
     pub bind_source_roots: Vec<PathBuf>,
     /// Peer uids allowed besides 0.
     pub allowed_uids: Vec<u32>,
+    /// What may be mounted from where (see [`sources`]).
+    pub sources: SourceRules,
 }
 
 impl Policy {
@@ -43,29 +52,43 @@ impl Policy {
         })
     }
 
-    /// Validates a mount request and returns its target as resolved: the requested
-    /// path, lexically normalized (no `.`, no trailing slash), which is where the
-    /// kernel found it since no component below its root is a symlink. Bind (and
-    /// move) sources are resolved the same way under `bind_source_roots`.
-    pub fn check_mount(&self, req: &MountRequest) -> Result<PathBuf, PolicyError> {
+    /// Validates a mount request of a peer with `uid` and resolves its paths, once,
+    /// to handles: the target (a directory, or a file for a bind) beneath a target
+    /// root, and a bind, move or loop source, or each overlay layer, beneath a
+    /// source root. Its type and source must pass the source rules (see
+    /// [`sources`]). After this nothing resolves the request's names again.
+    pub fn check_mount(&self, req: &MountRequest, uid: u32) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
-        let target = resolve("target", &req.target, &self.target_roots, true)?;
-        if is_bind(req) {
-            resolve(
-                "source",
-                Path::new(&req.source),
-                &self.bind_source_roots,
-                false,
-            )?;
+        let bind = is_bind(req);
+        let kind = if bind { Kind::Any } else { Kind::Directory };
+        let target = resolve("target", &req.target, &self.target_roots, kind)?;
+        let source = match self.sources.check(req, bind, uid == 0) {
+            Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
+            Ok(Source::Path { path, .. }) => {
+                Some(resolve_source(&path, &self.bind_source_roots, Kind::Any)?)
+            }
+            Ok(Source::Name | Source::Device) => None,
+        };
+        for (_, layer) in sources::overlay_layers(req) {
+            resolve_source(&layer, &self.bind_source_roots, Kind::Directory)?;
         }
-        Ok(target)
+        Ok(CheckedMount { target, source })
+    }
+
+    /// The request as it is executed for a peer with `uid`: one that is not root
+    /// always gets `nosuid,nodev`.
+    pub fn enforced(&self, mut req: MountRequest, uid: u32) -> MountRequest {
+        if uid != 0 {
+            sources::force_nosuid_nodev(&mut req);
+        }
+        req
     }
 
     /// Validates an unmount request's target the same way (it must exist, lie below a
-    /// root and have no symlink components).
-    pub fn check_unmount(&self, req: &UnmountRequest) -> Result<PathBuf, PolicyError> {
+    /// root and have no symlink components) and resolves it to handles.
+    pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
-        resolve("target", &req.target, &self.target_roots, true)
+        resolve("target", &req.target, &self.target_roots, Kind::Any)
     }
 }
 
@@ -87,11 +110,7 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-
     use crate::api::wire::{ApiError, ErrorCode};
-    use resolve::{walk, Fault};
 
     use tempfile::TempDir;
 
@@ -108,6 +127,7 @@ mod tests {
             target_roots: vec![root.join("pods"), root.join("plugins")],
             bind_source_roots: vec![root.to_owned()],
             allowed_uids: vec![1000],
+            sources: SourceRules::default(),
         };
         (dir, policy)
     }
@@ -145,20 +165,30 @@ mod tests {
         let volume = dir.path().join("pods/uid/volumes/v");
         let mut with_slash = volume.clone().into_os_string();
         with_slash.push("/");
-        assert_eq!(policy.check_mount(&mount(&with_slash)).unwrap(), volume);
+        assert_eq!(
+            policy
+                .check_mount(&mount(&with_slash), 0)
+                .unwrap()
+                .target
+                .path,
+            volume
+        );
         let csi = dir.path().join("plugins/csi");
-        assert_eq!(policy.check_mount(&mount(&csi)).unwrap(), csi);
+        assert_eq!(
+            policy.check_mount(&mount(&csi), 0).unwrap().target.path,
+            csi
+        );
         let unmount = UnmountRequest {
             target: volume.clone(),
             ..Default::default()
         };
-        assert_eq!(policy.check_unmount(&unmount).unwrap(), volume);
+        assert_eq!(policy.check_unmount(&unmount).unwrap().path, volume);
     }
 
     #[test]
     fn refuses_targets_outside_the_roots() {
         let (dir, policy) = fixture();
-        let err = policy.check_mount(&mount("/etc/x")).unwrap_err();
+        let err = policy.check_mount(&mount("/etc/x"), 0).unwrap_err();
         assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::TargetNotAllowed);
         let pods = dir.path().join("pods");
@@ -171,7 +201,7 @@ mod tests {
         );
         // Whole components: podsX is not under pods.
         let sibling = dir.path().join("podsX/v");
-        let err = policy.check_mount(&mount(&sibling)).unwrap_err();
+        let err = policy.check_mount(&mount(&sibling), 0).unwrap_err();
         assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
         assert_names(&err, &[&sibling.to_string_lossy()]);
     }
@@ -185,7 +215,7 @@ mod tests {
             ("plugins/.", "plugins"),
         ] {
             let err = policy
-                .check_mount(&mount(dir.path().join(target)))
+                .check_mount(&mount(dir.path().join(target)), 0)
                 .unwrap_err();
             assert!(
                 matches!(err, PolicyError::IsRoot { .. }),
@@ -204,7 +234,7 @@ mod tests {
     fn refuses_dot_dot() {
         let (dir, policy) = fixture();
         let target = dir.path().join("pods/uid/../../podsX/v");
-        let err = policy.check_mount(&mount(&target)).unwrap_err();
+        let err = policy.check_mount(&mount(&target), 0).unwrap_err();
         assert!(matches!(err, PolicyError::DotDot { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
@@ -219,7 +249,7 @@ mod tests {
         symlink("/etc", dir.path().join("pods/uid/evil")).unwrap();
         let target = dir.path().join("pods/uid/evil");
         for target in [target.join("x"), target.join(".")] {
-            let err = policy.check_mount(&mount(&target)).unwrap_err();
+            let err = policy.check_mount(&mount(&target), 0).unwrap_err();
             assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
             assert_eq!(err.code(), ErrorCode::TargetNotAllowed);
             assert_names(
@@ -238,7 +268,7 @@ mod tests {
         // Even one that points inside the root.
         let link = dir.path().join("pods/uid/link");
         symlink(dir.path().join("pods/uid/volumes/v"), &link).unwrap();
-        let err = policy.check_mount(&mount(&link)).unwrap_err();
+        let err = policy.check_mount(&mount(&link), 0).unwrap_err();
         assert!(matches!(err, PolicyError::Symlink { ref component, .. } if component == "link"));
         assert_names(
             &err,
@@ -256,7 +286,7 @@ mod tests {
     fn refuses_missing_targets_and_files() {
         let (dir, policy) = fixture();
         let missing = dir.path().join("pods/uid/volumes/nope");
-        let err = policy.check_mount(&mount(&missing)).unwrap_err();
+        let err = policy.check_mount(&mount(&missing), 0).unwrap_err();
         assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
@@ -274,41 +304,9 @@ mod tests {
         assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
 
         let file = dir.path().join("plugins/csi/file");
-        let err = policy.check_mount(&mount(&file)).unwrap_err();
+        let err = policy.check_mount(&mount(&file), 0).unwrap_err();
         assert!(matches!(err, PolicyError::NotADirectory { .. }), "{err:?}");
         assert_names(&err, &["component 'file' is not a directory"]);
-    }
-
-    #[test]
-    fn walk_alone_is_as_strict() {
-        let (dir, _) = fixture();
-        symlink("/etc", dir.path().join("pods/evil")).unwrap();
-        let pods = open(
-            &dir.path().join("pods"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        assert_eq!(walk(&pods, Path::new("uid/volumes/v"), true), Ok(()));
-        assert_eq!(
-            walk(&pods, Path::new("evil/ssl"), true),
-            Err(Fault::Symlink("evil".into()))
-        );
-        assert_eq!(
-            walk(&pods, Path::new("uid/none"), true),
-            Err(Fault::Missing)
-        );
-        let plugins = open(
-            &dir.path().join("plugins"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        assert_eq!(walk(&plugins, Path::new("csi/file"), false), Ok(()));
-        assert_eq!(
-            walk(&plugins, Path::new("csi/file/x"), false),
-            Err(Fault::NotADirectory("file".into()))
-        );
     }
 
     #[test]
@@ -333,7 +331,7 @@ mod tests {
             r.sensitive_options = vec![format!("password=x{bad}")];
             cases.push((r, "sensitive option 1 contains"));
             for (req, field) in cases.drain(..) {
-                let err = policy.check_mount(&req).unwrap_err();
+                let err = policy.check_mount(&req, 0).unwrap_err();
                 assert!(matches!(err, PolicyError::BadCharacter { .. }), "{err:?}");
                 assert_eq!(err.code(), ErrorCode::BadRequest);
                 assert_names(&err, &[field, what]);
@@ -353,7 +351,7 @@ mod tests {
         let (dir, policy) = fixture();
         let mut req = mount(dir.path().join("pods/uid/volumes/v"));
         req.source = "-oremount".into();
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check_mount(&req, 0).unwrap_err();
         assert!(matches!(err, PolicyError::DashSource { .. }), "{err:?}");
         assert_eq!(err.to_string(), "source '-oremount' begins with '-'");
         assert_eq!(err.code(), ErrorCode::BadRequest);
@@ -365,9 +363,9 @@ mod tests {
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
         let ok = bind(file.to_str().unwrap(), &target);
-        assert_eq!(policy.check_mount(&ok).unwrap(), target);
+        assert_eq!(policy.check_mount(&ok, 0).unwrap().target.path, target);
 
-        let err = policy.check_mount(&bind("/etc", &target)).unwrap_err();
+        let err = policy.check_mount(&bind("/etc", &target), 0).unwrap_err();
         assert!(
             matches!(err, PolicyError::OutsideRoots { what: "source", .. }),
             "{err:?}"
@@ -377,7 +375,7 @@ mod tests {
         symlink("/etc", dir.path().join("plugins/etc")).unwrap();
         let via_link = dir.path().join("plugins/etc/passwd");
         let err = policy
-            .check_mount(&bind(via_link.to_str().unwrap(), &target))
+            .check_mount(&bind(via_link.to_str().unwrap(), &target), 0)
             .unwrap_err();
         assert!(
             matches!(err, PolicyError::Symlink { what: "source", .. }),
@@ -386,7 +384,7 @@ mod tests {
         assert_names(&err, &["component 'etc' is a symbolic link"]);
 
         let err = policy
-            .check_mount(&bind("plugins/csi", &target))
+            .check_mount(&bind("plugins/csi", &target), 0)
             .unwrap_err();
         assert!(matches!(err, PolicyError::NotAbsolute { .. }), "{err:?}");
         assert_names(&err, &["source plugins/csi is not an absolute path"]);
@@ -395,7 +393,7 @@ mod tests {
         let mut hidden = mount(&target);
         hidden.source = "/etc".into();
         hidden.sensitive_options = vec!["ro,rbind".into()];
-        let err = policy.check_mount(&hidden).unwrap_err();
+        let err = policy.check_mount(&hidden, 0).unwrap_err();
         assert!(
             matches!(err, PolicyError::OutsideRoots { what: "source", .. }),
             "{err:?}"
@@ -425,12 +423,12 @@ mod tests {
         for good in ["", "ext4", "fuse.sshfs", "nfs4", "ceph_x+y-z"] {
             let mut req = mount(&target);
             req.fstype = good.into();
-            policy.check_mount(&req).unwrap();
+            policy.check_mount(&req, 0).unwrap();
         }
         for bad in ["a b", "EXT4", "fuse/x"] {
             let mut req = mount(&target);
             req.fstype = bad.into();
-            let err = policy.check_mount(&req).unwrap_err();
+            let err = policy.check_mount(&req, 0).unwrap_err();
             assert!(matches!(err, PolicyError::BadFstype { .. }), "{err:?}");
             assert_eq!(
                 err.to_string(),
@@ -439,7 +437,7 @@ mod tests {
         }
         let mut req = mount(&target);
         req.fstype = "a".repeat(65);
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check_mount(&req, 0).unwrap_err();
         assert!(
             matches!(err, PolicyError::TooLong { max: 64, .. }),
             "{err:?}"
@@ -454,7 +452,7 @@ mod tests {
         let mut req = mount(&target);
         req.options = vec!["ro".into(); 60];
         req.sensitive_options = vec!["password=x".into(); 5];
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check_mount(&req, 0).unwrap_err();
         assert!(
             matches!(err, PolicyError::TooManyOptions { count: 65 }),
             "{err:?}"
@@ -462,7 +460,7 @@ mod tests {
 
         let mut req = mount(&target);
         req.options.push("x".repeat(4097));
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check_mount(&req, 0).unwrap_err();
         assert_eq!(
             err.to_string(),
             "option 3 is 4097 bytes long (at most 4096)"
@@ -470,13 +468,13 @@ mod tests {
 
         let mut req = mount(&target);
         req.options.insert(1, String::new());
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check_mount(&req, 0).unwrap_err();
         assert!(matches!(err, PolicyError::EmptyOption { .. }), "{err:?}");
         assert_eq!(err.to_string(), "option 2 is empty");
 
         let mut req = mount(&target);
         req.source = "s".repeat(4097);
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check_mount(&req, 0).unwrap_err();
         assert_eq!(err.to_string(), "source is 4097 bytes long (at most 4096)");
     }
 

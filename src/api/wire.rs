@@ -15,6 +15,41 @@ pub const STATUS: &str = "/v1/status";
 pub const RUN: &str = "/v1/run";
 pub const UPGRADE: &str = "/v1/upgrade";
 
+/// Paths on the wire are bytes, carried exactly: a JSON string when they are
+/// UTF-8 (nearly always), else `{"bytes": [98, 97, 100, 255]}`, their raw bytes.
+/// Never converted lossily.
+pub mod path_bytes {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Text(String),
+        Bytes { bytes: Vec<u8> },
+    }
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => Wire::Text(text.to_owned()),
+            None => Wire::Bytes {
+                bytes: path.as_os_str().as_bytes().to_vec(),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(match Wire::deserialize(d)? {
+            Wire::Text(text) => PathBuf::from(text),
+            Wire::Bytes { bytes } => PathBuf::from(OsString::from_vec(bytes)),
+        })
+    }
+}
+
 /// Largest request body the daemon reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -23,6 +58,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
     pub source: String,
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     /// Empty: let mount(8) decide (bind mounts).
     #[serde(default)]
@@ -44,6 +80,7 @@ pub struct MountRequest {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnmountRequest {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     /// MNT_DETACH (`umount -l`).
     #[serde(default)]
@@ -134,6 +171,7 @@ pub struct VcsStatus {
 /// What the daemon keeps of a mount it made. Options are already redacted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     pub executor: String,
     pub source: String,
@@ -164,6 +202,7 @@ pub struct MountResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmountResponse {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     pub seen: Vec<Sighting>,
     pub output: String,
@@ -214,6 +253,7 @@ impl Health {
 /// The health of one recorded mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountHealth {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     /// The record's mount id.
     pub mount_id: u32,

@@ -33,7 +33,7 @@ pub enum PolicyError {
     NotAbsolute { what: &'static str, path: PathBuf },
     #[error("{what} {path} contains '..'")]
     DotDot { what: &'static str, path: PathBuf },
-    #[error("{what} {path} is outside the allowed roots ({})", comma_list(.roots.iter().map(|r| r.display())))]
+    #[error("{what} {path} is outside the allowed roots ({}; configuration key `{}`)", comma_list(.roots.iter().map(|r| r.display())), roots_key(.what))]
     OutsideRoots {
         what: &'static str,
         path: PathBuf,
@@ -66,6 +66,14 @@ pub enum PolicyError {
     },
 }
 
+/// The configuration key that lists the roots a `what` must lie below.
+fn roots_key(what: &str) -> &'static str {
+    match what {
+        "target" => "target_roots",
+        _ => "bind_source_roots",
+    }
+}
+
 /// A missing target reads as mount(8)'s "/x: mount point does not exist".
 fn missing_text(what: &str, path: &Path) -> String {
     match what {
@@ -79,6 +87,9 @@ impl PolicyError {
         match self {
             PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
             PolicyError::SourceRefused(_) => ErrorCode::SourceNotAllowed,
+            PolicyError::OutsideRoots { what, .. } if *what != "target" => {
+                ErrorCode::SourceNotAllowed
+            }
             PolicyError::OutsideRoots { .. }
             | PolicyError::IsRoot { .. }
             | PolicyError::Symlink { .. }

@@ -75,6 +75,11 @@ pub struct MountRequest {
     /// The caller's deadline; the daemon's own is used when it is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// From the daemon to an agent only: the target roots the agent resolves the
+    /// target beneath, in its own namespace, with the daemon's rules. The daemon
+    /// ignores what a client puts here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beneath: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,6 +97,13 @@ pub struct UnmountRequest {
     pub caller_pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// From the daemon to an agent only: the target roots (as for a mount).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beneath: Vec<PathBuf>,
+    /// From the daemon to an agent only: the recorded mount id; the mount on the
+    /// target must be that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_id: Option<u32>,
 }
 
 /// The deadline for a request: the caller's `timeout_seconds` when it is shorter

@@ -229,6 +229,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => {
             let request = MountRequest {
+                beneath: Vec::new(),
                 source,
                 target,
                 fstype,
@@ -260,6 +261,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let invs = targets.into_iter().map(|target| Invocation::Unmount {
                 request: UnmountRequest {
+                    beneath: Vec::new(),
+                    mount_id: None,
                     target,
                     lazy,
                     force,

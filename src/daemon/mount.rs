@@ -64,7 +64,7 @@ impl Daemon {
         let output = made.output.clone();
         // 5. Prove it in every namespace (the executor's by the mount it made, when
         //    it holds it); undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, before.executor, made.id(), &views) {
+        let (mount, seen) = match verify::mounted(target, before.executor, &made, &views) {
             Ok(found) => found,
             Err(e) => {
                 self.undo(exec.as_ref(), &undo, Some(&made)).await;

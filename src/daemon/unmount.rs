@@ -81,7 +81,8 @@ impl Daemon {
         let output = exec
             .unmount(
                 checked,
-                recorded.as_ref().map(|r| r.mount_id),
+                // The mount just seen there: the executor unmounts it, or nothing.
+                Some(mount.id),
                 &mount.fstype,
                 flags,
                 wire::deadline(req.timeout_seconds, self.timeout),

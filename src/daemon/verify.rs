@@ -6,6 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::Sighting;
+use crate::executor::Made;
 use crate::ns::mountinfo::{normalize, Mount, MountinfoError};
 use crate::ns::namespace::{tables, Namespace};
 use crate::ns::propagation::{link_mounts, Link};
@@ -71,20 +72,21 @@ fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
 /// one, if any, that was there `before`), and where it was seen. Fails naming
 /// the first namespace it did not reach.
 ///
-/// `made`: the unique id of the mount the executor made in the daemon's own
-/// namespace, held by its fd: it is looked up by that id, wherever it landed, and
-/// must be on `target`.
+/// `made`: the mount the executor made. One it holds by its fd (in the daemon's
+/// own namespace) is looked up by its unique id, wherever it landed, and must be
+/// on `target`; one an agent reported by its id must be the one on `target`
+/// in the agent's namespace.
 pub fn mounted(
     target: &Path,
     before: Option<u32>,
-    made: Option<u64>,
+    made: &Made,
     views: &Views,
 ) -> Result<(Mount, Vec<Sighting>), VerifyError> {
     let not_mounted = || VerifyError::NotMounted {
         target: target.display().to_string(),
         namespace: views.executor.name.clone(),
     };
-    let by_id = made.map(statmount::by_id).and_then(|found| found.ok());
+    let by_id = made.id().map(statmount::by_id).and_then(|found| found.ok());
     let mount = match by_id {
         Some(Some(m)) if m.target == normalize(target) => m,
         Some(Some(m)) => {
@@ -99,6 +101,7 @@ pub fn mounted(
             .executor
             .mount_at(target)?
             .filter(|m| Some(m.id) != before)
+            .filter(|m| made.reported.is_none_or(|id| id == m.id))
             .ok_or_else(not_mounted)?,
     };
     let mut seen = vec![sighting(&views.executor, Some(&mount))];

@@ -188,34 +188,39 @@ impl Executor for AgentClient {
     async fn mount(
         &self,
         req: &MountRequest,
-        _checked: &CheckedMount,
+        checked: &CheckedMount,
         deadline: Duration,
     ) -> Result<Made, ExecError> {
         let req = MountRequest {
             timeout_seconds: Some(deadline.as_secs().max(1)),
+            beneath: vec![checked.target.root.clone()],
             ..req.clone()
         };
-        let output = finished(self.call(wire::MOUNTS, &req, deadline).await?)?;
+        let done = self.call(wire::MOUNTS, &req, deadline).await?;
+        let reported = done.mount.as_ref().and_then(|s| s.mount_id);
         Ok(Made {
-            output,
+            output: finished(done)?,
             mount: None,
+            reported,
         })
     }
 
     async fn unmount(
         &self,
         target: CheckedTarget,
-        _expected: Option<u32>,
+        expected: Option<u32>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
         // The agent resolves the target itself; a handle held here on the mount
         // would keep it busy.
-        let CheckedTarget { path, fd, .. } = target;
+        let CheckedTarget { path, root, fd, .. } = target;
         drop(fd);
         let req = UnmountRequest {
             target: path,
+            beneath: vec![root],
+            mount_id: expected,
             lazy: flags.lazy,
             force: flags.force,
             caller_pid: None,

@@ -109,6 +109,7 @@ impl Executor for DockerExec {
         Ok(Made {
             output,
             mount: None,
+            reported: None,
         })
     }
 

@@ -23,8 +23,38 @@ use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 use crate::policy::{CheckedMount, CheckedTarget};
 
+/// How mount(8) is run: as a plain child (the daemon), or by a process that
+/// reaps every child itself (the agent, PID 1 of its container).
+#[async_trait::async_trait]
+pub trait Runner: Send + Sync {
+    /// Runs `program` with `args` within `deadline`; its combined output, or
+    /// `ExecError::Failed` with it.
+    async fn run(
+        &self,
+        program: &str,
+        args: Vec<OsString>,
+        deadline: Duration,
+    ) -> Result<String, ExecError>;
+}
+
+/// util-linux's tools as plain children.
+struct Children;
+
+#[async_trait::async_trait]
+impl Runner for Children {
+    async fn run(
+        &self,
+        program: &str,
+        args: Vec<OsString>,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        run(program, &args, deadline).await
+    }
+}
+
 pub struct Host {
     proc: ProcRoot,
+    runner: std::sync::Arc<dyn Runner>,
     /// Where mount(8) makes what is then moved onto a target: `<state dir>/staging`,
     /// prepared at the first mount that needs it.
     staging_dir: std::path::PathBuf,
@@ -33,8 +63,18 @@ pub struct Host {
 
 impl Host {
     pub fn new(proc: ProcRoot, staging_dir: std::path::PathBuf) -> Self {
+        Self::with_runner(proc, staging_dir, std::sync::Arc::new(Children))
+    }
+
+    /// A host executor whose mount(8) runs through `runner`.
+    pub fn with_runner(
+        proc: ProcRoot,
+        staging_dir: std::path::PathBuf,
+        runner: std::sync::Arc<dyn Runner>,
+    ) -> Self {
         Host {
             proc,
+            runner,
             staging_dir,
             staging: OnceLock::new(),
         }
@@ -67,7 +107,9 @@ impl Host {
         // mount(8) names the staging point; the caller knows the target.
         let staging_path = point.path.display().to_string();
         let target_path = checked.target.path.display().to_string();
-        let output = run("mount", &mount_args(&staged), deadline)
+        let output = self
+            .runner
+            .run("mount", mount_args(&staged), deadline)
             .await
             .map_err(|e| match e {
                 ExecError::Failed {
@@ -96,6 +138,7 @@ impl Host {
         Ok(Made {
             output,
             mount: Some(mount),
+            reported: None,
         })
     }
 }
@@ -297,10 +340,7 @@ impl Executor for Host {
                     let on = fd_path(c.target.fd.as_fd());
                     crate::mount::syscall::Syscall::mount(&Linux, None, &on, None, flags, data)
                         .map_err(|e| syscall_failed(&c.target, e))?;
-                    Ok(Made {
-                        output: String::new(),
-                        mount: None,
-                    })
+                    Ok(Made::default())
                 })
                 .await
             }
@@ -353,6 +393,7 @@ impl Executor for Host {
                 parent,
                 name,
                 fd,
+                ..
             } = target;
             drop(fd);
             let mut mnt = MntFlags::empty();
@@ -389,7 +430,7 @@ fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), E
         command: format!("umount {}", target.path.display()),
         status: "refused".into(),
         output: format!(
-            "umount: {}: the mount there now ({found}) is not the recorded mount {expected}: not unmounted\n",
+            "umount: {}: the mount there now ({found}) is not mount {expected}, which was there a moment ago: not unmounted\n",
             target.path.display()
         ),
     }
@@ -413,8 +454,8 @@ impl Made {
     /// A mount the executor made with its own calls, by its fd.
     fn by_call(mount: OwnedFd) -> Made {
         Made {
-            output: String::new(),
             mount: Some(mount),
+            ..Made::default()
         }
     }
 }

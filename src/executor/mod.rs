@@ -12,7 +12,7 @@ use std::time::Duration;
 
 pub use agent_client::AgentClient;
 pub use docker_exec::DockerExec;
-pub use host::Host;
+pub use host::{Host, Runner};
 pub use staging::{Staging, StagingError};
 
 use crate::api::wire::{Executed, MountRequest};
@@ -30,6 +30,8 @@ pub struct Made {
     /// verification finds it by its id and an undo detaches exactly it, wherever it
     /// landed.
     pub mount: Option<OwnedFd>,
+    /// The id of the mount an agent made and reported, in its own namespace.
+    pub reported: Option<u32>,
 }
 
 impl Made {
@@ -60,7 +62,8 @@ pub trait Executor: Send + Sync {
         deadline: Duration,
     ) -> Result<Made, ExecError>;
     /// Unmounts the checked target, which holds a mount of type `fstype`, when the
-    /// mount there is `expected` (the record's mount id, when there is a record).
+    /// mount there is `expected` (the id the daemon just saw there, in the executor's
+    /// namespace): a mount swapped in or stacked since is not unmounted.
     async fn unmount(
         &self,
         target: CheckedTarget,

@@ -15,6 +15,8 @@ use crate::mount::by_handle::Place;
 #[derive(Debug)]
 pub struct CheckedTarget {
     pub path: PathBuf,
+    /// The target root it was resolved beneath.
+    pub root: PathBuf,
     pub fd: OwnedFd,
     pub parent: OwnedFd,
     pub name: OsString,
@@ -38,6 +40,7 @@ impl CheckedTarget {
     pub fn try_clone(&self) -> std::io::Result<CheckedTarget> {
         Ok(CheckedTarget {
             path: self.path.clone(),
+            root: self.root.clone(),
             fd: self.fd.try_clone()?,
             parent: self.parent.try_clone()?,
             name: self.name.clone(),

@@ -9,7 +9,7 @@ mod redact;
 mod resolve;
 pub mod sources;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::api::wire::{MountRequest, UnmountRequest};
 use crate::ns::beneath::Kind;
@@ -82,6 +82,13 @@ impl Policy {
             sources::force_nosuid_nodev(&mut req);
         }
         req
+    }
+
+    /// Resolves a target beneath `roots` (an agent's own view of the daemon's
+    /// target roots) with the same rules: no symlink, no `..`, strictly below.
+    pub fn resolve_target(path: &Path, roots: &[PathBuf]) -> Result<CheckedTarget, PolicyError> {
+        check_target_bytes(path)?;
+        resolve("target", path, roots, Kind::Any)
     }
 
     /// Validates an unmount request's target the same way (it must exist, lie below a

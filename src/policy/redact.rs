@@ -90,6 +90,7 @@ mod tests {
             sensitive_options: vec!["user=alice,pin=4242".into()],
             caller_pid: None,
             timeout_seconds: None,
+            beneath: Vec::new(),
         }
     }
 

@@ -84,6 +84,7 @@ pub(super) fn resolve(
     let fd = beneath_fd(parent.as_fd(), Path::new(&name), kind).map_err(fault)?;
     Ok(CheckedTarget {
         path,
+        root: root.clone(),
         fd,
         parent,
         name,

@@ -161,11 +161,17 @@ impl Agent {
 
     /// How the agent's namespace sees the mount it made, for the daemon.
     fn sighting(&self, made: &Made) -> Option<Sighting> {
-        let m = crate::ns::statmount::by_id(made.id()?).ok()??;
+        let fd = made.mount.as_ref()?;
+        // statmount(2) may be refused by the container's seccomp profile: the id
+        // comes from statx, the propagation when statmount answers.
+        let id = crate::ns::beneath::mountinfo_id(std::os::fd::AsFd::as_fd(fd)).ok()?;
+        let entry = made
+            .id()
+            .and_then(|u| crate::ns::statmount::by_id(u).ok().flatten());
         Some(Sighting {
             namespace: crate::vcs::executor_name(&self.vcs),
-            mount_id: Some(m.id),
-            propagation: Some(m.propagation.to_string()),
+            mount_id: Some(id),
+            propagation: entry.map(|m| m.propagation.to_string()),
         })
     }
 

@@ -15,10 +15,11 @@ use super::staging::Staging;
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
+use crate::mount::credentials;
 use crate::mount::kernel::{self, VFS_OPTIONS};
 use crate::mount::syscall::{Linux, MntFlags, MsFlags, SyscallError};
 use crate::mount::util_linux::{mount_args, run};
-use crate::ns::beneath::{fd_path, on_mount};
+use crate::ns::beneath::{fd_path, mountinfo_id, on_mount};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 use crate::policy::{CheckedMount, CheckedTarget};
@@ -100,9 +101,31 @@ impl Host {
             .staging()?
             .point()
             .map_err(|e| ExecError::Unavailable(e.to_string()))?;
-        let staged = MountRequest {
+        let mut staged = MountRequest {
             target: point.path.clone(),
             ..req.clone()
+        };
+        // Secrets the helper reads from a file of its own, never from its argv.
+        let pieces: Vec<&str> = req
+            .options
+            .iter()
+            .chain(&req.sensitive_options)
+            .flat_map(|o| o.split(','))
+            .collect();
+        let _credentials = match credentials::split_out(&req.fstype, &pieces) {
+            None => None,
+            Some((mut kept, lines)) => {
+                let path = point.path.with_extension("credentials");
+                let file =
+                    credentials::write(&path, &lines).map_err(|source| ExecError::Spawn {
+                        command: format!("write {}", path.display()),
+                        source,
+                    })?;
+                kept.push(format!("credentials={}", path.display()));
+                staged.options = kept;
+                staged.sensitive_options = Vec::new();
+                Some(file)
+            }
         };
         // mount(8) names the staging point; the caller knows the target.
         let staging_path = point.path.display().to_string();
@@ -439,11 +462,7 @@ fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), E
     if !on.root {
         return Err(refused("none".into()));
     }
-    let found = crate::ns::statmount::by_id(on.id)
-        .ok()
-        .flatten()
-        .map(|m| m.id)
-        .ok_or_else(|| refused(format!("unique id {}", on.id)))?;
+    let found = mountinfo_id(target.fd.as_fd()).map_err(|e| refused(e.to_string()))?;
     if found != expected {
         return Err(refused(format!("mount {found}")));
     }

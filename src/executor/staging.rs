@@ -55,7 +55,11 @@ impl Staging {
             path: dir.to_owned(),
             source,
         };
-        match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+        match std::fs::DirBuilder::new()
+            .mode(0o700)
+            .recursive(true)
+            .create(dir)
+        {
             Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
             _ => {}
         }

@@ -3,6 +3,7 @@
 //! helpers they would start.
 
 pub mod by_handle;
+pub mod credentials;
 pub mod exec;
 pub mod helper;
 pub mod kernel;

@@ -157,6 +157,23 @@ pub fn on_mount(fd: BorrowedFd<'_>) -> Result<OnMount, Errno> {
     })
 }
 
+/// The reusable mount id (as mountinfo shows it) of the mount `fd` lies on, by
+/// statx `STATX_MNT_ID` (Linux 5.8): no statmount(2), which a container's seccomp
+/// profile may refuse.
+pub fn mountinfo_id(fd: BorrowedFd<'_>) -> Result<u32, Errno> {
+    let stx = statx(
+        fd,
+        "",
+        AtFlags::EMPTY_PATH | AtFlags::STATX_DONT_SYNC,
+        StatxFlags::MNT_ID,
+    )
+    .map_err(|e| Errno::from_raw(e.raw_os_error()))?;
+    if stx.stx_mask & StatxFlags::MNT_ID.bits() == 0 {
+        return Err(Errno::ENOSYS);
+    }
+    u32::try_from(stx.stx_mnt_id).map_err(|_| Errno::EOVERFLOW)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,6 +265,12 @@ mod tests {
         let here = on_mount(fd.as_fd()).unwrap();
         let root = on_mount(open_root(Path::new("/")).unwrap().as_fd()).unwrap();
         assert!(!here.root, "a plain directory is no mount point");
+        let line = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+        let id = mountinfo_id(fd.as_fd()).unwrap().to_string();
+        assert!(
+            line.lines().any(|l| l.starts_with(&format!("{id} "))),
+            "{id}"
+        );
         assert!(root.root, "/ is a mount's root");
     }
 }

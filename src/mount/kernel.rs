@@ -1,24 +1,19 @@
-//! Mounts that mount(8) would make with a single mount(2) call, and unmounts that
-//! umount(8) would make with a single umount2(2), are made with that call: it saves
-//! starting a process per operation. Anything more (a helper program, userspace or
-//! bind options, a label, a loop device) is left to util-linux, and so is every
-//! failed call, so that errors read as mount(8)'s and its fallbacks still apply.
+//! The one mount(2) call mount(8) would make for a request, when that is all it
+//! would do: executors make it themselves (onto a handle) and save starting a
+//! process. Anything more (a helper program, userspace or bind options, a label,
+//! a loop device) is left to util-linux, and so is every failed call, so that
+//! errors read as mount(8)'s and its fallbacks still apply.
 
 use std::os::unix::fs::FileTypeExt;
-use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::path::PathBuf;
 
-use nix::mount::{MntFlags, MsFlags};
+use nix::mount::MsFlags;
 
-use super::exec::{ExecError, UnmountFlags};
 use super::helper::{helper, Helper};
 use crate::api::wire::MountRequest;
-use crate::ns::mountinfo::unescape;
 
 /// The filesystem types the kernel has now.
 const FILESYSTEMS: &str = "/proc/filesystems";
-/// Where libmount records the userspace options of mounts (`x-*`, `user`, loop).
-const UTAB: &str = "/run/mount/utab";
 /// `MS_NOSYMFOLLOW` (Linux 5.10), which nix does not name.
 const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
@@ -201,16 +196,6 @@ pub fn kernel_has(filesystems: &str, fstype: &str) -> Kernel {
         .unwrap_or(Kernel::Unknown)
 }
 
-/// Whether libmount's utab (its text, as read) records `target`: a mount with
-/// userspace options, which umount(8) must also remove from there.
-pub fn utab_records(utab: &[u8], target: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    utab.split(|&b| b == b'\n')
-        .flat_map(|line| line.split(|&b| b == b' '))
-        .filter_map(|field| field.strip_prefix(b"TARGET="))
-        .any(|t| unescape(t).is_ok_and(|t| t == target.as_os_str().as_bytes()))
-}
-
 /// /proc/filesystems (empty when unreadable), in one read(2): `read_to_string`
 /// alone starts at 32 bytes for a file whose size is 0, and doubles.
 fn filesystems() -> String {
@@ -219,66 +204,6 @@ fn filesystems() -> String {
         let _ = std::io::Read::read_to_string(&mut file, &mut text);
     }
     text
-}
-
-/// Mounts `req` with one mount(2) when that is all mount(8) would do. `Ok(false)`:
-/// mount(8) must run (the call does not apply, or it failed and left nothing).
-pub async fn mount(req: &MountRequest, deadline: Duration) -> Result<bool, ExecError> {
-    let Some(call) = plan(req, &facts(req)) else {
-        return Ok(false);
-    };
-    let what = format!("mount(2) of {} on {}", call.fstype, call.target.display());
-    blocking(what, deadline, move || {
-        nix::mount::mount(
-            Some(call.source.as_str()),
-            &call.target,
-            Some(call.fstype.as_str()),
-            call.flags,
-            Some(call.data.as_str()).filter(|d| !d.is_empty()),
-        )
-    })
-    .await
-}
-
-/// Unmounts `target` (a mount of `fstype`) with one umount2(2) when umount(8) would
-/// do no more. `Ok(false)`: umount(8) must run.
-pub async fn unmount(
-    target: &Path,
-    fstype: &str,
-    flags: UnmountFlags,
-    deadline: Duration,
-) -> Result<bool, ExecError> {
-    let utab = std::fs::read(UTAB).unwrap_or_default();
-    if fstype.is_empty() || helper("umount", fstype) == Helper::Other || utab_records(&utab, target)
-    {
-        return Ok(false);
-    }
-    let mut mnt = MntFlags::UMOUNT_NOFOLLOW;
-    mnt.set(MntFlags::MNT_DETACH, flags.lazy);
-    mnt.set(MntFlags::MNT_FORCE, flags.force);
-    let target = target.to_owned();
-    let what = format!("umount2(2) of {}", target.display());
-    blocking(what, deadline, move || nix::mount::umount2(&target, mnt)).await
-}
-
-/// Makes the call on a blocking thread, within `deadline`: true when it succeeded.
-async fn blocking(
-    what: String,
-    deadline: Duration,
-    call: impl FnOnce() -> nix::Result<()> + Send + 'static,
-) -> Result<bool, ExecError> {
-    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
-        Ok(Ok(done)) => Ok(done.is_ok()),
-        Ok(Err(join)) => Err(ExecError::Spawn {
-            command: what,
-            source: std::io::Error::other(join),
-        }),
-        // The call may still finish: the daemon's undo looks at the table afterwards.
-        Err(_) => Err(ExecError::Timeout {
-            command: what,
-            after: deadline,
-        }),
-    }
 }
 
 #[cfg(test)]
@@ -383,14 +308,5 @@ mod tests {
         assert_eq!(kernel_has(text, "ext4"), Kernel::Block);
         assert_eq!(kernel_has(text, "fuse.sshfs"), Kernel::Unknown);
         assert_eq!(kernel_has(text, "xfs"), Kernel::Unknown);
-    }
-
-    #[test]
-    fn finds_targets_in_utab() {
-        let utab = b"ID=61 SRC=/img TARGET=/mnt/a\\040b ROOT=/ ATTRS=x-one\nID=70 TARGET=/mnt/c ATTRS=loop\n";
-        assert!(utab_records(utab, Path::new("/mnt/a b")));
-        assert!(utab_records(utab, Path::new("/mnt/c")));
-        assert!(!utab_records(utab, Path::new("/mnt/a")));
-        assert!(!utab_records(b"", Path::new("/mnt/c")));
     }
 }

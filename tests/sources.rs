@@ -98,8 +98,15 @@ privileged_test! {
         let etc = layers("/etc");
         refused(&daemon, 0, &["mount", "-t", "overlay", "-o", &etc, "overlay", t],
             &["source /etc is outside the allowed roots", "bind_source_roots"]);
+        // Inside: the layers are taken by their checked handles.
+        std::fs::write(plugins.join("lower/hello"), "from the lower layer").unwrap();
         let inside = layers(plugins.join("lower").to_str().unwrap());
-        accepted(&daemon, 0, &["mount", "-t", "overlay", "-o", &inside, "overlay", t], &target, "overlay");
+        expect_success("overlay", client(&daemon, 0, &["mount", "-t", "overlay", "-o", &inside, "overlay", t]));
+        assert_eq!(std::fs::read_to_string(target.join("hello")).unwrap(), "from the lower layer");
+        std::fs::write(target.join("new"), "written").unwrap();
+        assert_eq!(std::fs::read_to_string(plugins.join("upper/new")).unwrap(), "written");
+        expect_success("umount", client(&daemon, 0, &["umount", t]));
+        assert_eq!(mount_points_under(None, &target), Vec::<PathBuf>::new());
 
         // The device backing / (when / is on a block device here).
         let backing = sh("findmnt -n -o SOURCE /").trim().to_owned();

@@ -76,6 +76,7 @@ impl Agent {
         let checked = CheckedMount {
             target: self.resolve(&req.target, &req.beneath)?,
             source: None,
+            layers: Vec::new(),
         };
         let made = self
             .host

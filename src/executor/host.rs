@@ -22,7 +22,7 @@ use crate::mount::util_linux::{mount_args, run};
 use crate::ns::beneath::{fd_path, mountinfo_id, on_mount};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
-use crate::policy::{CheckedMount, CheckedTarget};
+use crate::policy::{CheckedMount, CheckedSource, CheckedTarget};
 
 /// How mount(8) is run: as a plain child (the daemon), or by a process that
 /// reaps every child itself (the agent, PID 1 of its container).
@@ -249,6 +249,39 @@ fn plan(req: &MountRequest) -> Plan {
     }
 }
 
+/// The filesystem's own options with each overlay layer replaced by its checked
+/// handle's magic link (`lowerdir=/proc/thread-self/fd/7:/proc/thread-self/fd/8`),
+/// so the kernel takes the layers that were checked, not their names again. Must
+/// be used on the thread that makes the mount.
+fn with_layers(data: &str, layers: &[(String, CheckedSource)]) -> Vec<OsString> {
+    if layers.is_empty() {
+        return data.split(',').map(OsString::from).collect();
+    }
+    let keys: Vec<&str> = layers.iter().map(|(k, _)| k.as_str()).collect();
+    let mut pieces: Vec<OsString> = data
+        .split(',')
+        .filter(|p| !p.split_once('=').is_some_and(|(k, _)| keys.contains(&k)))
+        .map(OsString::from)
+        .collect();
+    let link = |layer: &CheckedSource| fd_path(layer.fd()).into_os_string();
+    let lower: Vec<OsString> = layers
+        .iter()
+        .filter(|(k, _)| k == "lowerdir")
+        .map(|(_, l)| link(l))
+        .collect();
+    if !lower.is_empty() {
+        let mut piece = OsString::from("lowerdir=");
+        piece.push(lower.join(OsStr::new(":")));
+        pieces.push(piece);
+    }
+    for (key, layer) in layers.iter().filter(|(k, _)| k != "lowerdir") {
+        let mut piece = OsString::from(format!("{key}="));
+        piece.push(link(layer));
+        pieces.push(piece);
+    }
+    pieces
+}
+
 fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecError {
     ExecError::Failed {
         command: format!("mount on {}", target.path.display()),
@@ -285,7 +318,7 @@ fn copies(checked: &CheckedMount) -> Result<CheckedMount, ExecError> {
 }
 
 /// The checked source a bind or a move needs.
-fn source_of(checked: &CheckedMount) -> Result<&crate::policy::CheckedSource, ExecError> {
+fn source_of(checked: &CheckedMount) -> Result<&CheckedSource, ExecError> {
     checked.source.as_ref().ok_or_else(|| ExecError::Failed {
         command: "mount".into(),
         status: "refused".into(),
@@ -370,8 +403,10 @@ impl Executor for Host {
             Plan::New => match kernel::plan(req, &kernel::facts(req)) {
                 Some(call) => {
                     let c = copies(checked)?;
+                    let layered = !c.layers.is_empty();
                     let by_call = blocking(what, deadline, move || {
-                        let data: Vec<&OsStr> = call.data.split(',').map(OsStr::new).collect();
+                        let data = with_layers(&call.data, &c.layers);
+                        let data: Vec<&OsStr> = data.iter().map(OsStr::new).collect();
                         let fs = Filesystem {
                             fstype: &call.fstype,
                             source: OsStr::new(&call.source),
@@ -387,7 +422,8 @@ impl Executor for Host {
                         // Nothing was attached: mount(8) makes it again, so that its
                         // own errors and fallbacks (a write-protected device mounted
                         // read-only) apply.
-                        Err(ExecError::Failed { output, .. }) => {
+                        // Overlay layers stay handles: mount(8) would take their names.
+                        Err(ExecError::Failed { output, .. }) if !layered => {
                             tracing::debug!(target = %checked.target.path.display(), error = %output.trim(), "the one-call mount failed; mount(8) follows");
                             self.staged(req, checked, deadline).await
                         }
@@ -491,6 +527,38 @@ mod tests {
             options: options.iter().map(|o| o.to_string()).collect(),
             ..MountRequest::default()
         }
+    }
+
+    #[test]
+    fn overlay_layers_are_given_as_their_handles() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let layer = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            let fd = crate::ns::beneath::open_root(&path).unwrap();
+            CheckedSource { path, fd }
+        };
+        let layers = vec![
+            ("lowerdir".to_string(), layer("a")),
+            ("lowerdir".to_string(), layer("b")),
+            ("upperdir".to_string(), layer("u")),
+            ("workdir".to_string(), layer("w")),
+        ];
+        let fd = |i: usize| layers[i].1.fd.as_raw_fd();
+        let data = with_layers("lowerdir=/x:/y,index=off,upperdir=/u,workdir=/w", &layers);
+        let want = [
+            "index=off".to_string(),
+            format!(
+                "lowerdir=/proc/thread-self/fd/{}:/proc/thread-self/fd/{}",
+                fd(0),
+                fd(1)
+            ),
+            format!("upperdir=/proc/thread-self/fd/{}", fd(2)),
+            format!("workdir=/proc/thread-self/fd/{}", fd(3)),
+        ];
+        assert_eq!(data, want.map(OsString::from).to_vec());
+        assert_eq!(with_layers("size=1m", &[]), vec![OsString::from("size=1m")]);
     }
 
     #[test]

@@ -76,6 +76,9 @@ pub struct CheckedMount {
     pub target: CheckedTarget,
     /// The source of a bind, a move or a loop mount, or a block device.
     pub source: Option<CheckedSource>,
+    /// Overlay layers, in the order given, each with its option's key
+    /// (`lowerdir` once per lower layer, `upperdir`, `workdir`, ...).
+    pub layers: Vec<(String, CheckedSource)>,
 }
 
 impl CheckedMount {
@@ -83,6 +86,11 @@ impl CheckedMount {
         Ok(CheckedMount {
             target: self.target.try_clone()?,
             source: self.source.as_ref().map(|s| s.try_clone()).transpose()?,
+            layers: self
+                .layers
+                .iter()
+                .map(|(key, layer)| Ok((key.clone(), layer.try_clone()?)))
+                .collect::<std::io::Result<_>>()?,
         })
     }
 }

@@ -69,10 +69,18 @@ impl Policy {
             }
             Ok(Source::Name | Source::Device) => None,
         };
-        for (_, layer) in sources::overlay_layers(req) {
-            resolve_source(&layer, &self.bind_source_roots, Kind::Directory)?;
-        }
-        Ok(CheckedMount { target, source })
+        let layers = sources::overlay_layers(req)
+            .into_iter()
+            .map(|(key, layer)| {
+                let checked = resolve_source(&layer, &self.bind_source_roots, Kind::Directory)?;
+                Ok((key, checked))
+            })
+            .collect::<Result<_, PolicyError>>()?;
+        Ok(CheckedMount {
+            target,
+            source,
+            layers,
+        })
     }
 
     /// The request as it is executed for a peer with `uid`: one that is not root

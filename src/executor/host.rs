@@ -17,7 +17,7 @@ use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
 use crate::mount::credentials;
 use crate::mount::kernel::{self, VFS_OPTIONS};
-use crate::mount::syscall::{Linux, MntFlags, MsFlags, SyscallError};
+use crate::mount::syscall::{Errno, Linux, MntFlags, MsFlags, SyscallError};
 use crate::mount::util_linux::{mount_args, run};
 use crate::ns::beneath::{fd_path, mountinfo_id, on_mount};
 use crate::ns::mountinfo::ProcRoot;
@@ -459,10 +459,16 @@ impl Executor for Host {
             mnt.set(MntFlags::MNT_DETACH, flags.lazy);
             mnt.set(MntFlags::MNT_FORCE, flags.force);
             by_handle::unmount(&Linux, parent.as_fd(), &name, mnt).map_err(|e| {
+                // In umount(8)'s words: callers match them.
+                let said = match e.errno() {
+                    Errno::EBUSY => "target is busy.",
+                    Errno::EINVAL => "not mounted.",
+                    errno => errno.desc(),
+                };
                 ExecError::Failed {
                     command: format!("umount {}", path.display()),
                     status: e.errno().desc().to_owned(),
-                    output: format!("umount: {}: {}\n", path.display(), e.errno().desc()),
+                    output: format!("umount: {}: {said}\n", path.display()),
                 }
             })?;
             Ok(String::new())

@@ -5,6 +5,7 @@
 mod agent_client;
 mod docker_exec;
 mod host;
+mod plan;
 mod staging;
 
 use std::os::fd::OwnedFd;

@@ -4,7 +4,7 @@
 //! mount(8) would do), a bind by an open_tree clone of the checked source,
 //! anything else by mount(8) on a private staging point, moved onto the handle.
 //! Unmounts name the target beneath its checked parent, never follow a symlink,
-//! and only after its mount id matched the record.
+//! and only when the mount there is the one the daemon saw a moment before.
 
 use std::ffi::{OsStr, OsString};
 use std::os::fd::{AsFd, OwnedFd};

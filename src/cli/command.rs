@@ -22,6 +22,7 @@ use crate::ns::mountinfo::{MountTable, ProcRoot};
 use crate::vcs;
 
 use super::args::{Cli, Command, TableOrJson, TextOrJson};
+use super::exact;
 use super::serve::{run_agent, serve};
 
 /// How long `status` and `check` wait for an answer.
@@ -31,7 +32,10 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn main() -> ExitCode {
     // Invoked by mount(8) as mount.TYPE / umount.TYPE?
-    let args: Vec<String> = std::env::args_os()
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let _ = RAW.set(exact::Raw::of(&raw));
+    let args: Vec<String> = raw
+        .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let program = args
@@ -99,9 +103,23 @@ fn forward(invs: Vec<Invocation>) -> ExitCode {
             return ExitCode::from(mounter::MOUNT_FAILURE);
         }
     };
+    let restored: Result<Vec<Invocation>, String> = match RAW.get() {
+        Some(raw) => invs.into_iter().map(|inv| raw.restore(inv)).collect(),
+        None => Ok(invs),
+    };
+    let invs = match restored {
+        Ok(invs) => invs,
+        Err(e) => {
+            eprintln!("sidemount: {e}");
+            return ExitCode::from(mounter::MOUNT_FAILURE);
+        }
+    };
     let client = Client::new(Client::socket_from_env(), CLIENT_TIMEOUT);
     ExitCode::from(runtime.block_on(mounter::run_all(&client, invs)))
 }
+
+/// This process's arguments that are not UTF-8 (see [`exact`]).
+static RAW: std::sync::OnceLock<exact::Raw> = std::sync::OnceLock::new();
 
 /// One request to the daemon from the command line: POST `body`, or GET without one.
 fn ask<T: serde::de::DeserializeOwned>(
@@ -207,6 +225,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => {
             let request = MountRequest {
+                beneath: Vec::new(),
                 source,
                 target,
                 fstype,
@@ -238,6 +257,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let invs = targets.into_iter().map(|target| Invocation::Unmount {
                 request: UnmountRequest {
+                    beneath: Vec::new(),
+                    mount_id: None,
                     target,
                     lazy,
                     force,

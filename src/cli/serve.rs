@@ -71,7 +71,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     )? {
         bail!("sidemount serve needs CAP_SYS_ADMIN to mount: run it as root or in a privileged container");
     }
-    let host: Arc<dyn Executor> = Arc::new(executor::Host::new(ProcRoot::default()));
+    let staging = a.state_dir.join("staging");
+    let host: Arc<dyn Executor> = Arc::new(executor::Host::new(ProcRoot::default(), staging));
     let paths = Paths {
         proc: ProcRoot::default(),
         host_proc: ProcRoot::new(a.host_proc),

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::fstype::FsType;
-use crate::policy::Policy;
+use crate::policy::{Policy, SourceRules};
 use crate::vcs::Vcs;
 
 /// The configuration `sidemount serve` uses when it is given no file.
@@ -49,6 +49,20 @@ pub struct Config {
     /// secret, key, token, ...): executed, but never shown.
     #[serde(default)]
     pub sensitive_option_keys: Vec<String>,
+    /// Block devices that may be mounted, as glob patterns (default: iSCSI, RBD,
+    /// NVMe and device-mapper paths; see `policy::sources`).
+    #[serde(default)]
+    pub block_device_patterns: Vec<String>,
+    /// The devices that back `/` and the kubelet root may be mounted too.
+    #[serde(default)]
+    pub allow_root_devices: bool,
+    /// Pseudo filesystems (proc, sysfs, devtmpfs, ...) that may be mounted.
+    #[serde(default)]
+    pub allowed_pseudo_filesystems: Vec<String>,
+    /// Peers other than root may mount loop files and block devices (always
+    /// nosuid,nodev).
+    #[serde(default)]
+    pub allow_non_root_devices: bool,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
     /// How long the daemon waits at start for each VCS agent to answer.
@@ -210,6 +224,17 @@ impl Config {
             }
         };
         let root = &self.kubelet_root;
+        let mut sources = SourceRules {
+            block_devices: self.block_device_patterns.clone(),
+            root_devices: self.allow_root_devices,
+            pseudo_filesystems: self.allowed_pseudo_filesystems.clone(),
+            non_root_devices: self.allow_non_root_devices,
+            ..SourceRules::default()
+        };
+        if sources.block_devices.is_empty() {
+            sources.block_devices = SourceRules::default().block_devices;
+        }
+        sources.protect(&[Path::new("/"), root]);
         Policy {
             target_roots: or_default(
                 &self.target_roots,
@@ -217,6 +242,7 @@ impl Config {
             ),
             bind_source_roots: or_default(&self.bind_source_roots, vec![root.clone()]),
             allowed_uids: self.allowed_uids.clone(),
+            sources,
             sensitive_keys: self.sensitive_option_keys.clone(),
         }
     }

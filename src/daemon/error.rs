@@ -95,7 +95,9 @@ impl PipelineError {
             Self::Verify { source, .. } => match source {
                 VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
                 VerifyError::NotMounted { .. } => failed,
-                VerifyError::StillMounted { .. } | VerifyError::Read(_) => ErrorCode::Internal,
+                VerifyError::StillMounted { .. }
+                | VerifyError::Elsewhere { .. }
+                | VerifyError::Read(_) => ErrorCode::Internal,
             },
             Self::StillMounted { executor_gone, .. } => match executor_gone {
                 true => ErrorCode::PropagationBroken,

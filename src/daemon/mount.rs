@@ -11,15 +11,18 @@ use crate::daemon::error::{Operation, PipelineError};
 use crate::daemon::record::Entry;
 use crate::daemon::verify::{self, Views};
 use crate::daemon::Daemon;
-use crate::executor::Executor;
+use crate::executor::{Executor, Made};
 use crate::mount::options::MountOptions;
 use crate::ns::namespace::Namespace;
+use crate::policy::CheckedTarget;
 
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`](super::metrics)).
     pub async fn mount(&self, peer: Peer, req: MountRequest) -> Result<MountResponse, ApiError> {
         let executor = self.route(&req.fstype).name().to_owned();
         let fstype = req.fstype.clone();
+        // What a peer other than root always gets is part of its request.
+        let req = self.policy.enforced(req, peer.uid);
         let options = self.policy.options(&req);
         let run = async {
             self.mount_verified(peer, &req, &options)
@@ -37,9 +40,9 @@ impl Daemon {
     ) -> Result<MountResponse, PipelineError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_mount(req, options)?;
+        let checked = self.policy.check_mount(req, options, peer.uid)?;
         let req = &MountRequest {
-            target,
+            target: checked.target.path.clone(),
             ..req.clone()
         };
         let target = req.target.as_path();
@@ -79,19 +82,26 @@ impl Daemon {
                 target: target.to_owned(),
                 source,
             })?;
-        let output = match exec.mount(req, options, deadline).await {
-            Ok(output) => output,
+        let undo = Undo {
+            target: &checked.target,
+            before: &before,
+            fstype: &req.fstype,
+        };
+        let made = match exec.mount(req, options, &checked, deadline).await {
+            Ok(made) => made,
             Err(e) => {
-                self.undo_and_forget(exec.as_ref(), target, &before, req, intent)
+                self.undo_and_forget(exec.as_ref(), &undo, None, intent)
                     .await;
                 return Err(PipelineError::Execute(e));
             }
         };
-        // 6. Prove it in every namespace; undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, before.executor, &views) {
+        let output = made.output.clone();
+        // 6. Prove it in every namespace (the executor's by the mount it made, when
+        //    it holds it); undo when it did not arrive everywhere.
+        let (mount, seen) = match verify::mounted(target, before.executor, &made, &views) {
             Ok(found) => found,
             Err(source) => {
-                self.undo_and_forget(exec.as_ref(), target, &before, req, intent)
+                self.undo_and_forget(exec.as_ref(), &undo, Some(&made), intent)
                     .await;
                 let output = options.scrub(&output);
                 return Err(PipelineError::Verify { source, output });
@@ -112,7 +122,7 @@ impl Daemon {
             },
         );
         if let Err((source, intent)) = committed {
-            self.undo_and_forget(exec.as_ref(), target, &before, req, intent)
+            self.undo_and_forget(exec.as_ref(), &undo, Some(&made), intent)
                 .await;
             return Err(PipelineError::Record {
                 target: target.to_owned(),
@@ -150,12 +160,13 @@ impl Daemon {
                 if !same {
                     return Err(already_mounted(entry));
                 }
-                let (_, seen) = verify::mounted(target, None, views).map_err(|source| {
-                    PipelineError::Verify {
-                        source,
-                        output: String::new(),
-                    }
-                })?;
+                let (_, seen) =
+                    verify::mounted(target, None, &Made::default(), views).map_err(|source| {
+                        PipelineError::Verify {
+                            source,
+                            output: String::new(),
+                        }
+                    })?;
                 info!(target = %target.display(), mount_id = id, "already mounted by the same request");
                 return Ok(Some(MountResponse {
                     record: entry.record,
@@ -203,14 +214,13 @@ impl Daemon {
     async fn undo_and_forget(
         &self,
         exec: &dyn Executor,
-        target: &Path,
-        before: &Before,
-        req: &MountRequest,
+        undo: &Undo<'_>,
+        made: Option<&Made>,
         intent: crate::daemon::record::Intent,
     ) {
-        if self.undo(exec, target, before, &req.fstype).await {
+        if self.undo(exec, undo, made).await {
             if let Err(e) = self.record.abandon(intent) {
-                tracing::warn!(target = %target.display(), error = %e, "cannot forget the intent of an undone mount");
+                tracing::warn!(target = %undo.target.path().display(), error = %e, "cannot forget the intent of an undone mount");
             }
         }
     }
@@ -243,4 +253,11 @@ pub(super) fn lookup_error(
 pub(super) struct Before {
     pub(super) executor: Option<u32>,
     pub(super) daemon: Option<u32>,
+}
+
+/// What an undo needs: the checked target, what was on it before, its type.
+pub(super) struct Undo<'a> {
+    pub(super) target: &'a CheckedTarget,
+    pub(super) before: &'a Before,
+    pub(super) fstype: &'a str,
 }

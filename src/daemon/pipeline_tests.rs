@@ -2,7 +2,7 @@
 //! are lines it writes into fixture proc dirs (its own namespace, and those the
 //! mount propagates to), and a recording `Syscall` for the daemon's own undo.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -10,13 +10,14 @@ use std::time::Duration;
 use crate::api::wire::{ErrorCode, MountRequest, Peer, UnmountRequest};
 use crate::daemon::config::Config;
 use crate::daemon::{Daemon, Paths};
-use crate::executor::{ExecError, Executor, UnmountFlags};
+use crate::executor::{ExecError, Executor, Made, UnmountFlags};
 use crate::mount::options::MountOptions;
 use crate::mount::syscall::fake::{Call, Recording};
 use crate::mount::syscall::MntFlags;
 use crate::ns::mountinfo::fixture::PLAIN;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
 
 const EXECUTOR_PID: u32 = 4242;
 const DAEMON_PID: u32 = 4343;
@@ -132,8 +133,9 @@ impl Executor for Fake {
         &self,
         req: &MountRequest,
         _: &MountOptions,
+        _: &CheckedMount,
         _: Duration,
-    ) -> Result<String, ExecError> {
+    ) -> Result<Made, ExecError> {
         let target = req.target.display();
         self.calls.lock().unwrap().push(format!("mount {target}"));
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
@@ -143,16 +145,18 @@ impl Executor for Fake {
             text.push_str(&line);
             std::fs::write(table, text).unwrap();
         }
-        Ok(String::new())
+        Ok(Made::default())
     }
 
     async fn unmount(
         &self,
-        target: &Path,
+        target: CheckedTarget,
+        _: Option<u32>,
         _: &str,
         flags: UnmountFlags,
         _: Duration,
     ) -> Result<String, ExecError> {
+        let target = target.path();
         let call = format!("unmount {} lazy={}", target.display(), flags.lazy);
         self.calls.lock().unwrap().push(call);
         if self.fail_unmount {

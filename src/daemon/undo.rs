@@ -5,25 +5,32 @@ use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::daemon::mount::Before;
+use crate::daemon::mount::Undo;
 use crate::daemon::Daemon;
-use crate::executor::{Executor, UnmountFlags};
+use crate::executor::{Executor, Made, UnmountFlags};
+use crate::mount::by_handle;
 use crate::mount::syscall::MntFlags;
 use crate::ns::namespace::Namespace;
 
 impl Daemon {
-    /// Unmounts whatever a failed attempt left on `target`: first through the
-    /// executor, then, for copies that outlived it (its container died), by a lazy
-    /// unmount in the daemon's own namespace (through the `Syscall` seam), which
-    /// reaches its peers. Each side unmounts the mount on top until the one that
-    /// was there before shows. True when nothing is left.
+    /// Unmounts whatever a failed attempt left on the checked target: what was
+    /// made, by its own handle, wherever it landed; then through the executor;
+    /// then, for copies that outlived it (its container died), by a lazy unmount
+    /// beneath the target's parent in the daemon's own namespace (through the
+    /// `Syscall` seam), which reaches its peers. Each side unmounts the mount on
+    /// top until the one that was there before shows. True when nothing is left.
     pub(super) async fn undo(
         &self,
         exec: &dyn Executor,
-        target: &Path,
-        before: &Before,
-        fstype: &str,
+        undo: &Undo<'_>,
+        made: Option<&Made>,
     ) -> bool {
+        let (target, before) = (undo.target.path(), undo.before);
+        if let Some(made) = made {
+            if exec.undo(made).await {
+                info!(target = %target.display(), "undid a failed mount by its handle");
+            }
+        }
         let lazy = UnmountFlags {
             lazy: true,
             force: false,
@@ -42,7 +49,13 @@ impl Daemon {
                 }
                 Err(()) => break,
             };
-            match exec.unmount(target, fstype, lazy, self.timeout).await {
+            let Ok(again) = undo.target.try_clone() else {
+                break;
+            };
+            match exec
+                .unmount(again, None, undo.fstype, lazy, self.timeout)
+                .await
+            {
                 Ok(_) => info!(target = %target.display(), mount_id = id, "undid a failed mount"),
                 Err(e) => {
                     warn!(target = %target.display(), mount_id = id, error = %e, "cannot undo a failed mount");
@@ -57,7 +70,13 @@ impl Daemon {
                 Ok(None) => return clean,
                 Err(()) => return false,
             };
-            match self.syscall.umount2(target, MntFlags::MNT_DETACH) {
+            let place = undo.target.place();
+            match by_handle::unmount(
+                &*self.syscall,
+                place.parent,
+                place.name,
+                MntFlags::MNT_DETACH,
+            ) {
                 Ok(()) => {
                     info!(target = %target.display(), mount_id = id, "detached what a failed mount left behind")
                 }

@@ -41,8 +41,9 @@ impl Daemon {
     ) -> Result<UnmountResponse, PipelineError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_unmount(req)?;
-        let target = target.as_path();
+        let checked = self.policy.check_unmount(req)?;
+        let path = checked.path.clone();
+        let target = path.as_path();
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 2. One operation at a time on a target; the others wait their turn.
         let _claim = self.claim(target, deadline).await?;
@@ -83,7 +84,14 @@ impl Daemon {
             force: req.force,
         };
         let output = exec
-            .unmount(target, &mount.fstype, flags, deadline)
+            .unmount(
+                checked,
+                // The mount just seen there: the executor unmounts it, or nothing.
+                Some(mount.id),
+                &mount.fstype,
+                flags,
+                deadline,
+            )
             .await
             .map_err(PipelineError::Execute)?;
         // 5. Prove it is gone everywhere; forget the record of that mount (by its

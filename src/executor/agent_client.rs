@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::AgentStatus;
 use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
@@ -17,6 +17,7 @@ use crate::mount::exec::finished;
 use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
 use crate::vcs::docker::{Docker, Spec};
 
 /// How long a revived container's agent may take to answer.
@@ -178,29 +179,46 @@ impl Executor for AgentClient {
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    /// The agent parses the request's options again where the request enters it.
+    /// The agent parses the request's options again where the request enters it,
+    /// resolves the target again beneath the kubelet root in its own namespace,
+    /// with the same rules, and mounts onto that handle.
     async fn mount(
         &self,
         req: &MountRequest,
         _options: &MountOptions,
+        checked: &CheckedMount,
         deadline: Duration,
-    ) -> Result<String, ExecError> {
+    ) -> Result<Made, ExecError> {
         let req = MountRequest {
             timeout_seconds: Some(deadline.as_secs().max(1)),
+            beneath: vec![checked.target.root.clone()],
             ..req.clone()
         };
-        finished(self.call(wire::MOUNTS, &req, deadline).await?)
+        let done = self.call(wire::MOUNTS, &req, deadline).await?;
+        let reported = done.mount.as_ref().and_then(|s| s.mount_id);
+        Ok(Made {
+            output: finished(done)?,
+            mount: None,
+            reported,
+        })
     }
 
     async fn unmount(
         &self,
-        target: &Path,
+        target: CheckedTarget,
+        expected: Option<u32>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
+        // The agent resolves the target itself; a handle held here on the mount
+        // would keep it busy.
+        let CheckedTarget { path, root, fd, .. } = target;
+        drop(fd);
         let req = UnmountRequest {
-            target: target.to_owned(),
+            target: path,
+            beneath: vec![root],
+            mount_id: expected,
             lazy: flags.lazy,
             force: flags.force,
             caller_pid: None,

@@ -60,6 +60,29 @@ pub enum ExecError {
     /// A syscall that was the whole operation failed.
     #[error(transparent)]
     Syscall(#[from] SyscallError),
+    /// A call on a checked target failed; `said` is what util-linux would have
+    /// printed (callers such as mount-utils match its words).
+    #[error("{call} on {}: {source}", target.display())]
+    Call {
+        call: &'static str,
+        target: PathBuf,
+        source: Box<SyscallError>,
+        said: String,
+    },
+    /// The mount on an unmount's target is no longer the one seen a moment before
+    /// (swapped in or stacked since): it is not unmounted.
+    #[error("the mount on {} is now {found}, not mount {expected} seen there a moment ago: not unmounted", target.display())]
+    Replaced {
+        target: PathBuf,
+        expected: u32,
+        found: String,
+    },
+    /// A bind or move reached an executor without a checked source.
+    #[error("a bind or move onto {} without a checked source", target.display())]
+    NoSource { target: PathBuf },
+    /// The private staging directory mount(8) mounts on could not be prepared.
+    #[error(transparent)]
+    Staging(#[from] crate::mount::staging::StagingError),
     #[error("the {vcs} agent at {} cannot be reached: {source}", socket.display())]
     AgentUnreachable {
         vcs: String,
@@ -107,7 +130,12 @@ pub enum ExecError {
 impl ExecError {
     pub fn code(&self, failed: ErrorCode) -> ErrorCode {
         match self {
-            ExecError::Failed { .. } | ExecError::Spawn { .. } | ExecError::Syscall(_) => failed,
+            ExecError::Failed { .. }
+            | ExecError::Spawn { .. }
+            | ExecError::Syscall(_)
+            | ExecError::Call { .. }
+            | ExecError::Replaced { .. }
+            | ExecError::NoSource { .. } => failed,
             ExecError::Timeout { .. } => ErrorCode::Timeout,
             ExecError::AgentUnreachable { .. }
             | ExecError::ExternalAgentSilent { .. }
@@ -116,6 +144,7 @@ impl ExecError {
             | ExecError::Engine { .. }
             | ExecError::NotRunning { .. }
             | ExecError::NoCommands { .. }
+            | ExecError::Staging(_)
             | ExecError::Unreachable(_) => ErrorCode::ExecutorUnavailable,
             ExecError::Remote { error, .. } => match error.code {
                 ErrorCode::MountFailed | ErrorCode::UnmountFailed => failed,
@@ -127,6 +156,7 @@ impl ExecError {
     pub fn output(&self) -> &str {
         match self {
             ExecError::Failed { output, .. } => output,
+            ExecError::Call { said, .. } => said,
             ExecError::Remote { error, .. } => &error.output,
             _ => "",
         }
@@ -136,6 +166,7 @@ impl ExecError {
     pub fn errno(&self) -> Option<Errno> {
         match self {
             ExecError::Syscall(e) => Some(e.errno()),
+            ExecError::Call { source, .. } => Some(source.errno()),
             ExecError::Spawn { source, .. }
             | ExecError::AgentUnreachable { source, .. }
             | ExecError::ExternalAgentSilent { source, .. } => {

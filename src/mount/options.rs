@@ -31,7 +31,7 @@ const USER_KEYS: &[&str] = &["username", "user"];
 const MS_NOSYMFOLLOW: MsFlags = MsFlags::from_bits_retain(256);
 
 /// The VFS options mount(8) turns into mount(2) flags: name, flag, set (or clear).
-const VFS_OPTIONS: &[(&str, MsFlags, bool)] = &[
+pub const VFS_OPTIONS: &[(&str, MsFlags, bool)] = &[
     ("defaults", MsFlags::empty(), true),
     ("ro", MsFlags::MS_RDONLY, true),
     ("rw", MsFlags::MS_RDONLY, false),

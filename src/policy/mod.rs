@@ -2,30 +2,39 @@
 //! sources may lie (resolved without following symlinks), what request fields may
 //! contain, and which option values must never be shown.
 
+mod checked;
 mod error;
 mod fields;
 mod resolve;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::{MountRequest, UnmountRequest};
 use crate::mount::options::MountOptions;
+use crate::ns::beneath::Kind;
 
+pub use checked::{CheckedMount, CheckedSource, CheckedTarget};
 pub use error::PolicyError;
 pub use fields::check_fstype;
+pub use sources::SourceRules;
 
 use fields::{check_fields, check_target_bytes};
-use resolve::resolve;
+use resolve::{resolve, resolve_source};
+use sources::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Directories mount targets must lie under (default: <kubelet-root>/pods and
     /// <kubelet-root>/plugins; the daemon builds this).
     pub target_roots: Vec<PathBuf>,
-    /// Directories a bind mount's source must lie under (default: the kubelet root).
+    /// Directories a bind, overlay-layer or loop-file source must lie under
+    /// (default: the kubelet root).
     pub bind_source_roots: Vec<PathBuf>,
     /// Peer uids allowed besides 0.
     pub allowed_uids: Vec<u32>,
+    /// What may be mounted from where (see [`sources`]).
+    pub sources: SourceRules,
     /// Option keys whose values are secrets, besides the built-in ones.
     pub sensitive_keys: Vec<String>,
 }
@@ -50,33 +59,63 @@ impl Policy {
         MountOptions::of(req, &self.sensitive_keys)
     }
 
-    /// Validates a mount request with its `options` and returns its target as resolved: the requested
-    /// path, lexically normalized (no `.`, no trailing slash), which is where the
-    /// kernel found it since no component below its root is a symlink. Bind (and
-    /// move) sources are resolved the same way under `bind_source_roots`.
+    /// Validates a mount request, with its parsed `options`, of a peer with `uid` and resolves its paths, once,
+    /// to handles: the target (a directory, or a file for a bind) beneath a target
+    /// root, and a bind, move or loop source, or each overlay layer, beneath a
+    /// source root. Its type and source must pass the source rules (see
+    /// [`sources`]). After this nothing resolves the request's names again.
     pub fn check_mount(
         &self,
         req: &MountRequest,
         options: &MountOptions,
-    ) -> Result<PathBuf, PolicyError> {
+        uid: u32,
+    ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
-        let target = resolve("target", &req.target, &self.target_roots, true)?;
-        if is_bind(req, options) {
-            resolve(
-                "source",
-                Path::new(&req.source),
-                &self.bind_source_roots,
-                false,
-            )?;
+        let bind = is_bind(req, options);
+        let kind = if bind { Kind::Any } else { Kind::Directory };
+        let target = resolve("target", &req.target, &self.target_roots, kind)?;
+        let source = match self.sources.check(req, options, bind, uid == 0) {
+            Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
+            Ok(Source::Path { path, .. }) => {
+                Some(resolve_source(&path, &self.bind_source_roots, Kind::Any)?)
+            }
+            Ok(Source::Name | Source::Device) => None,
+        };
+        let layers = sources::overlay_layers(options)
+            .into_iter()
+            .map(|(key, layer)| {
+                let checked = resolve_source(&layer, &self.bind_source_roots, Kind::Directory)?;
+                Ok((key, checked))
+            })
+            .collect::<Result<_, PolicyError>>()?;
+        Ok(CheckedMount {
+            target,
+            source,
+            layers,
+        })
+    }
+
+    /// The request as it is executed for a peer with `uid`: one that is not root
+    /// always gets `nosuid,nodev`.
+    pub fn enforced(&self, mut req: MountRequest, uid: u32) -> MountRequest {
+        if uid != 0 {
+            sources::force_nosuid_nodev(&mut req);
         }
-        Ok(target)
+        req
+    }
+
+    /// Resolves a target beneath `roots` (an agent's own view of the daemon's
+    /// target roots) with the same rules: no symlink, no `..`, strictly below.
+    pub fn resolve_target(path: &Path, roots: &[PathBuf]) -> Result<CheckedTarget, PolicyError> {
+        check_target_bytes(path)?;
+        resolve("target", path, roots, Kind::Any)
     }
 
     /// Validates an unmount request's target the same way (it must exist, lie below a
-    /// root and have no symlink components).
-    pub fn check_unmount(&self, req: &UnmountRequest) -> Result<PathBuf, PolicyError> {
+    /// root and have no symlink components) and resolves it to handles.
+    pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
-        resolve("target", &req.target, &self.target_roots, true)
+        resolve("target", &req.target, &self.target_roots, Kind::Any)
     }
 }
 
@@ -92,16 +131,12 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-
     use crate::api::wire::{ApiError, ErrorCode};
-    use resolve::{walk, Fault};
 
     impl Policy {
-        /// A request checked with its options, as the daemon parses them.
-        fn check(&self, req: &MountRequest) -> Result<PathBuf, PolicyError> {
-            self.check_mount(req, &self.options(req))
+        /// A root peer's request checked with its options, as the daemon parses them.
+        fn check(&self, req: &MountRequest) -> Result<CheckedMount, PolicyError> {
+            self.check_mount(req, &self.options(req), 0)
         }
     }
 
@@ -120,6 +155,7 @@ mod tests {
             target_roots: vec![root.join("pods"), root.join("plugins")],
             bind_source_roots: vec![root.to_owned()],
             allowed_uids: vec![1000],
+            sources: SourceRules::default(),
             sensitive_keys: vec![],
         };
         (dir, policy)
@@ -158,14 +194,17 @@ mod tests {
         let volume = dir.path().join("pods/uid/volumes/v");
         let mut with_slash = volume.clone().into_os_string();
         with_slash.push("/");
-        assert_eq!(policy.check(&mount(&with_slash)).unwrap(), volume);
+        assert_eq!(
+            policy.check(&mount(&with_slash)).unwrap().target.path,
+            volume
+        );
         let csi = dir.path().join("plugins/csi");
-        assert_eq!(policy.check(&mount(&csi)).unwrap(), csi);
+        assert_eq!(policy.check(&mount(&csi)).unwrap().target.path, csi);
         let unmount = UnmountRequest {
             target: volume.clone(),
             ..Default::default()
         };
-        assert_eq!(policy.check_unmount(&unmount).unwrap(), volume);
+        assert_eq!(policy.check_unmount(&unmount).unwrap().path, volume);
     }
 
     #[test]
@@ -291,38 +330,6 @@ mod tests {
     }
 
     #[test]
-    fn walk_alone_is_as_strict() {
-        let (dir, _) = fixture();
-        symlink("/etc", dir.path().join("pods/evil")).unwrap();
-        let pods = open(
-            &dir.path().join("pods"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        assert_eq!(walk(&pods, Path::new("uid/volumes/v"), true), Ok(()));
-        assert_eq!(
-            walk(&pods, Path::new("evil/ssl"), true),
-            Err(Fault::Symlink("evil".into()))
-        );
-        assert_eq!(
-            walk(&pods, Path::new("uid/none"), true),
-            Err(Fault::Missing)
-        );
-        let plugins = open(
-            &dir.path().join("plugins"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        assert_eq!(walk(&plugins, Path::new("csi/file"), false), Ok(()));
-        assert_eq!(
-            walk(&plugins, Path::new("csi/file/x"), false),
-            Err(Fault::NotADirectory("file".into()))
-        );
-    }
-
-    #[test]
     fn refuses_nul_and_newline_in_every_field() {
         let (dir, policy) = fixture();
         let good = mount(dir.path().join("pods/uid/volumes/v"));
@@ -376,7 +383,7 @@ mod tests {
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
         let ok = bind(file.to_str().unwrap(), &target);
-        assert_eq!(policy.check(&ok).unwrap(), target);
+        assert_eq!(policy.check(&ok).unwrap().target.path, target);
 
         let err = policy.check(&bind("/etc", &target)).unwrap_err();
         assert!(

@@ -213,7 +213,9 @@ impl Node {
         std::fs::write(
             &path,
             format!(
-                "kubelet_root: {}\nrequest_timeout_seconds: 30\nvcs:\n{vcs}",
+                // The tests' block volumes are loop devices, which no default
+                // pattern allows.
+                "kubelet_root: {}\nrequest_timeout_seconds: 30\nblock_device_patterns: [/dev/loop*]\nvcs:\n{vcs}",
                 self.kubelet_root().display()
             ),
         )

@@ -1,5 +1,6 @@
-//! What the node itself offers: the capability to mount, and a kubelet root whose
-//! mounts propagate between the host's namespace, this one and dockerd's.
+//! What the node itself offers: the capability to mount, the kernel's way to mount
+//! onto a handle, and a kubelet root whose mounts propagate between the host's
+//! namespace, this one and dockerd's.
 
 use std::path::Path;
 
@@ -27,6 +28,18 @@ pub(super) fn capability() -> Item {
             "run on Linux with /proc mounted",
         ),
     }
+}
+
+/// How mounts reach a checked handle on this kernel: the new mount API, or
+/// mount(2) onto `/proc/thread-self/fd/N` where it is missing.
+pub(super) fn mount_api() -> Item {
+    pass(
+        "mount by handle",
+        format!(
+            "mounts land on checked handles by {}",
+            crate::mount::by_handle::api()
+        ),
+    )
 }
 
 pub(super) fn host_peer_group(node: &Node) -> Item {

@@ -229,6 +229,62 @@ privileged_test! {
 }
 
 privileged_test! {
+    fn a_swapped_loop_file_directory_never_mounts_a_file_outside_the_roots(host: &Host) {
+        let (root, outside) = node(host);
+        // Two ext4 images of one name, told apart by what they hold: one below the
+        // roots, one outside them where a symlink in the roots points.
+        let image = |dir: &Path, says: &str| {
+            let content = host.dir(&format!("content-{says}"));
+            std::fs::write(content.join("secret"), says).unwrap();
+            sh(&format!(
+                "truncate -s 8M {0} && mkfs.ext4 -q -d {1} {0}",
+                quote(&dir.join("disk.img")),
+                quote(&content)
+            ));
+        };
+        let plugins = host.dir("var/lib/kubelet/plugins/images");
+        let images = plugins.join("dir");
+        std::fs::create_dir(&images).unwrap();
+        image(&images, "inside");
+        image(&outside, "outside");
+        let link = plugins.join("link");
+        symlink(&outside, &link).unwrap();
+        let target = host.dir("var/lib/kubelet/pods/p/volumes/kubernetes.io~test/v");
+        let daemon = Daemon::start(host, &root, &[]);
+        let api = Api::new(&daemon);
+        let swapper = Swapper::start(&images, &link);
+        let looped = MountRequest {
+            source: images.join("disk.img").display().to_string(),
+            target: target.clone(),
+            fstype: "ext4".into(),
+            options: vec!["loop,ro".into()],
+            ..Default::default()
+        };
+        let (mut mounted, mut leaked) = (0, 0);
+        for _ in 0..TRIES / 3 {
+            if api.mount(&looped).is_some() {
+                mounted += 1;
+                let seen = std::fs::read_to_string(target.join("secret")).unwrap();
+                if seen != "inside" {
+                    leaked += 1;
+                }
+                assert!(api.unmount(&target), "unmount of a loop mount");
+            }
+        }
+        let swaps = swapper.stop();
+        eprintln!("{} tries, {mounted} mounted, {swaps} swaps", TRIES / 3);
+        assert!(swaps > 0 && mounted > 0, "the attack or the mounts never ran");
+        assert_eq!(leaked, 0, "loop mounts of the image outside the roots");
+        recorded_equals_mounted(&daemon, &root);
+        // Every loop device was released with its mount.
+        for dir in [&images, &outside] {
+            let attached = sh(&format!("losetup -n -j {}", quote(&dir.join("disk.img"))));
+            assert_eq!(attached.trim(), "", "a loop device outlived its mount");
+        }
+    }
+}
+
+privileged_test! {
     fn a_swapped_unmount_target_never_unmounts_outside_the_roots(host: &Host) {
         let (root, outside) = node(host);
         let pod = host.dir("var/lib/kubelet/pods/p");

@@ -18,6 +18,7 @@ use crate::mount::by_handle::{self, Filesystem};
 use crate::mount::credentials;
 use crate::mount::exec::Exit;
 use crate::mount::kernel;
+use crate::mount::loop_device::{self, Backing, LOOP_OPTIONS};
 use crate::mount::options::MountOptions;
 use crate::mount::staging::Staging;
 use crate::mount::syscall::{Errno, Linux, MntFlags, Syscall, SyscallError};
@@ -231,7 +232,36 @@ impl Executor for Host {
         let api = by_handle::api();
         let what = format!("mount on {}", checked.target.path.display());
         let sys = self.sys.clone();
-        match plan(req, options) {
+        let plan = plan(req, options);
+        // A new filesystem from a checked file: a loop device attached to that
+        // file's handle, then the device mounted.
+        if let (Plan::New, Some(file)) = (&plan, &checked.source) {
+            let backing = Backing::of(options)?;
+            let file = file.try_clone().map_err(|source| ExecError::Spawn {
+                command: "dup of the checked loop file".into(),
+                source,
+            })?;
+            let device = blocking(what, deadline, move || {
+                Ok(loop_device::attach(file.fd(), &file.path, backing)?)
+            })
+            .await?;
+            let on_device = MountRequest {
+                source: device.path.display().to_string(),
+                ..req.clone()
+            };
+            let target = copies(checked)?.target;
+            let on_device_checked = CheckedMount {
+                target,
+                source: None,
+                layers: Vec::new(),
+            };
+            let options = options.without(LOOP_OPTIONS);
+            // The device is released with its mount, or here when nothing mounted it.
+            return self
+                .mount(&on_device, &options, &on_device_checked, deadline)
+                .await;
+        }
+        match plan {
             Plan::Bind {
                 recursive,
                 flags,

@@ -12,6 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::plan::{plan, with_layers, Plan};
+use super::step::{self, blocking};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
@@ -128,25 +129,11 @@ impl Host {
                 Some(file)
             }
         };
-        // mount(8) names the staging point; the caller knows the target.
-        let staging_path = point.path.display().to_string();
-        let target_path = checked.target.path.display().to_string();
         let output = self
             .runner
             .run("mount", mount_args(&staged, &staged_options), deadline)
             .await
-            .map_err(|e| match e {
-                ExecError::Failed {
-                    command,
-                    status,
-                    output,
-                } => ExecError::Failed {
-                    command: command.replace(&staging_path, &target_path),
-                    status,
-                    output: output.replace(&staging_path, &target_path),
-                },
-                other => other,
-            })?;
+            .map_err(|e| step::on_target(e, &point.path, &checked.target.path))?;
         let mount = point.mounted().ok_or_else(|| ExecError::Failed {
             command: "mount".into(),
             status: Exit::Code(0),
@@ -164,6 +151,7 @@ impl Host {
             output,
             mount: Some(mount),
             reported: None,
+            held: None,
         })
     }
 }
@@ -175,26 +163,6 @@ fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecError {
         said: format!("mount: {}: {}.\n", target.path.display(), e.errno().desc()),
         target: target.path.clone(),
         source: Box::new(e),
-    }
-}
-
-/// Runs `call` on a blocking thread within `deadline`: the handles it needs are
-/// copies, so the thread may outlive the request.
-async fn blocking<T: Send + 'static>(
-    what: String,
-    deadline: Duration,
-    call: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
-) -> Result<T, ExecError> {
-    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(join)) => Err(ExecError::Spawn {
-            command: what,
-            source: std::io::Error::other(join),
-        }),
-        Err(_) => Err(ExecError::Timeout {
-            command: what,
-            after: deadline,
-        }),
     }
 }
 
@@ -362,33 +330,7 @@ impl Executor for Host {
         let what = format!("umount2(2) of {}", target.path.display());
         let sys = self.sys.clone();
         blocking(what, deadline, move || {
-            check_mount_id(&target, expected)?;
-            // The target's own fd would keep the mount busy: only its parent's stays.
-            let CheckedTarget {
-                path,
-                parent,
-                name,
-                fd,
-                ..
-            } = target;
-            drop(fd);
-            let mut mnt = MntFlags::empty();
-            mnt.set(MntFlags::MNT_DETACH, flags.lazy);
-            mnt.set(MntFlags::MNT_FORCE, flags.force);
-            by_handle::unmount(&*sys, parent.as_fd(), &name, mnt).map_err(|e| {
-                // In umount(8)'s words: callers match them.
-                let said = match e.errno() {
-                    Errno::EBUSY => "target is busy.",
-                    Errno::EINVAL => "not mounted.",
-                    errno => errno.desc(),
-                };
-                ExecError::Call {
-                    call: "umount",
-                    said: format!("umount: {}: {said}\n", path.display()),
-                    target: path,
-                    source: Box::new(e),
-                }
-            })?;
+            unmount_checked(&*sys, target, expected, flags)?;
             Ok(String::new())
         })
         .await
@@ -400,6 +342,43 @@ impl Executor for Host {
             None => false,
         }
     }
+}
+
+/// Unmounts the mount on the checked `target` when it is the one `expected`
+/// names, beneath the target's parent handle, never following a symlink.
+pub(super) fn unmount_checked(
+    sys: &dyn Syscall,
+    target: CheckedTarget,
+    expected: Option<u32>,
+    flags: UnmountFlags,
+) -> Result<(), ExecError> {
+    check_mount_id(&target, expected)?;
+    // The target's own fd would keep the mount busy: only its parent's stays.
+    let CheckedTarget {
+        path,
+        parent,
+        name,
+        fd,
+        ..
+    } = target;
+    drop(fd);
+    let mut mnt = MntFlags::empty();
+    mnt.set(MntFlags::MNT_DETACH, flags.lazy);
+    mnt.set(MntFlags::MNT_FORCE, flags.force);
+    by_handle::unmount(sys, parent.as_fd(), &name, mnt).map_err(|e| {
+        // In umount(8)'s words: callers match them.
+        let said = match e.errno() {
+            Errno::EBUSY => "target is busy.",
+            Errno::EINVAL => "not mounted.",
+            errno => errno.desc(),
+        };
+        ExecError::Call {
+            call: "umount",
+            said: format!("umount: {}: {said}\n", path.display()),
+            target: path,
+            source: Box::new(e),
+        }
+    })
 }
 
 /// The mount on the target now must be the one `expected` names (the record's

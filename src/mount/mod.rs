@@ -5,5 +5,6 @@
 pub mod exec;
 pub mod helper;
 pub mod kernel;
+pub mod rebind;
 pub mod syscall;
 pub mod util_linux;

@@ -33,7 +33,7 @@ pub const CORRUPTED: [Errno; 7] = [
 ];
 
 /// The longest one stat may take before its mount is called unresponsive.
-const STAT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The health of a stat's outcome, and the error it met.
 pub fn classify(stat: Result<(), Errno>) -> (Health, String) {
@@ -78,7 +78,7 @@ async fn probe(
     }
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -91,6 +91,10 @@ impl Daemon {
         self.watched()
             .into_iter()
             .filter_map(|m| found.get(&m.mount_id).cloned())
+            .map(|h| MountHealth {
+                last_heal: self.healer.last(&h.target),
+                ..h
+            })
             .collect()
     }
 
@@ -98,9 +102,16 @@ impl Daemon {
     /// [`Daemon::wake_health`]). Runs until dropped.
     pub async fn watch_health(&self, every: Duration) {
         loop {
-            self.check_health(STAT_TIMEOUT.min(every)).await;
+            self.check_and_heal(STAT_TIMEOUT.min(every)).await;
             let _ = tokio::time::timeout(every, self.health.wake.notified()).await;
         }
+    }
+
+    /// Checks the watched mounts, then heals the corrupted ones (see
+    /// [`Daemon::heal_corrupted`]).
+    pub(super) async fn check_and_heal(&self, timeout: Duration) {
+        self.check_health(timeout).await;
+        self.heal_corrupted().await;
     }
 
     /// Asks for a check now: a volume client may have restarted.
@@ -143,6 +154,7 @@ impl Daemon {
                 health,
                 error,
                 checked_at: Some(now()),
+                last_heal: None,
             }
         }))
         .await;

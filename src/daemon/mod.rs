@@ -4,6 +4,8 @@
 
 pub mod config;
 mod error;
+mod heal;
+mod healer;
 pub mod health;
 pub mod metrics;
 mod mount;
@@ -55,6 +57,8 @@ pub struct Daemon {
     changed: tokio::sync::Notify,
     metrics: metrics::Metrics,
     health: health::Board,
+    /// What heals remember: requests with their secrets, backoff, last heals.
+    healer: healer::Healer,
 }
 
 /// Where the daemon finds things.
@@ -108,6 +112,7 @@ impl Daemon {
             changed: tokio::sync::Notify::new(),
             metrics: metrics::Metrics::new(),
             health: health::Board::default(),
+            healer: healer::Healer::default(),
         })
     }
 

@@ -75,6 +75,7 @@ impl Daemon {
             self.undo(exec.as_ref(), target, &before, &req.fstype).await;
             return Err(internal(e));
         }
+        self.healer.remember(&req);
         self.changed.notify_one();
         info!(target = %target.display(), executor = exec.name(), fstype = %record.fstype,
             source = %record.source, options = ?record.options, mount_id = mount.id, "mounted and verified");
@@ -86,7 +87,11 @@ impl Daemon {
     }
 
     /// The mounts on `target` now, in the executor's namespace and the daemon's.
-    fn before(&self, executor: &Namespace, target: &Path) -> Result<Before, MountinfoError> {
+    pub(super) fn before(
+        &self,
+        executor: &Namespace,
+        target: &Path,
+    ) -> Result<Before, MountinfoError> {
         let on_target = |ns: &Namespace| Ok(ns.mount_at(target)?.map(|m| m.id));
         Ok(Before {
             executor: on_target(executor)?,

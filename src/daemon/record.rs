@@ -74,6 +74,18 @@ impl Record {
         self.replace(mounts)
     }
 
+    /// Gives the record of the mount `old` the id of the mount made in its place
+    /// (a heal) and saves; false when no record has that id.
+    pub fn replace_mount_id(&mut self, old: u32, new: u32) -> Result<bool, RecordError> {
+        let mut mounts = self.mounts.clone();
+        let Some(m) = mounts.iter_mut().find(|m| m.mount_id == old) else {
+            return Ok(false);
+        };
+        m.mount_id = new;
+        self.replace(mounts)?;
+        Ok(true)
+    }
+
     /// Drops the mount on `target` and saves.
     pub fn remove(&mut self, target: &Path) -> Result<(), RecordError> {
         let mut mounts = self.mounts.clone();
@@ -151,6 +163,13 @@ mod tests {
         // records: they are not known to be gone.
         assert!(r.reconcile(|_| None).unwrap().is_empty());
         assert_eq!(r.mounts(), &[rec("/k/pods/a", 40)]);
+        // A heal gives the record the new mount's id, durably.
+        assert!(r.replace_mount_id(40, 77).unwrap());
+        assert!(!r.replace_mount_id(40, 78).unwrap());
+        assert_eq!(
+            Record::open(&state).unwrap().mounts(),
+            &[rec("/k/pods/a", 77)]
+        );
     }
 
     #[test]

@@ -96,6 +96,7 @@ impl Daemon {
                 .unwrap()
                 .remove(target)
                 .map_err(internal)?;
+            self.healer.forget(target);
             self.changed.notify_one();
         }
         let seen = proof.map_err(|e| {

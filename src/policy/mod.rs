@@ -13,7 +13,7 @@ use crate::api::wire::{MountRequest, UnmountRequest};
 
 pub use error::PolicyError;
 pub use fields::check_fstype;
-pub use redact::{redacted_options, scrub};
+pub use redact::{redacted_options, scrub, REDACTED};
 
 use fields::{check_fields, check_target_bytes};
 use resolve::resolve;

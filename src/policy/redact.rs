@@ -16,7 +16,7 @@ const SENSITIVE_KEYS: &[&str] = &[
     "auth",
 ];
 /// What a secret is replaced with.
-const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = "<redacted>";
 
 /// The request's options, then one "<redacted>" per sensitive option, with secrets
 /// replaced: an option equal to a sensitive one becomes "<redacted>", and within

@@ -187,6 +187,7 @@ mod tests {
             health,
             error: error.into(),
             checked_at: Some(1),
+            last_heal: None,
         };
         let mut a = answer(vec![]);
         if let Ok(s) = &mut a.status {

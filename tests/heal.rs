@@ -1,0 +1,274 @@
+//! Healing long-running mounts, end to end with a real dockerd and sshfs: when the
+//! VCS container restarts, is upgraded with `--force`, or the export's server goes
+//! away for a while, the sshfs volume turns ENOTCONN; the daemon mounts it afresh
+//! and puts it back in the host, the kubelet container and the pod containers
+//! (bound `rslave` and `rprivate`), and reaps the old client. A mount that needs
+//! secrets cannot be healed after a daemon restart: it is reported once.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::node::{docker_ok, Kubelet, Node};
+use common::{expect_success, quote, Daemon};
+use sidemount::ns::mountinfo::{Mount, MountTable, ProcRoot};
+
+/// How long a heal may take before a test gives up: a generous bound for a
+/// loaded machine, not a measure of speed.
+const HEAL_BOUND: Duration = Duration::from_secs(60);
+
+/// Polls `cond` every 200 ms until it holds, for at most `bound`.
+fn eventually(what: &str, bound: Duration, daemon: &Daemon, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + bound;
+    while !cond() {
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {bound:?} waiting: {what}\ndaemon log:\n{}",
+            daemon.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// The daemon with the node's configuration and a health check every second.
+fn start_daemon(node: &Node, config: &Path) -> Daemon {
+    let (config, agent) = (config.display().to_string(), Node::agent_binary());
+    let args = [
+        "--config",
+        &config,
+        "--agent-binary",
+        &agent,
+        "--health-interval",
+        "1",
+    ];
+    Daemon::start(&node.host, &node.kubelet_root(), &args)
+}
+
+/// The mount on `target` in the namespace of `pid` (None: this process).
+fn mount_at(pid: Option<u32>, target: &Path) -> Option<Mount> {
+    MountTable::read(&ProcRoot::default(), pid)
+        .ok()?
+        .mounts
+        .into_iter()
+        .rfind(|m| m.target == target)
+}
+
+/// The pids of the sshfs clients serving `export`, in every container.
+fn sshfs_pids(export: &Path) -> Vec<u32> {
+    let export = export.display().to_string();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<String> = cmd
+                .split(|&b| b == 0)
+                .map(|a| String::from_utf8_lossy(a).into_owned())
+                .collect();
+            args.first().is_some_and(|a| a.ends_with("sshfs"))
+                && args.iter().any(|a| a.contains(&export))
+        })
+        .collect()
+}
+
+/// Mounts of the filesystem `dev` (a stale superblock) from `source` in any
+/// process's namespace.
+fn stale_mounts(dev: (u32, u32), source: &str) -> Vec<(u32, PathBuf)> {
+    let proc = ProcRoot::default();
+    let mut found = Vec::new();
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(table) = MountTable::read(&proc, Some(pid)) else {
+            continue;
+        };
+        found.extend(
+            table
+                .mounts
+                .into_iter()
+                .filter(|m| (m.major, m.minor) == dev && m.source == source)
+                .map(|m| (pid, m.target)),
+        );
+    }
+    found
+}
+
+/// GET /metrics on the daemon's socket.
+fn metrics(daemon: &Daemon) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-sf", "--max-time", "10", "--unix-socket"])
+        .arg(&daemon.socket)
+        .arg("http://sidemount/metrics")
+        .output()
+        .unwrap();
+    expect_success("GET /metrics", out)
+}
+
+fn recorded_id(daemon: &Daemon) -> u64 {
+    daemon.get("/v1/mounts").unwrap()[0]["mount_id"]
+        .as_u64()
+        .unwrap()
+}
+
+fn reads(pod: &Kubelet, path: &str, hello: &str) -> bool {
+    pod.run(&format!("cat {path}")).stdout.eq(hello.as_bytes())
+}
+
+/// What one break must be healed from, and checks after the heal.
+struct Volume<'a> {
+    node: &'a Node,
+    daemon: &'a Daemon,
+    target: PathBuf,
+    kubelet: &'a Kubelet,
+    pods: [&'a Kubelet; 2],
+    vcs_container: String,
+}
+
+const HELLO: &str = "hello from the export\n";
+
+impl Volume<'_> {
+    /// The volume as the host sees it now: its mount and the client serving it.
+    fn before_break(&self) -> (Mount, Vec<u32>, u64) {
+        let mount = mount_at(None, &self.target).expect("the volume is mounted");
+        let clients = sshfs_pids(&self.node.dir("export"));
+        assert_eq!(clients.len(), 1, "{clients:?}");
+        (mount, clients, recorded_id(self.daemon))
+    }
+
+    /// Everyone reads the export again; the old client is gone and reaped, no
+    /// namespace holds the stale mount, the record holds the new mount, nothing
+    /// is left on the staging point.
+    fn healed(&self, (stale, clients, id): (Mount, Vec<u32>, u64), what: &str) {
+        let file = self.target.join("hello.txt");
+        let file_in_kubelet = format!("cat {}", quote(&file));
+        eventually(
+            &format!("{what}: the host, the kubelet and both pods read the export"),
+            HEAL_BOUND,
+            self.daemon,
+            || {
+                std::fs::read_to_string(&file).is_ok_and(|s| s == HELLO)
+                    && self.kubelet.run(&file_in_kubelet).stdout == HELLO.as_bytes()
+                    && self.pods.iter().all(|p| reads(p, "/data/hello.txt", HELLO))
+            },
+        );
+        eventually(
+            &format!("{what}: the record holds the new mount"),
+            HEAL_BOUND,
+            self.daemon,
+            || recorded_id(self.daemon) != id,
+        );
+        let vcs_pid: u32 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &self.vcs_container])
+            .trim()
+            .parse()
+            .unwrap();
+        let in_vcs = mount_at(Some(vcs_pid), &self.target).expect("mounted in the VCS");
+        assert_eq!(u64::from(in_vcs.id), recorded_id(self.daemon), "{what}");
+        let source = stale.source.to_str().unwrap();
+        assert!(
+            stale_mounts((stale.major, stale.minor), source).is_empty(),
+            "{what}: stale mounts remain: {:?}",
+            stale_mounts((stale.major, stale.minor), source)
+        );
+        for pid in &clients {
+            assert!(
+                !Path::new(&format!("/proc/{pid}")).exists(),
+                "{what}: the old sshfs client {pid} remains"
+            );
+        }
+        assert_eq!(sshfs_pids(&self.node.dir("export")).len(), 1, "{what}");
+        // One mount on the target, nothing staged.
+        let root = self.node.kubelet_root();
+        let on_target = MountTable::read(&ProcRoot::default(), None)
+            .unwrap()
+            .mounts
+            .into_iter()
+            .filter(|m| m.target.starts_with(&root))
+            .map(|m| m.target)
+            .collect::<Vec<_>>();
+        assert_eq!(on_target, std::slice::from_ref(&self.target), "{what}");
+        let staging = root.join("plugins/sidemount~heal");
+        assert_eq!(
+            std::fs::read_dir(&staging).map_or(0, |d| d.count()),
+            0,
+            "{what}: staging points left"
+        );
+        let status = self.daemon.get("/v1/status").unwrap();
+        let last = &status["health"][0]["last_heal"];
+        assert_eq!(last["result"], "healed", "{what}: {status:#}");
+        let touched = last["touched"].to_string();
+        for pod in self.pods {
+            assert!(
+                touched.contains(&format!("pid {}", pod.pid())),
+                "{what}: {touched}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_restarted_or_upgraded_vcs_heals_its_mount_everywhere() {
+    let Some(mut node) = Node::new("a_restarted_or_upgraded_vcs_heals_its_mount_everywhere") else {
+        return;
+    };
+    let port = node.sshd();
+    let vcs = node.vcs("sshfs");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let run = node.dir("run");
+    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let daemon = start_daemon(&node, &config);
+    let kubelet = node.kubelet_node(&run);
+    let target = node.volume("p1");
+    kubelet.sh(&node.mount_line(port, &target));
+    // Pods started after the mount hold binds of it, `rslave` and `rprivate`.
+    let slave = node.pod_bound("slave-pod", &target, "rslave");
+    let private = node.pod_bound("private-pod", &target, "rprivate");
+    for pod in [&slave, &private] {
+        assert_eq!(pod.sh("cat /data/hello.txt"), HELLO);
+    }
+    let volume = Volume {
+        node: &node,
+        daemon: &daemon,
+        target: target.clone(),
+        kubelet: &kubelet,
+        pods: [&slave, &private],
+        vcs_container: container.clone(),
+    };
+
+    // The VCS container killed and started again: its sshfs died with it.
+    let before = volume.before_break();
+    docker_ok(&["kill", &container]);
+    docker_ok(&["start", &container]);
+    volume.healed(before, "after a restart");
+
+    // Upgraded with --force: a new container, the same heal.
+    let before = volume.before_break();
+    let sock = daemon.socket.display().to_string();
+    let out = expect_success(
+        "upgrade --force",
+        common::sidemount(&["upgrade", &vcs, "--force", "--socket", &sock]),
+    );
+    assert!(out.contains("replaced"), "{out}");
+    volume.healed(before, "after upgrade --force");
+    let metrics = metrics(&daemon);
+    assert!(
+        metrics.contains(&format!(
+            "sidemount_heals_total{{vcs=\"{vcs}\",result=\"healed\"}} 2"
+        )),
+        "{metrics}"
+    );
+
+    // As the kubelet does, the pods go before their volume; then nothing is left.
+    for pod in [&slave, &private] {
+        docker_ok(&["rm", "-f", &pod.name]);
+    }
+    kubelet.sh(&format!("umount {}", quote(&target)));
+    assert!(common::mount_points_under(None, &node.kubelet_root()).is_empty());
+    assert!(daemon.recorded().is_empty());
+    eventually("the sshfs client exits", HEAL_BOUND, &daemon, || {
+        sshfs_pids(&node.dir("export")).is_empty()
+    });
+}

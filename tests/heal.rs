@@ -22,10 +22,18 @@ const HEAL_BOUND: Duration = Duration::from_secs(60);
 fn eventually(what: &str, bound: Duration, daemon: &Daemon, mut cond: impl FnMut() -> bool) {
     let deadline = Instant::now() + bound;
     while !cond() {
+        if Instant::now() >= deadline {
+            let _ = std::fs::write("/tmp/heal-daemon.log", daemon.log_text());
+        }
         assert!(
             Instant::now() < deadline,
             "timed out after {bound:?} waiting: {what}\ndaemon log:\n{}",
-            daemon.log_text()
+            daemon
+                .log_text()
+                .lines()
+                .filter(|l| !l.contains("DEBUG") || l.contains("heal"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -42,7 +50,12 @@ fn start_daemon(node: &Node, config: &Path) -> Daemon {
         "--health-interval",
         "1",
     ];
-    Daemon::start(&node.host, &node.kubelet_root(), &args)
+    Daemon::start_with_env(
+        &node.host,
+        &node.kubelet_root(),
+        &args,
+        &[("SIDEMOUNT_LOG", "info,sidemount::daemon::heal=debug")],
+    )
 }
 
 /// The mount on `target` in the namespace of `pid` (None: this process).
@@ -271,4 +284,189 @@ fn a_restarted_or_upgraded_vcs_heals_its_mount_everywhere() {
     eventually("the sshfs client exits", HEAL_BOUND, &daemon, || {
         sshfs_pids(&node.dir("export")).is_empty()
     });
+}
+
+/// `sidemount mount` of the export on `target` from the host (the kubelet's
+/// mounter-path convention), with `sensitive` options marked as secrets.
+fn mount_from_host(node: &Node, daemon: &Daemon, port: u16, target: &Path, sensitive: &str) {
+    let mut args = vec![
+        "mount".to_owned(),
+        "-t".into(),
+        "fuse.sshfs".into(),
+        "-o".into(),
+        Node::sshfs_options(port),
+    ];
+    if !sensitive.is_empty() {
+        args.extend(["--sensitive-options".into(), sensitive.into()]);
+    }
+    args.extend([node.sshfs_source(), target.display().to_string()]);
+    let out = std::process::Command::new(common::SIDEMOUNT)
+        .args(&args)
+        .env("SIDEMOUNT_SOCKET", &daemon.socket)
+        .output()
+        .unwrap();
+    expect_success("sidemount mount", out);
+}
+
+/// The health the daemon last found for the mount on `target`.
+fn health_of(daemon: &Daemon, target: &Path) -> serde_json::Value {
+    let status = daemon.get("/v1/status").unwrap();
+    status["health"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|h| h["target"] == target.display().to_string())
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn the_export_coming_back_heals_the_mount() {
+    let Some(mut node) = Node::new("the_export_coming_back_heals_the_mount") else {
+        return;
+    };
+    let port = node.sshd();
+    let vcs = node.vcs("sshfs");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let daemon = start_daemon(&node, &config);
+    let target = node.volume("p1");
+    mount_from_host(&node, &daemon, port, &target, "");
+    let pod = node.pod_bound("pod", &target, "rprivate");
+    assert_eq!(pod.sh("cat /data/hello.txt"), HELLO);
+    let clients = sshfs_pids(&node.dir("export"));
+    let id = recorded_id(&daemon);
+
+    // The server goes away for 20 s: the client loses its connection and exits,
+    // the mount turns corrupted, and heals fail until the server is back.
+    let stopped = Instant::now();
+    node.stop_sshd();
+    eventually("the mount is found corrupted", HEAL_BOUND, &daemon, || {
+        health_of(&daemon, &target)["health"] == "corrupted"
+    });
+    eventually(
+        "a heal failed while the server is away",
+        HEAL_BOUND,
+        &daemon,
+        || health_of(&daemon, &target)["last_heal"]["result"] == "failed",
+    );
+    std::thread::sleep(Duration::from_secs(20).saturating_sub(stopped.elapsed()));
+    node.start_sshd(port);
+
+    let file = target.join("hello.txt");
+    eventually("the mount recovers", HEAL_BOUND, &daemon, || {
+        std::fs::read_to_string(&file).is_ok_and(|s| s == HELLO)
+            && reads(&pod, "/data/hello.txt", HELLO)
+    });
+    assert_ne!(recorded_id(&daemon), id);
+    for pid in &clients {
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists(),
+            "old client {pid} remains"
+        );
+    }
+    assert_eq!(sshfs_pids(&node.dir("export")).len(), 1);
+    let metrics = metrics(&daemon);
+    assert!(
+        metrics.contains(&format!(
+            "sidemount_heals_total{{vcs=\"{vcs}\",result=\"healed\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains(&format!(
+            "sidemount_heals_total{{vcs=\"{vcs}\",result=\"failed\"}}"
+        )),
+        "{metrics}"
+    );
+    docker_ok(&["rm", "-f", &pod.name]);
+}
+
+#[test]
+fn a_mount_with_secrets_is_reported_not_healable_after_a_daemon_restart() {
+    let Some(mut node) =
+        Node::new("a_mount_with_secrets_is_reported_not_healable_after_a_daemon_restart")
+    else {
+        return;
+    };
+    let port = node.sshd();
+    let vcs = node.vcs("sshfs");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let mut daemon = start_daemon(&node, &config);
+    // The port is marked secret: it reaches sshfs (the mount works) and is kept
+    // in the daemon's memory only.
+    let secret = node.volume("secret");
+    let plain = node.volume("plain");
+    let port_option = format!("port={port}");
+    mount_from_host(&node, &daemon, port, &secret, &port_option);
+    mount_from_host(&node, &daemon, port, &plain, "");
+    for target in [&secret, &plain] {
+        assert_eq!(
+            std::fs::read_to_string(target.join("hello.txt")).unwrap(),
+            HELLO
+        );
+    }
+    let state = std::fs::read_to_string(daemon.state_dir.join("mounts.json")).unwrap();
+    assert!(
+        !state.contains(&port_option) && state.contains("<redacted>"),
+        "{state}"
+    );
+
+    // While the daemon that made it runs, the secret mount heals from memory.
+    docker_ok(&["kill", &container]);
+    docker_ok(&["start", &container]);
+    eventually("both mounts heal", HEAL_BOUND, &daemon, || {
+        [&secret, &plain]
+            .iter()
+            .all(|t| std::fs::read_to_string(t.join("hello.txt")).is_ok_and(|s| s == HELLO))
+    });
+
+    // A restarted daemon has no secrets: the plain mount heals from its record,
+    // the secret one is reported not healable, once, and left alone.
+    daemon.stop(nix::sys::signal::Signal::SIGTERM);
+    let daemon = start_daemon(&node, &config);
+    docker_ok(&["kill", &container]);
+    docker_ok(&["start", &container]);
+    eventually("the plain mount heals", HEAL_BOUND, &daemon, || {
+        std::fs::read_to_string(plain.join("hello.txt")).is_ok_and(|s| s == HELLO)
+    });
+    eventually("the secret mount is reported", HEAL_BOUND, &daemon, || {
+        health_of(&daemon, &secret)["last_heal"]["result"] == "not_healable"
+    });
+    // Several checks later it is still reported once, and not retried.
+    std::thread::sleep(Duration::from_secs(5));
+    let log = daemon.log_text();
+    let reports = log.matches("corrupted mount cannot be healed").count();
+    assert_eq!(reports, 1, "{log}");
+    assert!(!log.contains(&port_option), "{log}");
+    assert_eq!(health_of(&daemon, &secret)["health"], "corrupted");
+    let metrics = metrics(&daemon);
+    assert!(
+        metrics.contains(&format!(
+            "sidemount_heals_total{{vcs=\"{vcs}\",result=\"not_healable\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(
+        !metrics.contains(&format!(
+            "sidemount_heals_total{{vcs=\"{vcs}\",result=\"failed\"}}"
+        )),
+        "{metrics}"
+    );
+    // The kubelet's remedy: unmount, then mount again.
+    let out = std::process::Command::new(common::SIDEMOUNT)
+        .args(["umount", "-l"])
+        .arg(&secret)
+        .env("SIDEMOUNT_SOCKET", &daemon.socket)
+        .output()
+        .unwrap();
+    expect_success("sidemount umount -l", out);
+    mount_from_host(&node, &daemon, port, &secret, &port_option);
+    assert_eq!(
+        std::fs::read_to_string(secret.join("hello.txt")).unwrap(),
+        HELLO
+    );
 }

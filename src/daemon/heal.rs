@@ -33,6 +33,16 @@ use crate::ns::mountinfo::Mount;
 /// only the kubelet and its plugins reach.
 const STAGING: &str = "plugins/sidemount~heal";
 
+/// Where a heal stands once the fresh mount is made on the staging point.
+struct Step<'a> {
+    stale: &'a Mount,
+    /// A handle on the stale mount's root.
+    pin: std::os::fd::OwnedFd,
+    staging: &'a Path,
+    /// What the staging point held before.
+    before: &'a Before,
+}
+
 /// What a heal did.
 struct Healed {
     mount_id: u32,
@@ -167,6 +177,17 @@ impl Daemon {
                     ),
                 )
             })?;
+        // A handle on it keeps its superblock (and device id) until the heal ends.
+        let pin = open_dir(target).map_err(internal)?;
+        if rebind::mount_id(&pin) != Some(stale.id.into()) {
+            return Err(ApiError::new(
+                ErrorCode::Busy,
+                format!(
+                    "the mount on {} changed while it was looked up",
+                    target.display()
+                ),
+            ));
+        }
         // 2. The same request, on a staging point of its own.
         let staging = self.staging_point(stale.id).map_err(internal)?;
         let staged = MountRequest {
@@ -178,8 +199,13 @@ impl Daemon {
         let before = self.before(&ns, &staging).map_err(internal)?;
         let result = match exec.mount(&staged, self.timeout).await {
             Ok(_) => {
-                self.put_in_place(exec.as_ref(), record, req, &stale, &staging, &before)
-                    .await
+                let step = Step {
+                    stale: &stale,
+                    pin,
+                    staging: &staging,
+                    before: &before,
+                };
+                self.put_in_place(exec.as_ref(), record, req, step).await
             }
             Err(e) => Err(failed(e)),
         };
@@ -202,10 +228,14 @@ impl Daemon {
         exec: &dyn Executor,
         record: &MountRecord,
         req: &MountRequest,
-        stale: &Mount,
-        staging: &Path,
-        before: &Before,
+        step: Step<'_>,
     ) -> Result<Healed, ApiError> {
+        let Step {
+            stale,
+            pin,
+            staging,
+            before,
+        } = step;
         let target = record.target.as_path();
         let own = self.own_namespace();
         own.mount_at(staging)
@@ -268,12 +298,12 @@ impl Daemon {
         let host_proc = self.host_proc.clone();
         let target_owned = target.to_owned();
         let (rebound, missed) = tokio::task::spawn_blocking(move || {
-            let found: Vec<Holder> = {
-                let _ = holders(&host_proc, device, &[]);
-                vec![]
-            };
+            let found = holders(&host_proc, device, &[]);
             let result = rebind_all(&proc, &host_proc, &target_owned, &found);
+            // The stale superblock is pinned until here: its device id cannot
+            // name another connection yet.
             abort_fuse(&fstype, device);
+            drop(pin);
             result
         })
         .await

@@ -85,7 +85,10 @@ impl Node {
             "mount -t tmpfs sidemount-e2e {0} && mount --make-rshared {0}",
             quote(&scratch)
         ));
-        let token = format!("{:x}", std::process::id());
+        // Unique per node, so tests of one file can run side by side.
+        static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{:x}-{n}", std::process::id());
         Some(Node {
             host: Host { scratch },
             token,

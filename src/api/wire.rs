@@ -197,6 +197,9 @@ pub enum Health {
     Unresponsive,
     /// Failed with another error.
     Failed,
+    /// No mount of its type is on the target any more: its client unmounted it
+    /// as it exited (sshfs does when its connection drops).
+    Vanished,
 }
 
 impl Health {
@@ -207,6 +210,7 @@ impl Health {
             Health::Corrupted => "corrupted",
             Health::Unresponsive => "unresponsive",
             Health::Failed => "failed",
+            Health::Vanished => "vanished",
         }
     }
 }

@@ -33,11 +33,18 @@ use crate::ns::mountinfo::Mount;
 /// only the kubelet and its plugins reach.
 const STAGING: &str = "plugins/sidemount~heal";
 
+/// The stale mount, if still on the target (its client may have unmounted it).
+struct Stale {
+    mount: Option<Mount>,
+    /// A handle on its root.
+    pin: Option<std::os::fd::OwnedFd>,
+    /// Its device id: its own, or the one the daemon remembers for the target.
+    device: Option<(u32, u32)>,
+}
+
 /// Where a heal stands once the fresh mount is made on the staging point.
 struct Step<'a> {
-    stale: &'a Mount,
-    /// A handle on the stale mount's root.
-    pin: std::os::fd::OwnedFd,
+    stale: Stale,
     staging: &'a Path,
     /// What the staging point held before.
     before: &'a Before,
@@ -64,7 +71,7 @@ impl Daemon {
                     health.iter().any(|h| {
                         h.mount_id == m.mount_id
                             && h.target == m.target
-                            && h.health == Health::Corrupted
+                            && matches!(h.health, Health::Corrupted | Health::Vanished)
                     })
                 })
                 .collect()
@@ -161,35 +168,37 @@ impl Daemon {
         let exec = self.named(&record.executor)?;
         let failed = |e| exec_error(req, &e, ErrorCode::MountFailed);
         exec.ready().await.map_err(failed)?;
-        // 1. The stale mount as the daemon sees it.
+        // 1. The stale mount as the daemon sees it, if its client did not unmount
+        //    it; a handle on it keeps its superblock (and device id) until the
+        //    heal ends.
         let own = self.own_namespace();
-        let stale = own
+        let mount = own
             .mount_at(target)
             .map_err(internal)?
-            .filter(|m| m.fstype == record.fstype)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::NotMounted,
-                    format!(
-                        "{} holds no {} mount any more: nothing to heal",
-                        target.display(),
-                        record.fstype
-                    ),
-                )
-            })?;
-        // A handle on it keeps its superblock (and device id) until the heal ends.
-        let pin = open_dir(target).map_err(internal)?;
-        if rebind::mount_id(&pin) != Some(stale.id.into()) {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                format!(
-                    "the mount on {} changed while it was looked up",
-                    target.display()
-                ),
-            ));
-        }
+            .filter(|m| m.fstype == record.fstype);
+        let pin = match &mount {
+            Some(m) => {
+                let pin = open_dir(target).map_err(internal)?;
+                if rebind::mount_id(&pin) != Some(m.id.into()) {
+                    return Err(ApiError::new(
+                        ErrorCode::Busy,
+                        format!(
+                            "the mount on {} changed while it was looked up",
+                            target.display()
+                        ),
+                    ));
+                }
+                Some(pin)
+            }
+            None => None,
+        };
+        let device = mount
+            .as_ref()
+            .map(|m| (m.major, m.minor))
+            .or_else(|| self.healer.device(target));
+        let stale = Stale { mount, pin, device };
         // 2. The same request, on a staging point of its own.
-        let staging = self.staging_point(stale.id).map_err(internal)?;
+        let staging = self.staging_point(record.mount_id).map_err(internal)?;
         let staged = MountRequest {
             target: staging.clone(),
             caller_pid: None,
@@ -200,8 +209,7 @@ impl Daemon {
         let result = match exec.mount(&staged, self.timeout).await {
             Ok(_) => {
                 let step = Step {
-                    stale: &stale,
-                    pin,
+                    stale,
                     staging: &staging,
                     before: &before,
                 };
@@ -232,7 +240,6 @@ impl Daemon {
     ) -> Result<Healed, ApiError> {
         let Step {
             stale,
-            pin,
             staging,
             before,
         } = step;
@@ -250,25 +257,32 @@ impl Daemon {
                     ),
                 )
             })?;
-        // 4. A copy of the fresh mount in place of the stale one, here.
+        // 4. A copy of the fresh mount in place of the stale one here, or on the
+        //    empty target.
         let proc = File::open(self.proc.path()).map_err(internal)?;
-        let (staging_owned, target_owned, stale_id) =
-            (staging.to_owned(), target.to_owned(), stale.id);
+        let (staging_owned, target_owned, stale_id) = (
+            staging.to_owned(),
+            target.to_owned(),
+            stale.mount.as_ref().map(|m| m.id),
+        );
         let proc_for_swap = proc.try_clone().map_err(internal)?;
         tokio::task::spawn_blocking(move || {
             let staged = open_dir(&staging_owned)?;
             let fresh = rebind::clone_subtree(&Linux, staged.as_fd(), Path::new("/"))?;
-            rebind::swap(
-                &Linux,
-                &proc_for_swap,
-                Swap {
-                    namespace: None,
-                    name: "the daemon's namespace",
-                    mount_point: &target_owned,
-                    stale: stale_id.into(),
-                    fresh,
-                },
-            )
+            match stale_id {
+                Some(id) => rebind::swap(
+                    &Linux,
+                    &proc_for_swap,
+                    Swap {
+                        namespace: None,
+                        name: "the daemon's namespace",
+                        mount_point: &target_owned,
+                        stale: id.into(),
+                        fresh,
+                    },
+                ),
+                None => rebind::place(&Linux, fresh, open_dir(&target_owned)?),
+            }
         })
         .await
         .map_err(internal)?
@@ -281,7 +295,7 @@ impl Daemon {
             .map_err(|e| exec_error(req, &e, ErrorCode::MountFailed))?;
         let (mount, _seen) =
             verify::mounted(target, None, &views).map_err(|e| verify_error(req, &e))?;
-        if (mount.major, mount.minor) == (stale.major, stale.minor) {
+        if Some((mount.major, mount.minor)) == stale.device {
             return Err(ApiError::new(
                 ErrorCode::MountFailed,
                 format!("{} still holds the stale mount", target.display()),
@@ -293,17 +307,26 @@ impl Daemon {
             .unwrap()
             .replace_mount_id(record.mount_id, mount.id)
             .map_err(internal)?;
+        self.healer.set_device(target, (mount.major, mount.minor));
         // 7. Every other namespace that still holds the stale superblock.
-        let (device, fstype) = ((stale.major, stale.minor), stale.fstype.clone());
+        let Some(device) = stale.device else {
+            return Ok(Healed {
+                mount_id: mount.id,
+                touched,
+                missed: vec!["the stale mount's device is not known: binds of it elsewhere are left as they are".into()],
+            });
+        };
         let host_proc = self.host_proc.clone();
         let target_owned = target.to_owned();
+        let fstype = record.fstype.clone();
         let (rebound, missed) = tokio::task::spawn_blocking(move || {
             let found = holders(&host_proc, device, &[]);
             let result = rebind_all(&proc, &host_proc, &target_owned, &found);
-            // The stale superblock is pinned until here: its device id cannot
-            // name another connection yet.
-            abort_fuse(&fstype, device);
-            drop(pin);
+            // A pinned superblock's device id cannot name another connection yet.
+            if stale.pin.is_some() {
+                abort_fuse(&fstype, device);
+            }
+            drop(stale);
             result
         })
         .await
@@ -314,6 +337,26 @@ impl Daemon {
             touched,
             missed,
         })
+    }
+
+    /// Detaches and removes what heals interrupted by a stop of the daemon left on
+    /// their staging points.
+    pub(super) fn sweep_staging(&self) {
+        let dir = self.kubelet_root.join(STAGING);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return;
+        };
+        let own = self.own_namespace();
+        for point in entries.flatten().map(|e| e.path()) {
+            while let Ok(Some(m)) = own.mount_at(&point) {
+                if let Err(e) = Linux.umount2(&point, MntFlags::MNT_DETACH) {
+                    warn!(path = %point.display(), error = %e, "cannot detach a staged mount");
+                    break;
+                }
+                info!(path = %point.display(), mount_id = m.id, "detached a mount an interrupted heal left");
+            }
+            let _ = std::fs::remove_dir(&point);
+        }
     }
 
     /// A fresh directory for staging the heal of mount `id`, under the kubelet root.

@@ -75,6 +75,9 @@ pub struct Healer {
     /// Targets already reported not healable: reported once, never retried.
     reported: Mutex<HashSet<PathBuf>>,
     last: Mutex<HashMap<PathBuf, HealReport>>,
+    /// The device id of the mount on each target, to find binds of it elsewhere
+    /// once its client has unmounted it.
+    devices: Mutex<HashMap<PathBuf, (u32, u32)>>,
 }
 
 impl Healer {
@@ -86,8 +89,21 @@ impl Healer {
             .insert(req.target.clone(), req.clone());
     }
 
+    /// Keeps the device id of the mount on `target`.
+    pub fn set_device(&self, target: &Path, device: (u32, u32)) {
+        self.devices
+            .lock()
+            .unwrap()
+            .insert(target.to_owned(), device);
+    }
+
+    pub fn device(&self, target: &Path) -> Option<(u32, u32)> {
+        self.devices.lock().unwrap().get(target).copied()
+    }
+
     /// Forgets the mount on `target` (unmounted): its secrets leave memory.
     pub fn forget(&self, target: &Path) {
+        self.devices.lock().unwrap().remove(target);
         self.requests.lock().unwrap().remove(target);
         self.schedule.lock().unwrap().forget(target);
         self.reported.lock().unwrap().remove(target);

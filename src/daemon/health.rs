@@ -101,6 +101,7 @@ impl Daemon {
     /// Checks the watched mounts every `every`, and at once when woken (see
     /// [`Daemon::wake_health`]). Runs until dropped.
     pub async fn watch_health(&self, every: Duration) {
+        self.sweep_staging();
         loop {
             self.check_and_heal(STAT_TIMEOUT.min(every)).await;
             let _ = tokio::time::timeout(every, self.health.wake.notified()).await;
@@ -117,6 +118,15 @@ impl Daemon {
     /// Asks for a check now: a volume client may have restarted.
     pub(super) fn wake_health(&self) {
         self.health.wake.notify_one();
+    }
+
+    /// Whether a mount of the record's type is still on its target, as the daemon
+    /// sees it (statx and statmount: nothing reaches the filesystem's server).
+    fn still_mounted(&self, m: &MountRecord) -> bool {
+        match self.own_namespace().mount_at(&m.target) {
+            Ok(found) => found.is_some_and(|f| f.fstype == m.fstype),
+            Err(_) => true,
+        }
     }
 
     /// The records of mounts made by long-running VCS.
@@ -141,6 +151,10 @@ impl Daemon {
         let found = futures_util::future::join_all(watched.iter().map(|m| async move {
             let stat = probe(running, m.mount_id, m.target.clone(), timeout).await;
             let (health, error) = match stat {
+                Some(Ok(())) if !self.still_mounted(m) => (
+                    Health::Vanished,
+                    format!("no {} mount is on the target any more", m.fstype),
+                ),
                 Some(result) => classify(result),
                 None => (
                     Health::Unresponsive,
@@ -183,8 +197,10 @@ fn log_change(before: Option<Health>, h: &MountHealth) {
         Health::Healthy if before.is_none() => {}
         Health::Healthy => info!(target = %target, mount_id = h.mount_id, executor = %h.executor,
             "mount is healthy again"),
-        Health::Corrupted => warn!(target = %target, mount_id = h.mount_id, executor = %h.executor,
-            error = %h.error, "mount is corrupted: its volume client lost it"),
+        Health::Corrupted | Health::Vanished => {
+            warn!(target = %target, mount_id = h.mount_id, executor = %h.executor,
+            error = %h.error, "mount is corrupted: its volume client lost it")
+        }
         _ => warn!(target = %target, mount_id = h.mount_id, executor = %h.executor,
             health = h.health.as_str(), error = %h.error, "mount does not answer as it should"),
     }

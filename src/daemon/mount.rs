@@ -76,6 +76,7 @@ impl Daemon {
             return Err(internal(e));
         }
         self.healer.remember(&req);
+        self.healer.set_device(target, (mount.major, mount.minor));
         self.changed.notify_one();
         info!(target = %target.display(), executor = exec.name(), fstype = %record.fstype,
             source = %record.source, options = ?record.options, mount_id = mount.id, "mounted and verified");

@@ -19,7 +19,7 @@ use nix::sched::CloneFlags;
 use rustix::fs::{statx, StatxAttributes, StatxFlags};
 
 use crate::mount::syscall::{
-    AtFlags, Errno, MntFlags, MoveMountFlags, OpenTreeFlags, Syscall, SyscallError,
+    describe, AtFlags, Errno, MntFlags, MoveMountFlags, OpenTreeFlags, Syscall, SyscallError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -169,6 +169,19 @@ fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), Rebin
             .map_err(failed)?;
     }
     Ok(())
+}
+
+/// Moves the detached copy `fresh` onto the directory `target` (an `O_PATH`
+/// handle) in this process's namespace.
+pub fn place(sys: &dyn Syscall, fresh: OwnedFd, target: OwnedFd) -> Result<(), RebindError> {
+    let empty = Path::new("");
+    let both = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    sys.move_mount(fresh.as_fd(), empty, target.as_fd(), empty, both)
+        .map_err(|source| RebindError::Syscall {
+            path: PathBuf::from(describe(target.as_fd(), empty)),
+            namespace: "the daemon's namespace".into(),
+            source: Box::new(source),
+        })
 }
 
 /// `path` opened `O_PATH` beneath this thread's root, no symlink followed.

@@ -82,10 +82,16 @@ fn mount_health(h: &MountHealth) -> Option<Item> {
     );
     let remedy = match h.health {
         Health::Healthy | Health::Unknown => return None,
-        Health::Corrupted => format!(
-            "its volume client lost it (the {} container or its FUSE process restarted): unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
-            h.executor
-        ),
+        Health::Corrupted | Health::Vanished => match &h.last_heal {
+            Some(heal) if heal.result == "not_healable" => format!(
+                "the daemon cannot heal it ({}): unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
+                heal.error
+            ),
+            _ => format!(
+                "its volume client lost it (the {} container or its FUSE process restarted); the daemon heals it (see `last_heal` in `sidemount status`); if it stays so, unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
+                h.executor
+            ),
+        },
         Health::Unresponsive => {
             "its server does not answer: check the volume server and the network to it".to_owned()
         }

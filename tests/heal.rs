@@ -33,6 +33,12 @@ fn eventually(what: &str, bound: Duration, daemon: &Daemon, mut cond: impl FnMut
 
 /// The daemon with the node's configuration and a health check every second.
 fn start_daemon(node: &Node, config: &Path) -> Daemon {
+    start_daemon_checking(node, config, "1")
+}
+
+/// The daemon with the node's configuration and a health check every `interval`
+/// seconds.
+fn start_daemon_checking(node: &Node, config: &Path, interval: &str) -> Daemon {
     let (config, agent) = (config.display().to_string(), Node::agent_binary());
     let args = [
         "--config",
@@ -40,7 +46,7 @@ fn start_daemon(node: &Node, config: &Path) -> Daemon {
         "--agent-binary",
         &agent,
         "--health-interval",
-        "1",
+        interval,
     ];
     Daemon::start(&node.host, &node.kubelet_root(), &args)
 }
@@ -490,4 +496,29 @@ fn a_mount_with_secrets_is_reported_not_healable_after_a_daemon_restart() {
         std::fs::read_to_string(secret.join("hello.txt")).unwrap(),
         HELLO
     );
+}
+
+#[test]
+fn the_agent_answering_again_wakes_the_watch() {
+    let Some(mut node) = Node::new("the_agent_answering_again_wakes_the_watch") else {
+        return;
+    };
+    let port = node.sshd();
+    let vcs = node.vcs("sshfs");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    // The timer would check again only in an hour.
+    let daemon = start_daemon_checking(&node, &config, "3600");
+    let target = node.volume("p1");
+    mount_from_host(&node, &daemon, port, &target, "");
+    docker_ok(&["kill", &container]);
+    // Down long enough for the watch to see its agent gone.
+    std::thread::sleep(Duration::from_secs(3));
+    docker_ok(&["start", &container]);
+    let file = target.join("hello.txt");
+    eventually("the mount heals", HEAL_BOUND, &daemon, || {
+        std::fs::read_to_string(&file).is_ok_and(|s| s == HELLO)
+    });
+    assert!(daemon.log_text().contains("the agent answers again"));
 }

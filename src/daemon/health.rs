@@ -32,6 +32,9 @@ pub const CORRUPTED: [Errno; 7] = [
     Errno::ENODEV,
 ];
 
+/// How often the agents of long-running VCS are asked whether they answer.
+const AGENT_POLL: Duration = Duration::from_secs(1);
+
 /// The longest one stat may take before its mount is called unresponsive.
 pub(super) const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -102,9 +105,35 @@ impl Daemon {
     /// [`Daemon::wake_health`]). Runs until dropped.
     pub async fn watch_health(&self, every: Duration) {
         self.sweep_staging();
+        let checks = async {
+            loop {
+                self.check_and_heal(STAT_TIMEOUT.min(every)).await;
+                let _ = tokio::time::timeout(every, self.health.wake.notified()).await;
+            }
+        };
+        tokio::join!(checks, self.watch_agents());
+    }
+
+    /// Wakes the watch when the agent of a long-running VCS answers again after it
+    /// did not (its container or sidecar restarted): its mounts lost their client.
+    async fn watch_agents(&self) {
+        let agents: Vec<_> = self
+            .vcs
+            .iter()
+            .filter(|h| h.vcs.long_running)
+            .filter_map(|h| Some((h.vcs.name.clone(), h.agent.clone()?)))
+            .collect();
+        let mut up = vec![true; agents.len()];
         loop {
-            self.check_and_heal(STAT_TIMEOUT.min(every)).await;
-            let _ = tokio::time::timeout(every, self.health.wake.notified()).await;
+            tokio::time::sleep(AGENT_POLL).await;
+            for ((name, agent), was_up) in agents.iter().zip(up.iter_mut()) {
+                let is_up = agent.status(AGENT_POLL).await.is_ok();
+                if is_up && !*was_up {
+                    info!(vcs = %name, "the agent answers again: checking its mounts");
+                    self.wake_health();
+                }
+                *was_up = is_up;
+            }
         }
     }
 

@@ -279,6 +279,7 @@ impl Daemon {
                         mount_point: &target_owned,
                         stale: id.into(),
                         fresh,
+                        propagation: None,
                     },
                 ),
                 None => rebind::place(&Linux, fresh, open_dir(&target_owned)?),
@@ -425,6 +426,7 @@ fn rebind_all(
                     mount_point: &h.mount.target,
                     stale: h.mount.id.into(),
                     fresh,
+                    propagation: rebind::propagation_like(&h.mount.propagation),
                 },
             )
         })();

@@ -16,10 +16,13 @@ use std::path::{Path, PathBuf};
 
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sched::CloneFlags;
+
+use crate::ns::mountinfo::Propagation;
 use rustix::fs::{statx, StatxAttributes, StatxFlags};
 
 use crate::mount::syscall::{
-    describe, AtFlags, Errno, MntFlags, MoveMountFlags, OpenTreeFlags, Syscall, SyscallError,
+    describe, AtFlags, Errno, MntFlags, MountAttr, MoveMountFlags, MsFlags, OpenTreeFlags, Syscall,
+    SyscallError,
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +65,25 @@ pub struct Swap<'a> {
     pub stale: u64,
     /// The detached copy to put there.
     pub fresh: OwnedFd,
+    /// The propagation to give the copy first (see [`propagation_like`]); `None`:
+    /// the copy's own (a peer of the mount it was cloned from).
+    pub propagation: Option<MsFlags>,
+}
+
+/// The propagation type that gives a copy the stale bind's part: a private bind
+/// stays private and a slave stays a slave (now of the fresh mount's peer group),
+/// so a pod's mounts never propagate back to the host through its new bind. A
+/// shared bind keeps the copy's own peer group.
+pub fn propagation_like(stale: &Propagation) -> Option<MsFlags> {
+    if stale.unbindable {
+        Some(MsFlags::MS_UNBINDABLE)
+    } else if stale.is_private() {
+        Some(MsFlags::MS_PRIVATE)
+    } else if stale.master.is_some() && stale.shared.is_none() {
+        Some(MsFlags::MS_SLAVE)
+    } else {
+        None
+    }
 }
 
 /// A detached copy of the mount tree's directory `root` (a path inside the mount,
@@ -143,10 +165,20 @@ fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), Rebin
             found,
         });
     }
-    // 3. The copy beneath it; where the kernel refuses (EINVAL), the stale mount
-    //    goes first and the copy is moved onto the empty mount point.
+    // 3. The copy takes the stale bind's propagation, then goes beneath it;
+    //    where the kernel refuses (EINVAL), the stale mount goes first and the
+    //    copy is moved onto the empty mount point.
     let empty = Path::new("");
     let both = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
+    if let Some(kind) = swap.propagation {
+        sys.mount_setattr(
+            swap.fresh.as_fd(),
+            empty,
+            AtFlags::EMPTY_PATH,
+            &MountAttr::propagation(kind),
+        )
+        .map_err(failed)?;
+    }
     let beneath = match sys.move_mount(
         swap.fresh.as_fd(),
         empty,
@@ -226,5 +258,34 @@ fn relative(path: &Path) -> &Path {
     match path.strip_prefix("/").unwrap_or(path) {
         p if p.as_os_str().is_empty() => Path::new("."),
         p => p,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_copy_keeps_the_part_the_stale_bind_played() {
+        let p = |shared, master, unbindable| Propagation {
+            shared,
+            master,
+            propagate_from: None,
+            unbindable,
+        };
+        assert_eq!(
+            propagation_like(&p(None, None, false)),
+            Some(MsFlags::MS_PRIVATE)
+        );
+        assert_eq!(
+            propagation_like(&p(None, Some(3), false)),
+            Some(MsFlags::MS_SLAVE)
+        );
+        assert_eq!(propagation_like(&p(Some(4), Some(3), false)), None);
+        assert_eq!(propagation_like(&p(Some(4), None, false)), None);
+        assert_eq!(
+            propagation_like(&p(None, None, true)),
+            Some(MsFlags::MS_UNBINDABLE)
+        );
     }
 }

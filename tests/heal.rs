@@ -136,21 +136,40 @@ struct Volume<'a> {
     vcs_container: String,
 }
 
+/// The volume's mount on the host, its sshfs clients, the recorded mount id and
+/// each pod bind's propagation, before a break.
+type Broken = (Mount, Vec<u32>, u64, Vec<(bool, bool)>);
+
 const HELLO: &str = "hello from the export\n";
 
 impl Volume<'_> {
     /// The volume as the host sees it now: its mount and the client serving it.
-    fn before_break(&self) -> (Mount, Vec<u32>, u64) {
+    fn before_break(&self) -> Broken {
         let mount = mount_at(None, &self.target).expect("the volume is mounted");
         let clients = sshfs_pids(&self.node.dir("export"));
         assert_eq!(clients.len(), 1, "{clients:?}");
-        (mount, clients, recorded_id(self.daemon))
+        let pods = self.pod_propagation();
+        (mount, clients, recorded_id(self.daemon), pods)
     }
 
     /// Everyone reads the export again; the old client is gone and reaped, no
     /// namespace holds the stale mount, the record holds the new mount, nothing
     /// is left on the staging point.
-    fn healed(&self, (stale, clients, id): (Mount, Vec<u32>, u64), what: &str) {
+    /// Whether each pod's /data is shared and a slave, from its mountinfo.
+    fn pod_propagation(&self) -> Vec<(bool, bool)> {
+        self.pods
+            .iter()
+            .map(|p| {
+                let m = mount_at(Some(p.pid()), Path::new("/data")).unwrap();
+                (
+                    m.propagation.shared.is_some(),
+                    m.propagation.master.is_some(),
+                )
+            })
+            .collect()
+    }
+
+    fn healed(&self, (stale, clients, id, pods): Broken, what: &str) {
         let file = self.target.join("hello.txt");
         let file_in_kubelet = format!("cat {}", quote(&file));
         eventually(
@@ -203,6 +222,14 @@ impl Volume<'_> {
             std::fs::read_dir(&staging).map_or(0, |d| d.count()),
             0,
             "{what}: staging points left"
+        );
+        // No pod's new bind propagates back to the host; a private one stays so.
+        let now = self.pod_propagation();
+        assert!(now.iter().all(|&(shared, _)| !shared), "{what}: {now:?}");
+        assert_eq!(
+            (pods[1], now[1]),
+            ((false, false), (false, false)),
+            "{what}"
         );
         let status = self.daemon.get("/v1/status").unwrap();
         let last = &status["health"][0]["last_heal"];

@@ -70,10 +70,11 @@ pub struct Swap<'a> {
     pub propagation: Option<MsFlags>,
 }
 
-/// The propagation type that gives a copy the stale bind's part: a private bind
-/// stays private and a slave stays a slave (now of the fresh mount's peer group),
-/// so a pod's mounts never propagate back to the host through its new bind. A
-/// shared bind keeps the copy's own peer group.
+/// The propagation type that gives a copy the stale bind's part, so a pod's mounts
+/// never propagate back to the host through its new bind: a private bind stays
+/// private; for a slave, a slave is asked (a copy the kernel keeps alone in its
+/// peer group has no master to follow and becomes private). A shared bind keeps
+/// the copy's own peer group.
 pub fn propagation_like(stale: &Propagation) -> Option<MsFlags> {
     if stale.unbindable {
         Some(MsFlags::MS_UNBINDABLE)
@@ -165,20 +166,10 @@ fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), Rebin
             found,
         });
     }
-    // 3. The copy takes the stale bind's propagation, then goes beneath it;
-    //    where the kernel refuses (EINVAL), the stale mount goes first and the
-    //    copy is moved onto the empty mount point.
+    // 3. The copy beneath it; where the kernel refuses (EINVAL), the stale
+    //    mount goes first and the copy is moved onto the empty mount point.
     let empty = Path::new("");
     let both = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
-    if let Some(kind) = swap.propagation {
-        sys.mount_setattr(
-            swap.fresh.as_fd(),
-            empty,
-            AtFlags::EMPTY_PATH,
-            &MountAttr::propagation(kind),
-        )
-        .map_err(failed)?;
-    }
     let beneath = match sys.move_mount(
         swap.fresh.as_fd(),
         empty,
@@ -199,6 +190,18 @@ fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), Rebin
         let target = open_mount_point(swap.mount_point, name)?;
         sys.move_mount(swap.fresh.as_fd(), empty, target.as_fd(), empty, both)
             .map_err(failed)?;
+    }
+    // 5. The stale bind's propagation, on the copy now in place (a detached
+    //    copy is not in its peer group yet, so it could not become a slave).
+    if let Some(kind) = swap.propagation {
+        let placed = open_mount_point(swap.mount_point, name)?;
+        sys.mount_setattr(
+            placed.as_fd(),
+            empty,
+            AtFlags::EMPTY_PATH,
+            &MountAttr::propagation(kind),
+        )
+        .map_err(failed)?;
     }
     Ok(())
 }

@@ -185,6 +185,37 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_that_cannot_be_healed_is_named_with_why_and_the_remedy() {
+        let heal = |result: &str, error: &str| crate::api::wire::HealReport {
+            at: 1,
+            result: result.into(),
+            stale_mount_id: 7,
+            mount_id: None,
+            touched: vec![],
+            error: error.into(),
+        };
+        let health = |last_heal| MountHealth {
+            target: "/k/pods/a/v".into(),
+            mount_id: 7,
+            executor: "vcs/sshfs".into(),
+            health: Health::Corrupted,
+            error: "ENOTCONN: Transport endpoint is not connected".into(),
+            checked_at: Some(1),
+            last_heal,
+        };
+        let lost = mount_health(&health(Some(heal("not_healable", "it needs secrets")))).unwrap();
+        assert!(!lost.ok);
+        let remedy = lost.remedy.unwrap();
+        assert!(
+            remedy.contains("cannot heal it (it needs secrets)"),
+            "{remedy}"
+        );
+        assert!(remedy.contains("`umount /k/pods/a/v`"), "{remedy}");
+        let healing = mount_health(&health(Some(heal("failed", "connection refused")))).unwrap();
+        assert!(healing.remedy.unwrap().contains("the daemon heals it"));
+    }
+
+    #[test]
     fn corrupted_mounts_fail_with_the_remedy_and_healthy_ones_pass() {
         let health = |target: &str, health: Health, error: &str| MountHealth {
             target: target.into(),

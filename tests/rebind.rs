@@ -142,6 +142,70 @@ privileged_test!(
 );
 
 privileged_test!(
+    fn a_slave_bind_is_replaced_by_a_copy_that_propagates_nothing_back(host: &Host) {
+        let root = host.dir("kubelet");
+        let volume = host.dir("kubelet/pods/p/v");
+        let staging = host.dir("staging");
+        let data = host.dir("pod-data");
+        sh(&format!(
+            "mount --bind {root} {root} && mount --make-rshared {root}
+             mount -t tmpfs stale {volume} && echo stale > {volume}/which
+             mount -t tmpfs fresh {staging} && echo fresh > {staging}/which",
+            root = quote(&root),
+            volume = quote(&volume),
+            staging = quote(&staging),
+        ));
+        let pod = host.namespace(
+            "pod",
+            &format!(
+                "mount --bind {} {d} && mount --make-slave {d}",
+                quote(&volume),
+                d = quote(&data)
+            ),
+        );
+        let before = mount_on(Some(pod.pid), &data);
+        assert!(before.propagation.master.is_some(), "{before:?}");
+        let stale = mount_on(None, &volume);
+        rebind::swap(
+            &Linux,
+            &File::open("/proc").unwrap(),
+            Swap {
+                namespace: None,
+                name: "here",
+                mount_point: &volume,
+                stale: stale.id.into(),
+                fresh: fresh_copy(&staging, Path::new("/")),
+                propagation: None,
+            },
+        )
+        .unwrap();
+        let ns = File::open(format!("/proc/{}/ns/mnt", pod.pid)).unwrap();
+        rebind::swap(
+            &Linux,
+            &File::open("/proc").unwrap(),
+            Swap {
+                namespace: Some(&ns),
+                name: "pod",
+                mount_point: &data,
+                stale: before.id.into(),
+                fresh: fresh_copy(&volume, Path::new("/")),
+                propagation: rebind::propagation_like(&before.propagation),
+            },
+        )
+        .unwrap();
+        assert_eq!(pod.sh(&format!("cat {}/which", quote(&data))), "fresh\n");
+        // A slave of the fresh mount's peer group: it receives, never sends.
+        let after = mount_on(Some(pod.pid), &data);
+        let group = mount_on(None, &volume).propagation.shared;
+        assert!(group.is_some());
+        assert_eq!(
+            (after.propagation.shared, after.propagation.master),
+            (None, group)
+        );
+    }
+);
+
+privileged_test!(
     fn a_symlink_planted_where_a_binds_root_was_is_not_followed(host: &Host) {
         let volume = host.dir("v");
         let outside = host.dir("outside");

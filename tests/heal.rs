@@ -136,9 +136,28 @@ struct Volume<'a> {
     vcs_container: String,
 }
 
-/// The volume's mount on the host, its sshfs clients, the recorded mount id and
-/// each pod bind's propagation, before a break.
+/// The volume's mount on the host, its sshfs clients, when it broke (Unix
+/// seconds) and each pod bind's propagation.
 type Broken = (Mount, Vec<u32>, u64, Vec<(bool, bool)>);
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The mount id on `target` in the namespace of `container`'s init.
+fn id_in_container(container: &str, target: &Path) -> u64 {
+    let pid: u32 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", container])
+        .trim()
+        .parse()
+        .unwrap();
+    mount_at(Some(pid), target)
+        .expect("mounted in the VCS")
+        .id
+        .into()
+}
 
 const HELLO: &str = "hello from the export\n";
 
@@ -149,12 +168,9 @@ impl Volume<'_> {
         let clients = sshfs_pids(&self.node.dir("export"));
         assert_eq!(clients.len(), 1, "{clients:?}");
         let pods = self.pod_propagation();
-        (mount, clients, recorded_id(self.daemon), pods)
+        (mount, clients, now(), pods)
     }
 
-    /// Everyone reads the export again; the old client is gone and reaped, no
-    /// namespace holds the stale mount, the record holds the new mount, nothing
-    /// is left on the staging point.
     /// Whether each pod's /data is shared and a slave, from its mountinfo.
     fn pod_propagation(&self) -> Vec<(bool, bool)> {
         self.pods
@@ -169,7 +185,10 @@ impl Volume<'_> {
             .collect()
     }
 
-    fn healed(&self, (stale, clients, id, pods): Broken, what: &str) {
+    /// Everyone reads the export again; the old client is gone and reaped, no
+    /// namespace holds the stale mount, the record holds the new mount, nothing
+    /// is left on the staging point.
+    fn healed(&self, (stale, clients, broke_at, pods): Broken, what: &str) {
         let file = self.target.join("hello.txt");
         let file_in_kubelet = format!("cat {}", quote(&file));
         eventually(
@@ -182,18 +201,19 @@ impl Volume<'_> {
                     && self.pods.iter().all(|p| reads(p, "/data/hello.txt", HELLO))
             },
         );
+        // Mount ids are reused: the new one is known by the heal that made it.
         eventually(
-            &format!("{what}: the record holds the new mount"),
+            &format!("{what}: the heal is recorded"),
             HEAL_BOUND,
             self.daemon,
-            || recorded_id(self.daemon) != id,
+            || {
+                let status = self.daemon.get("/v1/status").unwrap();
+                let last = &status["health"][0]["last_heal"];
+                last["result"] == "healed" && last["at"].as_u64() >= Some(broke_at)
+            },
         );
-        let vcs_pid: u32 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &self.vcs_container])
-            .trim()
-            .parse()
-            .unwrap();
-        let in_vcs = mount_at(Some(vcs_pid), &self.target).expect("mounted in the VCS");
-        assert_eq!(u64::from(in_vcs.id), recorded_id(self.daemon), "{what}");
+        let in_vcs = id_in_container(&self.vcs_container, &self.target);
+        assert_eq!(in_vcs, recorded_id(self.daemon), "{what}");
         let source = stale.source.to_str().unwrap();
         assert!(
             stale_mounts((stale.major, stale.minor), source).is_empty(),
@@ -375,7 +395,6 @@ fn the_export_coming_back_heals_the_mount() {
     let pod = node.pod_bound("pod", &target, "rprivate");
     assert_eq!(pod.sh("cat /data/hello.txt"), HELLO);
     let clients = sshfs_pids(&node.dir("export"));
-    let id = recorded_id(&daemon);
 
     // The server goes away for 20 s: the client loses its connection, unmounts
     // the target and exits (the pod's bind is left corrupted), and heals fail
@@ -400,7 +419,8 @@ fn the_export_coming_back_heals_the_mount() {
         std::fs::read_to_string(&file).is_ok_and(|s| s == HELLO)
             && reads(&pod, "/data/hello.txt", HELLO)
     });
-    assert_ne!(recorded_id(&daemon), id);
+    assert_eq!(health_of(&daemon, &target)["last_heal"]["result"], "healed");
+    assert_eq!(id_in_container(&container, &target), recorded_id(&daemon));
     for pid in &clients {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists(),

@@ -470,12 +470,11 @@ fn a_mount_with_secrets_is_reported_not_healable_after_a_daemon_restart() {
             HELLO
         );
     }
-    let state = std::fs::read_to_string(daemon.state_dir.join("mounts.json")).unwrap();
-    let records: serde_json::Value = serde_json::from_str(&state).unwrap();
-    let kept = records
-        .as_array()
+    // The record: one file per mount.
+    let kept = std::fs::read_dir(daemon.state_dir.join("mounts"))
         .unwrap()
-        .iter()
+        .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+        .map(|text| serde_json::from_str::<serde_json::Value>(&text).unwrap())
         .find(|r| r["target"] == secret.display().to_string())
         .map(|r| r["options"].to_string())
         .unwrap();

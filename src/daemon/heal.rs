@@ -1,51 +1,64 @@
 //! Heals a corrupted mount of a long-running VCS: its client died (the container
 //! restarted or was replaced, the server dropped it), so the mount is made afresh
 //! through the VCS with the same request, on a staging point under the kubelet
-//! root that no pod reaches; a copy of it replaces the stale mount on the target
-//! (propagation carries that to the host, the VCS and the kubelet), the record
-//! takes the new mount id, and then every other mount namespace that still holds
-//! a bind of the stale superblock (pod containers, found by its device id in every
-//! process's mountinfo) gets a copy of the same directory of the fresh mount in
-//! its place. A stale FUSE connection is aborted, so a client that still hangs on
-//! it exits and its VCS reaps it.
+//! root (the VCS sees it, and propagation carries what is mounted there to the
+//! daemon) in a directory only root can write; a copy of it replaces the stale
+//! mount on the target (propagation carries that to the host, the VCS and the
+//! kubelet), the record takes the new mount id, and then every other mount
+//! namespace that still holds a bind of the stale superblock (pod containers,
+//! found by its device id in every process's mountinfo) gets a copy of the same
+//! directory of the fresh mount in its place. A stale FUSE connection is aborted,
+//! so a client that still hangs on it exits and its VCS reaps it.
 
 use std::fs::File;
-use std::os::fd::AsFd;
-use std::os::unix::fs::DirBuilderExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use nix::fcntl::OFlag;
-use nix::sys::stat::Mode;
 use tracing::{info, warn};
 
-use crate::api::wire::{ApiError, ErrorCode, HealReport, Health, MountRecord, MountRequest};
-use crate::daemon::error::{exec_error, internal, verify_error};
-use crate::daemon::mount::Before;
+use crate::api::wire::{HealReport, Health, MountRecord, MountRequest, UnmountRequest};
+use crate::daemon::error::{HealError, PipelineError};
+use crate::daemon::mount::{lookup_error, Before, Undo};
 use crate::daemon::{verify, Daemon};
-use crate::executor::Executor;
-use crate::mount::rebind::{self, Swap};
-use crate::mount::syscall::{Linux, MntFlags, Syscall};
+use crate::executor::{Executor, Made};
+use crate::mount::by_handle;
+use crate::mount::options::MountOptions;
+use crate::mount::rebind::{self, RebindError, Swap};
+use crate::mount::staging::root_only_dir;
+use crate::mount::syscall::{MntFlags, Syscall};
 use crate::ns::holders::{holders, Holder};
-use crate::ns::mountinfo::Mount;
+use crate::ns::mountinfo::{Mount, ProcRoot};
+use crate::policy::{CheckedTarget, Policy};
 
 /// Where fresh mounts are staged, under the kubelet root: beneath `plugins`, which
-/// only the kubelet and its plugins reach.
+/// only the kubelet and its plugins reach, in a directory of the daemon's own
+/// that only root can write.
 const STAGING: &str = "plugins/sidemount~heal";
 
 /// The stale mount, if still on the target (its client may have unmounted it).
 struct Stale {
     mount: Option<Mount>,
-    /// A handle on its root.
-    pin: Option<std::os::fd::OwnedFd>,
+    /// A handle on its root (the target resolved beneath the target roots): it
+    /// keeps its superblock, and device id, until the heal ends.
+    pin: Option<OwnedFd>,
     /// Its device id: its own, or the one the daemon remembers for the target.
     device: Option<(u32, u32)>,
+}
+
+/// Where the copy of the fresh mount goes on the target.
+enum Onto {
+    /// In place of the stale mount of this id.
+    Stale(u32),
+    /// Onto the target directory (its handle): the stale mount is gone.
+    Empty(OwnedFd),
 }
 
 /// Where a heal stands once the fresh mount is made on the staging point.
 struct Step<'a> {
     stale: Stale,
-    staging: &'a Path,
+    /// The staging point, resolved beneath the staging directory.
+    staging: &'a CheckedTarget,
     /// What the staging point held before.
     before: &'a Before,
 }
@@ -109,7 +122,7 @@ impl Daemon {
             return;
         };
         // One operation at a time on a target: a request in progress goes first.
-        let Ok(_claim) = self.claim(&target) else {
+        let Ok(_claim) = self.claim(&target, Duration::ZERO).await else {
             return;
         };
         if !self
@@ -122,13 +135,14 @@ impl Daemon {
             return;
         }
         let start = Instant::now();
+        let options = self.policy.options(&req);
+        let run = async {
+            self.heal(&record, &req, &options)
+                .await
+                .map_err(|e| e.to_api(&options))
+        };
         let outcome = self
-            .observed(
-                "heal",
-                &record.executor,
-                &record.fstype,
-                self.heal(&record, &req),
-            )
+            .observed("heal", &record.executor, &record.fstype, run)
             .await;
         let last = match outcome {
             Ok(healed) => {
@@ -163,81 +177,113 @@ impl Daemon {
 
     /// Mounts `req` afresh on a staging point and puts it in place of the stale
     /// mount of `record`; the staging point is cleared however it ends.
-    async fn heal(&self, record: &MountRecord, req: &MountRequest) -> Result<Healed, ApiError> {
+    async fn heal(
+        &self,
+        record: &MountRecord,
+        req: &MountRequest,
+        options: &MountOptions,
+    ) -> Result<Healed, HealError> {
         let target = record.target.as_path();
-        let exec = self.named(&record.executor)?;
-        let failed = |e| exec_error(req, &e, ErrorCode::MountFailed);
-        exec.ready().await.map_err(failed)?;
-        // 1. The stale mount as the daemon sees it, if its client did not unmount
-        //    it; a handle on it keeps its superblock (and device id) until the
-        //    heal ends.
+        let exec = self
+            .named(&record.executor)
+            .ok_or_else(|| PipelineError::UnknownExecutor {
+                target: target.to_owned(),
+                executor: record.executor.clone(),
+            })?;
+        exec.ready().await.map_err(PipelineError::NotReady)?;
+        // 1. The stale mount as the daemon sees it, if its client did not unmount it.
+        let stale = self.stale(record)?;
+        // 2. The same request, on a staging point of its own, checked to a handle.
+        let (dir, point) = self.staging_point(record.mount_id)?;
+        let staged = MountRequest {
+            target: point.clone(),
+            caller_pid: None,
+            ..req.clone()
+        };
+        let checked = self
+            .policy
+            .check_staged(&staged, options, &dir)
+            .map_err(PipelineError::Policy)?;
+        let ns = exec.namespace().await.map_err(PipelineError::Namespaces)?;
+        let before = self.before(&ns, &point)?;
+        let (result, made) = match exec.mount(&staged, options, &checked, self.timeout).await {
+            Ok(made) => {
+                let step = Step {
+                    stale,
+                    staging: &checked.target,
+                    before: &before,
+                };
+                (
+                    self.put_in_place(exec.as_ref(), record, req, step).await,
+                    Some(made),
+                )
+            }
+            Err(e) => (Err(PipelineError::Execute(e).into()), None),
+        };
+        // 3. The staging point cleared: its mount detached here (which reaches the
+        //    VCS), what remains undone through the executor, the directory removed.
+        let own = self.own_namespace();
+        if let Ok(Some(m)) = own.mount_at(&point) {
+            if Some(m.id) != before.daemon {
+                let place = checked.target.place();
+                let detached = by_handle::unmount(
+                    &*self.syscall,
+                    place.parent,
+                    place.name,
+                    MntFlags::MNT_DETACH,
+                );
+                if let Err(e) = detached {
+                    warn!(path = %point.display(), error = %e, "cannot detach a staged mount");
+                }
+            }
+        }
+        let undo = Undo {
+            target: &checked.target,
+            before: &before,
+            fstype: &req.fstype,
+        };
+        self.undo(exec.as_ref(), &undo, made.as_ref()).await;
+        drop(checked);
+        let _ = std::fs::remove_dir(&point);
+        result
+    }
+
+    /// The stale mount on the target of `record`, resolved as an unmount's target
+    /// is, and checked by its id.
+    fn stale(&self, record: &MountRecord) -> Result<Stale, HealError> {
+        let target = record.target.as_path();
         let own = self.own_namespace();
         let mount = own
             .mount_at(target)
-            .map_err(internal)?
+            .map_err(|source| lookup_error(target, &own, source))?
             .filter(|m| m.fstype == record.fstype);
-        let pin = match &mount {
-            Some(m) => {
-                let pin = open_dir(target).map_err(internal)?;
-                if rebind::mount_id(&pin) != Some(m.id.into()) {
-                    return Err(ApiError::new(
-                        ErrorCode::Busy,
-                        format!(
-                            "the mount on {} changed while it was looked up",
-                            target.display()
-                        ),
-                    ));
-                }
-                Some(pin)
+        let checked = self.resolved(target)?;
+        if let Some(m) = &mount {
+            if rebind::mount_id(&checked.fd) != Some(m.id.into()) {
+                return Err(HealError::Changed {
+                    target: target.to_owned(),
+                });
             }
-            None => None,
-        };
+        }
         let device = mount
             .as_ref()
             .map(|m| (m.major, m.minor))
             .or_else(|| self.healer.device(target));
-        let stale = Stale { mount, pin, device };
-        // 2. The same request, on a staging point of its own.
-        let staging = self.staging_point(record.mount_id).map_err(internal)?;
-        let staged = MountRequest {
-            target: staging.clone(),
-            caller_pid: None,
-            ..req.clone()
-        };
-        let ns = exec.namespace().await.map_err(failed)?;
-        let before = self.before(&ns, &staging).map_err(internal)?;
-        let result = match exec.mount(&staged, self.timeout).await {
-            Ok(_) => {
-                let step = Step {
-                    stale,
-                    staging: &staging,
-                    before: &before,
-                };
-                self.put_in_place(exec.as_ref(), record, req, step).await
-            }
-            Err(e) => Err(failed(e)),
-        };
-        // 3. The staging point cleared: its mount detached here (which reaches the
-        //    VCS), what remains undone through the executor, the directory removed.
-        if let Ok(Some(m)) = own.mount_at(&staging) {
-            if Some(m.id) != before.daemon {
-                let _ = Linux.umount2(&staging, MntFlags::MNT_DETACH);
-            }
-        }
-        self.undo(exec.as_ref(), &staging, &before, &req.fstype)
-            .await;
-        let _ = std::fs::remove_dir(&staging);
-        result
+        Ok(Stale {
+            pin: mount.is_some().then_some(checked.fd),
+            mount,
+            device,
+        })
     }
 
-    /// Steps after the fresh mount is made on `staging`.
+    /// Steps after the fresh mount is made on the staging point.
     async fn put_in_place(
         &self,
         exec: &dyn Executor,
         record: &MountRecord,
         req: &MountRequest,
         step: Step<'_>,
-    ) -> Result<Healed, ApiError> {
+    ) -> Result<Healed, HealError> {
         let Step {
             stale,
             staging,
@@ -245,33 +291,30 @@ impl Daemon {
         } = step;
         let target = record.target.as_path();
         let own = self.own_namespace();
-        own.mount_at(staging)
-            .map_err(internal)?
+        let point = staging.path();
+        own.mount_at(point)
+            .map_err(|source| lookup_error(point, &own, source))?
             .filter(|m| Some(m.id) != before.daemon)
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::PropagationBroken,
-                    format!(
-                        "the fresh mount on {} did not reach the daemon's namespace",
-                        staging.display()
-                    ),
-                )
+            .ok_or_else(|| HealError::NotPropagated {
+                staging: point.to_owned(),
             })?;
         // 4. A copy of the fresh mount in place of the stale one here, or on the
-        //    empty target.
-        let proc = File::open(self.proc.path()).map_err(internal)?;
-        let (staging_owned, target_owned, stale_id) = (
-            staging.to_owned(),
-            target.to_owned(),
-            stale.mount.as_ref().map(|m| m.id),
-        );
-        let proc_for_swap = proc.try_clone().map_err(internal)?;
-        tokio::task::spawn_blocking(move || {
-            let staged = open_dir(&staging_owned)?;
-            let fresh = rebind::clone_subtree(&Linux, staged.as_fd(), Path::new("/"))?;
-            match stale_id {
-                Some(id) => rebind::swap(
-                    &Linux,
+        //    empty target. The staging point is opened again: its handle from
+        //    before the mount is on the directory beneath it.
+        let fresh_root = Policy::resolve_target(point, std::slice::from_ref(&staging.root))
+            .map_err(PipelineError::Policy)?;
+        let (proc, proc_for_swap) = (self.open_proc()?, self.open_proc()?);
+        let sys = self.syscall.clone();
+        let target_owned = target.to_owned();
+        let onto = match &stale.mount {
+            Some(m) => Onto::Stale(m.id),
+            None => Onto::Empty(self.resolved(target)?.fd),
+        };
+        let swapped = tokio::task::spawn_blocking(move || {
+            let fresh = rebind::clone_subtree(&*sys, fresh_root.fd.as_fd(), Path::new("/"))?;
+            match onto {
+                Onto::Stale(id) => rebind::swap(
+                    &*sys,
                     &proc_for_swap,
                     Swap {
                         namespace: None,
@@ -282,34 +325,38 @@ impl Daemon {
                         propagation: None,
                     },
                 ),
-                None => rebind::place(&Linux, fresh, open_dir(&target_owned)?),
+                Onto::Empty(fd) => rebind::place(&*sys, fresh, fd),
             }
-        })
-        .await
-        .map_err(internal)?
-        .map_err(internal)?;
+        });
+        self.joined("swap", target, swapped)
+            .await?
+            .map_err(|source| HealError::Swap {
+                target: target.to_owned(),
+                source,
+            })?;
         let mut touched = vec![format!("daemon: {}", target.display())];
         // 5. Verified in the executor's, the host's and the kubelet's namespaces.
         let views = self
             .views(exec, req.caller_pid)
             .await
-            .map_err(|e| exec_error(req, &e, ErrorCode::MountFailed))?;
+            .map_err(PipelineError::Namespaces)?;
         let (mount, _seen) =
-            verify::mounted(target, None, &views).map_err(|e| verify_error(req, &e))?;
+            verify::mounted(target, None, &Made::default(), &views).map_err(HealError::Verify)?;
         if Some((mount.major, mount.minor)) == stale.device {
-            return Err(ApiError::new(
-                ErrorCode::MountFailed,
-                format!("{} still holds the stale mount", target.display()),
-            ));
+            return Err(HealError::StillStale {
+                target: target.to_owned(),
+            });
         }
         // 6. The record takes the new mount id.
         self.record
-            .lock()
-            .unwrap()
             .replace_mount_id(record.mount_id, mount.id)
-            .map_err(internal)?;
+            .map_err(|source| HealError::Record {
+                target: target.to_owned(),
+                source,
+            })?;
         self.healer.set_device(target, (mount.major, mount.minor));
-        // 7. Every other namespace that still holds the stale superblock.
+        // 7. Every other namespace that still holds the stale superblock, each
+        //    given a copy of the healed mount, opened as the target was.
         let Some(device) = stale.device else {
             return Ok(Healed {
                 mount_id: mount.id,
@@ -317,26 +364,62 @@ impl Daemon {
                 missed: vec!["the stale mount's device is not known: binds of it elsewhere are left as they are".into()],
             });
         };
-        let host_proc = self.host_proc.clone();
-        let target_owned = target.to_owned();
+        let healed = self.resolved(target)?;
+        let (sys, host_proc) = (self.syscall.clone(), self.host_proc.clone());
         let fstype = record.fstype.clone();
-        let (rebound, missed) = tokio::task::spawn_blocking(move || {
+        let rebound = tokio::task::spawn_blocking(move || {
             let found = holders(&host_proc, device, &[]);
-            let result = rebind_all(&proc, &host_proc, &target_owned, &found);
+            let result = rebind_all(&*sys, &proc, &host_proc, &healed.fd, &found);
             // A pinned superblock's device id cannot name another connection yet.
             if stale.pin.is_some() {
                 abort_fuse(&fstype, device);
             }
             drop(stale);
             result
-        })
-        .await
-        .map_err(internal)?;
+        });
+        let (rebound, missed) = self.joined("rebind", target, rebound).await?;
         touched.extend(rebound);
         Ok(Healed {
             mount_id: mount.id,
             touched,
             missed,
+        })
+    }
+
+    /// `target` resolved as an unmount's target is: beneath the target roots, no
+    /// symlink followed.
+    fn resolved(&self, target: &Path) -> Result<CheckedTarget, HealError> {
+        let req = UnmountRequest {
+            target: target.to_owned(),
+            ..UnmountRequest::default()
+        };
+        let checked = self
+            .policy
+            .check_unmount(&req)
+            .map_err(PipelineError::Policy)?;
+        Ok(checked)
+    }
+
+    /// The daemon's procfs, opened: through it a thread that entered another
+    /// mount namespace still reaches its own fds.
+    fn open_proc(&self) -> Result<File, HealError> {
+        File::open(self.proc.path()).map_err(|source| HealError::Proc {
+            path: self.proc.path().to_owned(),
+            source,
+        })
+    }
+
+    /// The result of a blocking `step` of the heal of `target`.
+    async fn joined<T>(
+        &self,
+        step: &'static str,
+        target: &Path,
+        task: tokio::task::JoinHandle<T>,
+    ) -> Result<T, HealError> {
+        task.await.map_err(|source| HealError::Task {
+            step,
+            target: target.to_owned(),
+            source,
         })
     }
 
@@ -347,61 +430,60 @@ impl Daemon {
         let Ok(entries) = std::fs::read_dir(&dir) else {
             return;
         };
+        if let Err(e) = root_only_dir(&dir) {
+            warn!(error = %e, "staging points left as they are");
+            return;
+        }
         let own = self.own_namespace();
         for point in entries.flatten().map(|e| e.path()) {
+            let Ok(checked) = Policy::resolve_target(&point, std::slice::from_ref(&dir)) else {
+                continue;
+            };
+            let place = checked.place();
             while let Ok(Some(m)) = own.mount_at(&point) {
-                if let Err(e) = Linux.umount2(&point, MntFlags::MNT_DETACH) {
+                let detached = by_handle::unmount(
+                    &*self.syscall,
+                    place.parent,
+                    place.name,
+                    MntFlags::MNT_DETACH,
+                );
+                if let Err(e) = detached {
                     warn!(path = %point.display(), error = %e, "cannot detach a staged mount");
                     break;
                 }
                 info!(path = %point.display(), mount_id = m.id, "detached a mount an interrupted heal left");
             }
+            drop(checked);
             let _ = std::fs::remove_dir(&point);
         }
     }
 
-    /// A fresh directory for staging the heal of mount `id`, under the kubelet root.
-    fn staging_point(&self, id: u32) -> std::io::Result<PathBuf> {
+    /// A fresh directory for staging the heal of mount `id`, and the directory it
+    /// lies in: under the kubelet root, in a directory only root can write.
+    fn staging_point(&self, id: u32) -> Result<(PathBuf, PathBuf), HealError> {
         let dir = self.kubelet_root.join(STAGING);
-        std::fs::DirBuilder::new()
-            .recursive(true)
-            .mode(0o700)
-            .create(&dir)?;
-        if !std::fs::symlink_metadata(&dir)?.is_dir() {
-            return Err(std::io::Error::other(format!(
-                "{} is not a directory",
-                dir.display()
-            )));
-        }
+        root_only_dir(&dir)?;
         let point = dir.join(id.to_string());
         match std::fs::create_dir(&point) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
-            _ => {}
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                Err(HealError::StagingPoint {
+                    path: point,
+                    source: e,
+                })
+            }
+            _ => Ok((dir, point)),
         }
-        Ok(point)
     }
 }
 
-/// `path` opened `O_PATH`, not through a symlink at its end.
-fn open_dir(path: &Path) -> Result<std::os::fd::OwnedFd, rebind::RebindError> {
-    nix::fcntl::open(
-        path,
-        OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY | OFlag::O_NOFOLLOW,
-        Mode::empty(),
-    )
-    .map_err(|errno| rebind::RebindError::Open {
-        path: path.to_owned(),
-        namespace: "the daemon's namespace".into(),
-        errno,
-    })
-}
-
 /// Replaces each stale mount in `found` by a copy of the same directory of the
-/// healed mount on `target`; what was replaced, and what could not be, with why.
+/// healed mount (`healed`, its root); what was replaced, and what could not be,
+/// with why.
 fn rebind_all(
+    sys: &dyn Syscall,
     proc: &File,
-    host_proc: &crate::ns::mountinfo::ProcRoot,
-    target: &Path,
+    host_proc: &ProcRoot,
+    healed: &OwnedFd,
     found: &[Holder],
 ) -> (Vec<String>, Vec<String>) {
     let (mut done, mut missed) = (Vec::new(), Vec::new());
@@ -410,15 +492,14 @@ fn rebind_all(
         let at = format!("{name}: {}", h.mount.target.display());
         let result = (|| {
             let ns = File::open(host_proc.mount_namespace(Some(h.pid))).map_err(|e| {
-                rebind::RebindError::Enter {
+                RebindError::Enter {
                     namespace: name.clone(),
                     errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
                 }
             })?;
-            let healed = open_dir(target)?;
-            let fresh = rebind::clone_subtree(&Linux, healed.as_fd(), &h.mount.root)?;
+            let fresh = rebind::clone_subtree(sys, healed.as_fd(), &h.mount.root)?;
             rebind::swap(
-                &Linux,
+                sys,
                 proc,
                 Swap {
                     namespace: Some(&ns),

@@ -10,7 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::api::wire::{HealReport, MountRecord, MountRequest};
-use crate::policy::REDACTED;
+use crate::mount::options::REDACTED;
 
 /// The wait after a first failed heal; it doubles with each failure after that.
 const BACKOFF_FIRST: Duration = Duration::from_secs(1);

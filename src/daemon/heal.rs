@@ -12,7 +12,7 @@
 
 use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use tracing::{info, warn};
@@ -25,16 +25,10 @@ use crate::executor::{Executor, Made};
 use crate::mount::by_handle;
 use crate::mount::options::MountOptions;
 use crate::mount::rebind::{self, RebindError, Swap};
-use crate::mount::staging::root_only_dir;
 use crate::mount::syscall::{MntFlags, Syscall};
 use crate::ns::holders::{holders, Holder};
 use crate::ns::mountinfo::{Mount, ProcRoot};
 use crate::policy::{CheckedTarget, Policy};
-
-/// Where fresh mounts are staged, under the kubelet root: beneath `plugins`, which
-/// only the kubelet and its plugins reach, in a directory of the daemon's own
-/// that only root can write.
-const STAGING: &str = "plugins/sidemount~heal";
 
 /// The stale mount, if still on the target (its client may have unmounted it).
 struct Stale {
@@ -421,58 +415,6 @@ impl Daemon {
             target: target.to_owned(),
             source,
         })
-    }
-
-    /// Detaches and removes what heals interrupted by a stop of the daemon left on
-    /// their staging points.
-    pub(super) fn sweep_staging(&self) {
-        let dir = self.kubelet_root.join(STAGING);
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return;
-        };
-        if let Err(e) = root_only_dir(&dir) {
-            warn!(error = %e, "staging points left as they are");
-            return;
-        }
-        let own = self.own_namespace();
-        for point in entries.flatten().map(|e| e.path()) {
-            let Ok(checked) = Policy::resolve_target(&point, std::slice::from_ref(&dir)) else {
-                continue;
-            };
-            let place = checked.place();
-            while let Ok(Some(m)) = own.mount_at(&point) {
-                let detached = by_handle::unmount(
-                    &*self.syscall,
-                    place.parent,
-                    place.name,
-                    MntFlags::MNT_DETACH,
-                );
-                if let Err(e) = detached {
-                    warn!(path = %point.display(), error = %e, "cannot detach a staged mount");
-                    break;
-                }
-                info!(path = %point.display(), mount_id = m.id, "detached a mount an interrupted heal left");
-            }
-            drop(checked);
-            let _ = std::fs::remove_dir(&point);
-        }
-    }
-
-    /// A fresh directory for staging the heal of mount `id`, and the directory it
-    /// lies in: under the kubelet root, in a directory only root can write.
-    fn staging_point(&self, id: u32) -> Result<(PathBuf, PathBuf), HealError> {
-        let dir = self.kubelet_root.join(STAGING);
-        root_only_dir(&dir)?;
-        let point = dir.join(id.to_string());
-        match std::fs::create_dir(&point) {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
-                Err(HealError::StagingPoint {
-                    path: point,
-                    source: e,
-                })
-            }
-            _ => Ok((dir, point)),
-        }
     }
 }
 

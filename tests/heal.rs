@@ -251,6 +251,8 @@ impl Volume<'_> {
             ((false, false), (false, false)),
             "{what}"
         );
+        // A slave bind stays a slave: mounts made later inside the volume reach it.
+        assert_eq!((pods[0], now[0]), ((false, true), (false, true)), "{what}");
         let status = self.daemon.get("/v1/status").unwrap();
         let last = &status["health"][0]["last_heal"];
         assert_eq!(last["result"], "healed", "{what}: {status:#}");

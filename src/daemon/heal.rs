@@ -292,7 +292,17 @@ impl Daemon {
             .ok_or_else(|| HealError::NotPropagated {
                 staging: point.to_owned(),
             })?;
-        // 4. A copy of the fresh mount in place of the stale one here, or on the
+        // 4. The binds of the stale mount elsewhere as they are now: once it is
+        //    replaced here its peer group is gone, and a slave of it turns private.
+        let binds = match stale.device {
+            Some(device) => {
+                let host_proc = self.host_proc.clone();
+                let scan = tokio::task::spawn_blocking(move || holders(&host_proc, device, &[]));
+                self.joined("scan", target, scan).await?
+            }
+            None => Vec::new(),
+        };
+        // 5. A copy of the fresh mount in place of the stale one here, or on the
         //    empty target. The staging point is opened again: its handle from
         //    before the mount is on the directory beneath it.
         let fresh_root = Policy::resolve_target(point, std::slice::from_ref(&staging.root))
@@ -329,7 +339,7 @@ impl Daemon {
                 source,
             })?;
         let mut touched = vec![format!("daemon: {}", target.display())];
-        // 5. Verified in the executor's, the host's and the kubelet's namespaces.
+        // 6. Verified in the executor's, the host's and the kubelet's namespaces.
         let views = self
             .views(exec, req.caller_pid)
             .await
@@ -341,7 +351,7 @@ impl Daemon {
                 target: target.to_owned(),
             });
         }
-        // 6. The record takes the new mount id.
+        // 7. The record takes the new mount id.
         self.record
             .replace_mount_id(record.mount_id, mount.id)
             .map_err(|source| HealError::Record {
@@ -349,7 +359,7 @@ impl Daemon {
                 source,
             })?;
         self.healer.set_device(target, (mount.major, mount.minor));
-        // 7. Every other namespace that still holds the stale superblock, each
+        // 8. Every other namespace that still holds the stale superblock, each
         //    given a copy of the healed mount, opened as the target was.
         let Some(device) = stale.device else {
             return Ok(Healed {
@@ -362,7 +372,7 @@ impl Daemon {
         let (sys, host_proc) = (self.syscall.clone(), self.host_proc.clone());
         let fstype = record.fstype.clone();
         let rebound = tokio::task::spawn_blocking(move || {
-            let found = holders(&host_proc, device, &[]);
+            let found = as_they_were(holders(&host_proc, device, &[]), &binds);
             let result = rebind_all(&*sys, &proc, &host_proc, &healed.fd, &found);
             // A pinned superblock's device id cannot name another connection yet.
             if stale.pin.is_some() {
@@ -467,6 +477,23 @@ fn rebind_all(
         }
     }
     (done, missed)
+}
+
+/// The binds found `now`, each with the propagation it had `before` the stale
+/// mount was replaced in the daemon's namespace: a slave of its peer group has
+/// turned private since, and its copy must be a slave again.
+fn as_they_were(now: Vec<Holder>, before: &[Holder]) -> Vec<Holder> {
+    now.into_iter()
+        .map(|mut h| {
+            let was = before
+                .iter()
+                .find(|b| b.namespace == h.namespace && b.mount.id == h.mount.id);
+            if let Some(was) = was {
+                h.mount.propagation = was.mount.propagation;
+            }
+            h
+        })
+        .collect()
 }
 
 /// Aborts the FUSE connection of the stale superblock (fusectl, when mounted), so

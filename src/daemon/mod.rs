@@ -6,6 +6,7 @@ mod claims;
 pub mod config;
 mod error;
 mod heal;
+mod heal_binds;
 mod heal_staging;
 mod healer;
 pub mod health;

@@ -5,6 +5,10 @@
 mod claims;
 pub mod config;
 mod error;
+mod heal;
+mod heal_binds;
+mod heal_staging;
+mod healer;
 pub mod health;
 pub mod metrics;
 mod mount;
@@ -66,6 +70,8 @@ pub struct Daemon {
     changed: tokio::sync::Notify,
     metrics: metrics::Metrics,
     health: health::Board,
+    /// What heals remember: requests with their secrets, backoff, last heals.
+    healer: healer::Healer,
 }
 
 /// Where the daemon finds things.
@@ -132,6 +138,7 @@ impl Daemon {
             changed: tokio::sync::Notify::new(),
             metrics: metrics::Metrics::new(),
             health: health::Board::default(),
+            healer: healer::Healer::default(),
         })
     }
 

@@ -12,6 +12,7 @@ use std::path::Path;
 use common::{quote, sh, Host};
 use sidemount::mount::rebind::{self, RebindError, Swap};
 use sidemount::mount::syscall::Linux;
+use sidemount::ns::enter::MountNamespace;
 use sidemount::ns::holders::{holders, namespace_of};
 use sidemount::ns::mountinfo::{Mount, MountTable, ProcRoot};
 
@@ -60,7 +61,6 @@ privileged_test!(
         // A wrong mount id is refused and nothing changes.
         let refused = rebind::swap(
             &Linux,
-            &File::open("/proc").unwrap(),
             Swap {
                 namespace: None,
                 name: "here",
@@ -82,7 +82,6 @@ privileged_test!(
         // Here: the fresh copy takes the target's place, in the kubelet's peer too.
         rebind::swap(
             &Linux,
-            &File::open("/proc").unwrap(),
             Swap {
                 namespace: None,
                 name: "here",
@@ -119,10 +118,10 @@ privileged_test!(
         let bind = &found[0];
         assert_eq!(bind.mount.target, data);
         assert_eq!(bind.mount.root, Path::new("/sub"));
-        let ns = File::open(format!("/proc/{}/ns/mnt", bind.pid)).unwrap();
+        let ns =
+            MountNamespace::of(Path::new("/proc"), bind.pid, format!("pid {}", bind.pid)).unwrap();
         rebind::swap(
             &Linux,
-            &File::open("/proc").unwrap(),
             Swap {
                 namespace: Some(&ns),
                 name: "pod",
@@ -168,7 +167,6 @@ privileged_test!(
         let stale = mount_on(None, &volume);
         rebind::swap(
             &Linux,
-            &File::open("/proc").unwrap(),
             Swap {
                 namespace: None,
                 name: "here",
@@ -179,10 +177,10 @@ privileged_test!(
             },
         )
         .unwrap();
-        let ns = File::open(format!("/proc/{}/ns/mnt", pod.pid)).unwrap();
+        let ns =
+            MountNamespace::of(Path::new("/proc"), pod.pid, format!("pid {}", pod.pid)).unwrap();
         rebind::swap(
             &Linux,
-            &File::open("/proc").unwrap(),
             Swap {
                 namespace: Some(&ns),
                 name: "pod",

@@ -142,11 +142,6 @@ pub enum HealError {
     },
     #[error("the fresh mount on {staging} did not reach the daemon's namespace")]
     NotPropagated { staging: PathBuf },
-    #[error("cannot open the daemon's procfs {path}: {source}")]
-    Proc {
-        path: PathBuf,
-        source: std::io::Error,
-    },
     #[error("cannot put the fresh mount in place of the stale one on {target}: {source}")]
     Swap {
         target: PathBuf,
@@ -185,7 +180,6 @@ impl HealError {
             Self::Swap { .. } | Self::StillStale { .. } => ErrorCode::MountFailed,
             Self::Staging(_)
             | Self::StagingPoint { .. }
-            | Self::Proc { .. }
             | Self::Record { .. }
             | Self::Task { .. } => ErrorCode::Internal,
         }

@@ -10,7 +10,6 @@
 //! directory of the fresh mount in its place. A stale FUSE connection is aborted,
 //! so a client that still hangs on it exits and its VCS reaps it.
 
-use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -308,7 +307,6 @@ impl Daemon {
         //    before the mount is on the directory beneath it.
         let fresh_root = Policy::resolve_target(point, std::slice::from_ref(&staging.root))
             .map_err(PipelineError::Policy)?;
-        let (proc, proc_for_swap) = (self.open_proc()?, self.open_proc()?);
         let sys = self.syscall.clone();
         let target_owned = target.to_owned();
         let onto = match &stale.mount {
@@ -320,7 +318,6 @@ impl Daemon {
             match onto {
                 Onto::Stale(id) => rebind::swap(
                     &*sys,
-                    &proc_for_swap,
                     Swap {
                         namespace: None,
                         name: "the daemon's namespace",
@@ -374,7 +371,7 @@ impl Daemon {
         let fstype = record.fstype.clone();
         let rebound = tokio::task::spawn_blocking(move || {
             let found = as_they_were(holders(&host_proc, device, &[]), &binds);
-            let result = rebind_all(&*sys, &proc, &host_proc, &healed.fd, &found);
+            let result = rebind_all(&*sys, &host_proc, &healed.fd, &found);
             // A pinned superblock's device id cannot name another connection yet.
             if stale.pin.is_some() {
                 abort_fuse(&fstype, device);
@@ -403,15 +400,6 @@ impl Daemon {
             .check_unmount(&req)
             .map_err(PipelineError::Policy)?;
         Ok(checked)
-    }
-
-    /// The daemon's procfs, opened: through it a thread that entered another
-    /// mount namespace still reaches its own fds.
-    fn open_proc(&self) -> Result<File, HealError> {
-        File::open(self.proc.path()).map_err(|source| HealError::Proc {
-            path: self.proc.path().to_owned(),
-            source,
-        })
     }
 
     /// The result of a blocking `step` of the heal of `target`.

@@ -3,14 +3,14 @@
 //! healed mount, with the part the stale bind played in propagation, and the
 //! stale FUSE connection is aborted so that a client still hanging on it exits.
 
-use std::fs::File;
 use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
 
 use tracing::{info, warn};
 
-use crate::mount::rebind::{self, RebindError, Swap};
+use crate::mount::rebind::{self, Swap};
 use crate::mount::syscall::Syscall;
+use crate::ns::enter::MountNamespace;
 use crate::ns::holders::Holder;
 use crate::ns::mountinfo::ProcRoot;
 
@@ -19,7 +19,6 @@ use crate::ns::mountinfo::ProcRoot;
 /// with why.
 pub(super) fn rebind_all(
     sys: &dyn Syscall,
-    proc: &File,
     host_proc: &ProcRoot,
     healed: &OwnedFd,
     found: &[Holder],
@@ -29,16 +28,10 @@ pub(super) fn rebind_all(
         let name = format!("pid {}", h.pid);
         let at = format!("{name}: {}", h.mount.target.display());
         let result = (|| {
-            let ns = File::open(host_proc.mount_namespace(Some(h.pid))).map_err(|e| {
-                RebindError::Enter {
-                    namespace: name.clone(),
-                    errno: nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(0)),
-                }
-            })?;
+            let ns = MountNamespace::of(host_proc.path(), h.pid, name.clone())?;
             let fresh = rebind::clone_subtree(sys, healed.as_fd(), &h.mount.root)?;
             rebind::swap(
                 sys,
-                proc,
                 Swap {
                     namespace: Some(&ns),
                     name: &name,

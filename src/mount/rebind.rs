@@ -10,25 +10,25 @@
 //! Where the kernel refuses to mount beneath, the stale mount is detached first and
 //! the copy moved onto the mount point.
 
-use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
-use nix::sched::CloneFlags;
 
+use crate::mount::by_handle;
+use crate::ns::enter::{EnterError, MountNamespace};
 use crate::ns::mountinfo::Propagation;
 use rustix::fs::{statx, StatxAttributes, StatxFlags};
 
 use crate::mount::syscall::{
-    describe, AtFlags, Errno, MntFlags, MountAttr, MoveMountFlags, MsFlags, OpenTreeFlags, Syscall,
+    describe, AtFlags, Errno, MountAttr, MoveMountFlags, MsFlags, OpenTreeFlags, Syscall,
     SyscallError,
 };
 
 #[derive(Debug, thiserror::Error)]
 pub enum RebindError {
-    #[error("cannot enter the mount namespace of {namespace}: {errno}")]
-    Enter { namespace: String, errno: Errno },
+    #[error(transparent)]
+    Enter(#[from] EnterError),
     #[error("cannot open {path} in {namespace}: {errno}")]
     Open {
         path: PathBuf,
@@ -48,15 +48,12 @@ pub enum RebindError {
         namespace: String,
         source: Box<SyscallError>,
     },
-    #[error("the thread that rebinds {path} in {namespace} panicked")]
-    Panicked { path: PathBuf, namespace: String },
 }
 
 /// One stale mount to replace.
 pub struct Swap<'a> {
-    /// The mount namespace to act in (`/proc/PID/ns/mnt`, opened); `None`: this
-    /// process's own.
-    pub namespace: Option<&'a File>,
+    /// The mount namespace to act in; `None`: this process's own.
+    pub namespace: Option<&'a MountNamespace>,
     /// What to call that namespace in messages ("pid 4242").
     pub name: &'a str,
     /// The stale mount's mount point, as that namespace's mountinfo shows it.
@@ -124,37 +121,23 @@ pub fn clone_subtree(
     })
 }
 
-/// Replaces the stale mount of `swap` by its fresh copy, on a thread of its own
-/// (entering a mount namespace changes the calling thread's root and working
-/// directory, which no other thread may share). `proc` is this process's procfs,
-/// opened before: through it the stale mount is detached by its handle.
-pub fn swap(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), RebindError> {
-    let (path, namespace) = (swap.mount_point.to_owned(), swap.name.to_owned());
-    std::thread::scope(|s| {
-        s.spawn(|| in_thread(sys, proc, swap))
-            .join()
-            .unwrap_or(Err(RebindError::Panicked { path, namespace }))
-    })
+/// Replaces the stale mount of `swap` by its fresh copy, in its namespace (by a
+/// thread that enters it, see [`MountNamespace::run`]).
+pub fn swap(sys: &dyn Syscall, swap: Swap<'_>) -> Result<(), RebindError> {
+    match swap.namespace {
+        Some(ns) => ns.run(|| in_namespace(sys, swap))?,
+        None => in_namespace(sys, swap),
+    }
 }
 
-fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), RebindError> {
+fn in_namespace(sys: &dyn Syscall, swap: Swap<'_>) -> Result<(), RebindError> {
     let name = swap.name;
-    let enter = |errno| RebindError::Enter {
-        namespace: name.to_owned(),
-        errno,
-    };
     let failed = |source| RebindError::Syscall {
         path: swap.mount_point.to_owned(),
         namespace: name.to_owned(),
         source: Box::new(source),
     };
-    // 1. A root and working directory of this thread's own, then the namespace:
-    //    setns(CLONE_NEWNS) refuses a thread that shares them.
-    nix::sched::unshare(CloneFlags::CLONE_FS).map_err(enter)?;
-    if let Some(ns) = swap.namespace {
-        nix::sched::setns(ns, CloneFlags::CLONE_NEWNS).map_err(enter)?;
-    }
-    // 2. The stale mount, by a handle opened beneath the namespace's root, checked
+    // 1. The stale mount, by a handle opened beneath the namespace's root, checked
     //    by its mount id.
     let stale = open_mount_point(swap.mount_point, name)?;
     let found = mount_id(&stale);
@@ -166,7 +149,7 @@ fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), Rebin
             found,
         });
     }
-    // 3. The copy beneath it; where the kernel refuses (EINVAL), the stale
+    // 2. The copy beneath it; where the kernel refuses (EINVAL), the stale
     //    mount goes first and the copy is moved onto the empty mount point.
     let empty = Path::new("");
     let both = MoveMountFlags::MOVE_MOUNT_F_EMPTY_PATH | MoveMountFlags::MOVE_MOUNT_T_EMPTY_PATH;
@@ -181,17 +164,14 @@ fn in_thread(sys: &dyn Syscall, proc: &File, swap: Swap<'_>) -> Result<(), Rebin
         Err(e) if e.errno() == Errno::EINVAL => false,
         Err(e) => return Err(failed(e)),
     };
-    // 4. The stale mount detached through its handle: umount2(2) takes a path
-    //    only, so thread-self/fd/N of the procfs opened before the setns.
-    nix::unistd::fchdir(proc.as_fd()).map_err(enter)?;
-    let handle = PathBuf::from(format!("thread-self/fd/{}", stale.as_raw_fd()));
-    sys.umount2(&handle, MntFlags::MNT_DETACH).map_err(failed)?;
+    // 3. The stale mount detached through its handle.
+    by_handle::detach(sys, stale.as_fd()).map_err(failed)?;
     if !beneath {
         let target = open_mount_point(swap.mount_point, name)?;
         sys.move_mount(swap.fresh.as_fd(), empty, target.as_fd(), empty, both)
             .map_err(failed)?;
     }
-    // 5. The stale bind's propagation, on the copy now in place (a detached
+    // 4. The stale bind's propagation, on the copy now in place (a detached
     //    copy is not in its peer group yet, so it could not become a slave).
     if let Some(kind) = swap.propagation {
         let placed = open_mount_point(swap.mount_point, name)?;

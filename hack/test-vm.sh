@@ -1,0 +1,207 @@
+#!/usr/bin/env bash
+# The VM node tier: a Debian VM with its own kernel (qemu TCG) runs a node as
+# operators run it (dockerd, sidemount serve, the VCS containers, a kubelet
+# container) against real NFS and iSCSI servers, and the kubelet's calls end to end.
+#
+#   hack/test-vm.sh        build what changed (cached under target/vm), boot, test
+#
+# What is built once and kept under target/vm, rebuilt only when its inputs change:
+#   root.img, vmlinuz, initrd.img  mmdebstrap bookworm + hack/vm/rootfs, as ext4
+#   images.tar                     docker save of the VCS and kubelet-node images
+# Each run: a bundle disk (a tar of hack/vm/ and the static sidemount) and an empty
+# results disk are attached beside the root image (snapshot=on: never changed); the
+# VM runs the node test at boot (hack/vm/node-test.sh), writes its results as a tar
+# onto the results disk and powers off. Every step has a deadline; qemu is stopped by
+# pid; nothing is left outside target/vm.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. hack/lib.sh
+. hack/docker.sh
+
+require_root
+require_cargo
+install_packages mmdebstrap qemu-system-x86 e2fsprogs
+
+vm=$PWD/target/vm
+run=$vm/run
+mkdir -p "$vm"
+# The images the node runs, built by hack/build-images.sh.
+images=(vcs-nfs vcs-iscsi vcs-glusterfs vcs-ceph kubelet-node)
+# How long the VM may run, and how long the test inside it may run.
+vm_deadline=${SIDEMOUNT_VM_DEADLINE:-1800}
+test_deadline=$((vm_deadline - 180))
+
+# The node: no NFS or iSCSI client in its root filesystem (nfs-kernel-server needs
+# nfs-common, whose mount.nfs/umount.nfs helpers dpkg leaves out; open-iscsi is not
+# installed), docs and locales left out to keep the image small.
+packages=(
+  linux-image-cloud-amd64 systemd systemd-sysv udev kmod apparmor
+  util-linux mount e2fsprogs procps iproute2 netbase
+  docker.io nfs-kernel-server tgt
+)
+root_recipe=(
+  mmdebstrap --mode=root --format=directory --variant=minbase
+  --aptopt='APT::Install-Recommends "false"'
+  --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-exclude=/usr/share/man/*'
+  --dpkgopt='path-exclude=/usr/share/locale/*'
+  --dpkgopt='path-exclude=/sbin/mount.nfs*' --dpkgopt='path-exclude=/sbin/umount.nfs*'
+  --dpkgopt='path-exclude=/usr/sbin/mount.nfs*' --dpkgopt='path-exclude=/usr/sbin/umount.nfs*'
+  --hook-dir=/usr/share/mmdebstrap/hooks/merged-usr
+  "--include=$(IFS=,; echo "${packages[*]}")"
+  bookworm
+)
+
+qemu_pid=
+cleanup() {
+  [ -z "$qemu_pid" ] || stop_pid "$qemu_pid" qemu-system-x86_64
+  rm -rf "$vm/rootfs.tmp" "$vm/tmp"
+  stop_dockerd
+}
+trap cleanup EXIT
+
+# build_root_image: target/vm/root.img (+ vmlinuz, initrd.img), when its inputs changed.
+build_root_image() {
+  local hash sources rootfs=$vm/rootfs.tmp size start
+  mapfile -t sources < <(apt_source_files)
+  [ ${#sources[@]} -gt 0 ] || die "no apt sources"
+  hash=$({
+    printf '%s\n' "${root_recipe[@]}"
+    for f in "${sources[@]}"; do printf '== %s\n' "$f"; cat "$f"; done
+    (cd hack/vm/rootfs && find . -print0 | LC_ALL=C sort -z | xargs -0 stat -c '%n %a %N' && find . -type f -print0 | LC_ALL=C sort -z | xargs -0 sha256sum)
+  } | sha256sum | cut -d' ' -f1)
+  if [ -f "$vm/root.img" ] && [ "$(cat "$vm/root.inputs" 2>/dev/null)" = "$hash" ]; then
+    step "VM root image: up to date"
+    return
+  fi
+  step "building the VM root image (mmdebstrap: ${packages[*]})"
+  start=$SECONDS
+  rm -rf "$rootfs" "$vm/root.img" "$vm/root.inputs"
+  if ! timeout 1800 "${root_recipe[@]}" "$rootfs" "${sources[@]}" >"$vm/mmdebstrap.log" 2>&1; then
+    tail -n 30 "$vm/mmdebstrap.log" >&2
+    die "mmdebstrap of the VM root failed (log: $vm/mmdebstrap.log)"
+  fi
+  cp -a hack/vm/rootfs/. "$rootfs/"
+  echo node >"$rootfs/etc/hostname"
+  printf '127.0.0.1 localhost\n127.0.1.1 node\n' >"$rootfs/etc/hosts"
+  echo 'LABEL=root / ext4 rw,errors=remount-ro 0 1' >"$rootfs/etc/fstab"
+  # Timers that would only compete with the test for the CPU.
+  for unit in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer fstrim.timer; do
+    ln -sf /dev/null "$rootfs/etc/systemd/system/$unit"
+  done
+  cp -L "$rootfs/vmlinuz" "$vm/vmlinuz"
+  cp -L "$rootfs/initrd.img" "$vm/initrd.img"
+  # Room for the loaded images and the containers besides the files.
+  size=$(($(du -sm "$rootfs" | cut -f1) + 2048))
+  timeout 600 mkfs.ext4 -q -F -L root -d "$rootfs" "$vm/root.img" "${size}M"
+  rm -rf "$rootfs"
+  echo "$hash" >"$vm/root.inputs"
+  echo "VM root image: built in $((SECONDS - start))s ($(du -sm "$vm/root.img" | cut -f1) MiB on disk)"
+}
+
+# save_images: target/vm/images.tar, docker save of the node's images, when one changed.
+save_images() {
+  local ids
+  ids=$(for i in "${images[@]}"; do timeout 30 docker image inspect -f '{{.Id}}' "sidemount/$i:latest"; done)
+  if [ -f "$vm/images.tar" ] && [ "$(cat "$vm/images.inputs" 2>/dev/null)" = "$ids" ]; then
+    step "VM images tarball: up to date"
+    return
+  fi
+  step "docker save ${images[*]}"
+  rm -f "$vm/images.tar" "$vm/images.inputs"
+  timeout 600 docker save -o "$vm/images.tar.tmp" "${images[@]/#/sidemount/}"
+  mv "$vm/images.tar.tmp" "$vm/images.tar"
+  echo "$ids" >"$vm/images.inputs"
+  echo "VM images tarball: $(du -sm "$vm/images.tar" | cut -f1) MiB"
+}
+
+# make_bundle: the run's bundle disk (a tar: hack/vm and the static binary) and an
+# empty results disk.
+make_bundle() {
+  local bin=$1
+  rm -rf "$run"
+  mkdir -p "$run/bundle" "$run/out"
+  cp -a hack/vm/. "$run/bundle/"
+  rm -rf "$run/bundle/rootfs"
+  cp "$bin" "$run/bundle/sidemount"
+  echo "$test_deadline" >"$run/bundle/deadline"
+  tar -cf "$run/bundle.tar" -C "$run/bundle" .
+  truncate -s 256M "$run/results.img"
+}
+
+# print_progress FROM: prints the test's lines of the serial log after line FROM;
+# echoes the new line count.
+print_progress() {
+  local n
+  n=$(wc -l <"$run/serial.log" 2>/dev/null || echo 0)
+  if [ "$n" -gt "$1" ]; then
+    sed -n "$(($1 + 1)),${n}p" "$run/serial.log" | tr -d '\r' |
+      grep -a -E '^(sidemount-vm|==>|PASS|FAIL|SKIP|INFO)' >&2 || true
+  fi
+  echo "$n"
+}
+
+boot() {
+  local seen=0 deadline=$((SECONDS + vm_deadline))
+  mkdir -p "$vm/tmp"
+  step "booting the VM (qemu TCG, 2 CPUs, 2 GiB; deadline ${vm_deadline}s)"
+  # snapshot=on keeps the root image as built; qemu's overlay goes to TMPDIR.
+  TMPDIR=$vm/tmp setsid qemu-system-x86_64 \
+    -machine q35 -accel tcg -m 2048 -smp 2 -display none -monitor none -no-reboot \
+    -nic none -serial "file:$run/serial.log" \
+    -kernel "$vm/vmlinuz" -initrd "$vm/initrd.img" \
+    -append "root=LABEL=root rw console=ttyS0 panic=-1 systemd.show_status=0" \
+    -drive "file=$vm/root.img,format=raw,if=none,id=root,snapshot=on" \
+    -device virtio-blk-pci,drive=root,serial=root \
+    -drive "file=$run/bundle.tar,format=raw,if=none,id=bundle,readonly=on" \
+    -device virtio-blk-pci,drive=bundle,serial=bundle \
+    -drive "file=$vm/images.tar,format=raw,if=none,id=images,readonly=on" \
+    -device virtio-blk-pci,drive=images,serial=images \
+    -drive "file=$run/results.img,format=raw,if=none,id=results" \
+    -device virtio-blk-pci,drive=results,serial=results \
+    </dev/null >"$run/qemu.log" 2>&1 &
+  qemu_pid=$!
+  echo "qemu pid $qemu_pid"
+  while pid_alive "$qemu_pid"; do
+    seen=$(print_progress "$seen")
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "the VM did not power off within ${vm_deadline}s: stopping qemu (pid $qemu_pid)" >&2
+      stop_pid "$qemu_pid" qemu-system-x86_64
+      break
+    fi
+    sleep 2
+  done
+  wait "$qemu_pid" 2>/dev/null || true
+  qemu_pid=
+  print_progress "$seen" >/dev/null
+}
+
+# report: the checks' results from the results disk; on failure the failing checks
+# and the serial log's tail.
+report() {
+  local rc
+  tar -xf "$run/results.img" -C "$run/out" 2>/dev/null || true
+  rc=$(cat "$run/out/rc" 2>/dev/null || echo none)
+  step "VM tier results (logs: $run)"
+  if [ -f "$run/out/run.log" ]; then
+    grep -a -E '^(PASS|FAIL|SKIP|INFO) ' "$run/out/run.log" || true
+  fi
+  if [ "$rc" = 0 ] && ! grep -aq '^\(FAIL\|SKIP\) ' "$run/out/run.log"; then
+    echo "VM tier: every check passed in $((SECONDS - started))s"
+    return 0
+  fi
+  printf '\n==> the serial log'"'"'s tail (%s)\n' "$run/serial.log" >&2
+  tail -n 80 "$run/serial.log" | tr -d '\r' >&2 || true
+  printf '\n==> failing checks\n' >&2
+  grep -a -E '^(FAIL|SKIP) ' "$run/out/run.log" >&2 2>/dev/null || echo "(none recorded: the test exited $rc before)" >&2
+  die "VM tier failed (test exit status: $rc)"
+}
+
+started=$SECONDS
+build_root_image
+ensure_dockerd
+bin="$PWD/$(hack/build-static.sh | tail -1)"
+hack/build-images.sh "${images[@]}"
+save_images
+make_bundle "$bin"
+boot
+report

@@ -26,7 +26,7 @@ vm=$PWD/target/vm
 run=$vm/run
 mkdir -p "$vm"
 # The images the node runs, built by hack/build-images.sh.
-images=(vcs-nfs vcs-iscsi vcs-glusterfs vcs-ceph kubelet-node)
+images=(vcs-nfs vcs-iscsi kubelet-node)
 # How long the VM may run, and how long the test inside it may run.
 vm_deadline=${SIDEMOUNT_VM_DEADLINE:-1800}
 test_deadline=$((vm_deadline - 180))
@@ -36,7 +36,7 @@ test_deadline=$((vm_deadline - 180))
 # installed), docs and locales left out to keep the image small.
 packages=(
   linux-image-cloud-amd64 systemd systemd-sysv udev kmod apparmor
-  util-linux mount e2fsprogs procps iproute2 netbase
+  util-linux mount e2fsprogs procps iproute2 netbase jq
   docker.io nfs-kernel-server tgt
 )
 root_recipe=(
@@ -132,10 +132,12 @@ make_bundle() {
 # echoes the new line count.
 print_progress() {
   local n
-  n=$(wc -l <"$run/serial.log" 2>/dev/null || echo 0)
+  n=0
+  [ ! -f "$run/serial.log" ] || n=$(wc -l <"$run/serial.log")
   if [ "$n" -gt "$1" ]; then
+    # The console prefixes each line of the boot service with the time and its name.
     sed -n "$(($1 + 1)),${n}p" "$run/serial.log" | tr -d '\r' |
-      grep -a -E '^(sidemount-vm|==>|PASS|FAIL|SKIP|INFO)' >&2 || true
+      sed -n -E 's/^\[ *[0-9.]+\] sidemount-vm-boot\[[0-9]+\]: ((sidemount-vm|PASS|FAIL|SKIP|INFO).*)/\1/p' >&2 || true
   fi
   echo "$n"
 }
@@ -145,12 +147,14 @@ boot() {
   mkdir -p "$vm/tmp"
   step "booting the VM (qemu TCG, 2 CPUs, 2 GiB; deadline ${vm_deadline}s)"
   # snapshot=on keeps the root image as built; qemu's overlay goes to TMPDIR.
+  # cache=unsafe: nothing written in the VM needs to outlive it but the results,
+  # which the VM syncs before it powers off.
   TMPDIR=$vm/tmp setsid qemu-system-x86_64 \
     -machine q35 -accel tcg -m 2048 -smp 2 -display none -monitor none -no-reboot \
     -nic none -serial "file:$run/serial.log" \
     -kernel "$vm/vmlinuz" -initrd "$vm/initrd.img" \
     -append "root=LABEL=root rw console=ttyS0 panic=-1 systemd.show_status=0" \
-    -drive "file=$vm/root.img,format=raw,if=none,id=root,snapshot=on" \
+    -drive "file=$vm/root.img,format=raw,if=none,id=root,snapshot=on,cache=unsafe" \
     -device virtio-blk-pci,drive=root,serial=root \
     -drive "file=$run/bundle.tar,format=raw,if=none,id=bundle,readonly=on" \
     -device virtio-blk-pci,drive=bundle,serial=bundle \

@@ -62,7 +62,10 @@ impl Agent {
             .map_err(|e| self.refused(e))?;
         let mut done = match by_call {
             true => called("mount(2)"),
-            false => self.execute("mount", mount_args(&req), deadline).await?,
+            false => {
+                self.execute("mount", mount_args(&req), None, deadline)
+                    .await?
+            }
         };
         done.mount = self.sighting(&req.target);
         Ok(done)
@@ -85,7 +88,7 @@ impl Agent {
             true => called("umount2(2)"),
             false => {
                 let args = unmount_args(&req.target, &fstype, flags);
-                self.execute("umount", args, deadline).await?
+                self.execute("umount", args, None, deadline).await?
             }
         };
         done.mount = self.sighting(&req.target);
@@ -97,9 +100,16 @@ impl Agent {
             return Err(ApiError::new(ErrorCode::BadRequest, "command is empty"));
         };
         let args = args.iter().map(OsString::from).collect();
+        if req.stdin.as_ref().is_some_and(|s| s.len() > wire::MAX_STDIN) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("stdin is over {} bytes", wire::MAX_STDIN),
+            ));
+        }
         self.execute(
             program,
             args,
+            req.stdin.map(String::into_bytes),
             wire::deadline(req.timeout_seconds, self.timeout),
         )
         .await
@@ -109,6 +119,7 @@ impl Agent {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<Vec<u8>>,
         deadline: Duration,
     ) -> Result<Executed, ApiError> {
         let command = format!("{program} {}", shown(&args));
@@ -116,7 +127,7 @@ impl Agent {
         argv.extend(args);
         let done = self
             .reaper
-            .run(&argv, &command, deadline)
+            .run(&argv, &command, stdin, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         info!(command = %command, exit_code = done.exit_code(), "ran");

@@ -14,7 +14,7 @@ use crate::api::wire::{
     VcsStatus,
 };
 use crate::cli::helper_args::{self, split_options, Invocation};
-use crate::cli::{mounter, unmount_plan};
+use crate::cli::{mounter, shim, unmount_plan};
 use crate::mount::syscall;
 use crate::node::{check, install, list, share};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
@@ -51,6 +51,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(mounter::USAGE)
             }
         };
+    }
+    // Invoked as a command shim (`iscsiadm`)?
+    if let Some(program) = shim::program(&program) {
+        return shim::run(program, &args[1..]);
     }
     let mut args = args;
     let seed_flags = match vcs::take_mount_container_flags(&mut args) {
@@ -148,6 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let req = RunRequest {
                 vcs,
                 command,
+                stdin: None,
                 timeout_seconds: None,
             };
             let done: Executed = ask(
@@ -252,12 +257,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             Ok(forward(invs.collect()))
         }
-        Command::InstallHelpers { dir, types, binary } => {
+        Command::InstallHelpers {
+            dir,
+            types,
+            commands,
+            binary,
+        } => {
             let binary = match binary {
                 Some(b) => b,
                 None => std::env::current_exe().context("cannot find this binary")?,
             };
-            for done in install::install_helpers(&dir, &binary, &types)? {
+            for done in install::install_helpers(&dir, &binary, &types, &commands)? {
                 let how = if done.created {
                     "created"
                 } else {

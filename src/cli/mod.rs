@@ -6,6 +6,7 @@ mod command;
 pub mod helper_args;
 pub mod mounter;
 mod serve;
+mod shim;
 mod unmount_plan;
 
 pub use command::main;

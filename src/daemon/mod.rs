@@ -345,8 +345,11 @@ impl Daemon {
     /// RunContainerInSidecarContainer.
     pub async fn run(&self, peer: Peer, req: RunRequest) -> Result<Executed, ApiError> {
         self.policy.check_peer(peer.uid)?;
-        let handle = self.handle(&req.vcs)?;
         let program = req.command.first().map(String::as_str).unwrap_or("");
+        let handle = match req.vcs.as_str() {
+            "" => self.handle_allowing(program)?,
+            name => self.handle(name)?,
+        };
         if !handle.vcs.allows(program) {
             return Err(ApiError::new(
                 ErrorCode::NotAllowed,
@@ -360,6 +363,7 @@ impl Daemon {
             .executor
             .run(
                 &req.command,
+                req.stdin.as_deref(),
                 wire::deadline(req.timeout_seconds, self.timeout),
             )
             .await
@@ -450,6 +454,21 @@ impl Daemon {
                 ),
             )
         })
+    }
+
+    /// The VCS whose `run` list allows `program`: a command shim names no VCS.
+    fn handle_allowing(&self, program: &str) -> Result<&Handle, ApiError> {
+        self.vcs
+            .iter()
+            .find(|h| h.vcs.allows(program))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotAllowed,
+                    format!(
+                        "no vcs allows running {program:?}: add it to the `run` list of the vcs whose image has it"
+                    ),
+                )
+            })
     }
 
     /// The VCS that claims `fstype`, else the host executor.

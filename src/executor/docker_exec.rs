@@ -112,7 +112,18 @@ impl Executor for DockerExec {
             .await
     }
 
-    async fn run(&self, command: &[String], deadline: Duration) -> Result<Executed, ExecError> {
+    async fn run(
+        &self,
+        command: &[String],
+        stdin: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Executed, ExecError> {
+        if stdin.is_some_and(|s| !s.is_empty()) {
+            return Err(ExecError::Unavailable(format!(
+                "{}: input on stdin needs `mode: agent`; docker exec here passes none",
+                self.spec.container_name()
+            )));
+        }
         self.exec(command.to_vec(), deadline).await
     }
 }

@@ -38,8 +38,14 @@ pub trait Executor: Send + Sync {
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError>;
-    /// Runs a VCS command that is not a mount (`sidemount run`).
-    async fn run(&self, command: &[String], _deadline: Duration) -> Result<Executed, ExecError> {
+    /// Runs a VCS command that is not a mount (`sidemount run`, a command shim),
+    /// with `stdin` as its input.
+    async fn run(
+        &self,
+        command: &[String],
+        _stdin: Option<&str>,
+        _deadline: Duration,
+    ) -> Result<Executed, ExecError> {
         Err(ExecError::Unavailable(format!(
             "{} runs no commands: `run` needs a volume-client container ({})",
             self.name(),

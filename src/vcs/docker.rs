@@ -150,7 +150,7 @@ impl Spec {
         binds.extend(
             v.binds
                 .iter()
-                .filter_map(|b| bind_parts(b).map(|(host, inside)| format!("{host}:{inside}:ro"))),
+                .filter_map(|b| bind_parts(b)),
         );
         let devices = s
             .devices
@@ -487,7 +487,11 @@ mod tests {
             devices: vec!["/dev/fuse".into()],
             unconfined: true,
         };
-        vcs.binds = vec!["/keys".into(), "/etc/ceph:/conf".into()];
+        vcs.binds = vec![
+            "/keys".into(),
+            "/etc/ceph:/conf".into(),
+            "/var/lib/iscsi:/etc/iscsi:rw".into(),
+        ];
         Spec {
             vcs,
             kubelet_root: "/var/lib/kubelet".into(),
@@ -509,6 +513,7 @@ mod tests {
                 "/usr/local/bin/sidemount:/.sidemount/sidemount:ro",
                 "/keys:/keys:ro",
                 "/etc/ceph:/conf:ro",
+                "/var/lib/iscsi:/etc/iscsi:rw",
             ]
         );
         assert_eq!(

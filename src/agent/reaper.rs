@@ -144,19 +144,7 @@ impl Reaper {
         }
         // The pipe's write ends now live only in the child.
         drop(child);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut t = self.table.lock().unwrap();
-            match t.early.remove(&pid) {
-                Some(status) => {
-                    let _ = tx.send(status);
-                }
-                None => {
-                    t.waiting.insert(pid, tx);
-                    t.running.push(pid);
-                }
-            }
-        }
+        let rx = self.register(pid);
         let output = tokio::task::spawn_blocking(move || {
             let mut buf = Vec::new();
             let _ = reader.take(MAX_OUTPUT as u64).read_to_end(&mut buf);
@@ -178,6 +166,37 @@ impl Reaper {
             _ => String::new(),
         };
         Ok(Finished { status, output })
+    }
+
+    /// Starts `argv`, a daemon of the VCS (iscsid), in its own process group with
+    /// the agent's stdout and stderr; the receiver gets its exit status.
+    pub fn start_daemon(&self, argv: &[String]) -> std::io::Result<oneshot::Receiver<ExitStatus>> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("empty command"))?;
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(self.register(child.id() as i32))
+    }
+
+    /// Registers `pid`, just started, for its exit status (it may be reaped already)
+    /// and as running.
+    fn register(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
+        let (tx, rx) = oneshot::channel();
+        let mut t = self.table.lock().unwrap();
+        match t.early.remove(&pid) {
+            Some(status) => {
+                let _ = tx.send(status);
+            }
+            None => {
+                t.waiting.insert(pid, tx);
+                t.running.push(pid);
+            }
+        }
+        rx
     }
 
     /// Whether any command is still running.

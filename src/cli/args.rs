@@ -35,6 +35,10 @@ pub enum Command {
         /// Longest any command may run.
         #[arg(long, default_value_t = 120)]
         timeout_seconds: u64,
+        /// A daemon of the client to keep running beside the agent (`iscsid -f`):
+        /// started at once and again whenever it exits. Repeatable.
+        #[arg(long = "daemon", value_name = "COMMAND")]
+        daemons: Vec<String>,
     },
     /// Run a command the VCS allows in its container (`rbd map ...`): prints its
     /// combined output and exits with its exit code.

@@ -143,7 +143,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vcs,
             socket,
             timeout_seconds,
-        } => run_agent(vcs, socket, Duration::from_secs(timeout_seconds)),
+            daemons,
+        } => run_agent(vcs, socket, Duration::from_secs(timeout_seconds), daemons),
         Command::Run {
             vcs,
             socket,

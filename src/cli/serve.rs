@@ -125,13 +125,21 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn run_agent(vcs: String, socket: PathBuf, timeout: Duration) -> anyhow::Result<ExitCode> {
+pub fn run_agent(
+    vcs: String,
+    socket: PathBuf,
+    timeout: Duration,
+    daemons: Vec<String>,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let agent = Arc::new(Agent::start(vcs.clone(), timeout)?);
+        for daemon in &daemons {
+            agent.keep_running(daemon);
+        }
         let listener = routes::bind(&socket)?;
         tracing::info!(vcs = %vcs, socket = %socket.display(), pid = std::process::id(), "agent serving");
         agent::serve(listener, agent.clone(), shutdown_signal()).await?;

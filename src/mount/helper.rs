@@ -128,7 +128,13 @@ mod tests {
             assert!(is_shim_name(shim), "{shim}");
             assert!(is_command_name(shim), "{shim}");
         }
-        for not in ["sidemount", "sidemount-static", "mount.nfs", "umount.fuse", ""] {
+        for not in [
+            "sidemount",
+            "sidemount-static",
+            "mount.nfs",
+            "umount.fuse",
+            "",
+        ] {
             assert!(!is_shim_name(not), "{not:?}");
             assert!(!is_command_name(not), "{not:?}");
         }

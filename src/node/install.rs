@@ -229,7 +229,8 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let theirs = dir.join("umount.cifs");
         fs::write(&theirs, "real helper").unwrap();
-        let err = install_helpers(&dir, &binary, &types(&["nfs", "cifs", "ceph"]), &[]).unwrap_err();
+        let err =
+            install_helpers(&dir, &binary, &types(&["nfs", "cifs", "ceph"]), &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -297,13 +298,18 @@ mod tests {
         let err =
             install_helpers(&dir, &binary, &types(&["ceph"]), &types(&["gluster"])).unwrap_err();
         assert!(
-            err.to_string().contains("gluster exists and is not sidemount's (a regular file)"),
+            err.to_string()
+                .contains("gluster exists and is not sidemount's (a regular file)"),
             "{err}"
         );
         assert!(!dir.join("mount.ceph").exists());
         for bad in ["sidemount", "mount.nfs", "a/b", ".x", ""] {
             let err = install_helpers(&dir, &binary, &[], &types(&[bad])).unwrap_err();
-            assert!(err.to_string().starts_with(&format!("invalid command '{bad}'")), "{err}");
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid command '{bad}'")),
+                "{err}"
+            );
         }
     }
 

@@ -46,6 +46,10 @@ pub struct Vcs {
     /// The programs `sidemount run` may execute in it (`rbd`, `iscsiadm`).
     #[serde(default)]
     pub run: Vec<String>,
+    /// Daemons of the client the agent keeps running (`iscsid -f`: iscsiadm
+    /// needs it), each `PROGRAM ARGS...` split at whitespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daemons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -117,6 +121,7 @@ impl Vcs {
             binds: Vec::new(),
             env: BTreeMap::new(),
             run: Vec::new(),
+            daemons: Vec::new(),
         })
     }
 
@@ -192,6 +197,19 @@ impl Vcs {
         }
         if let Some(r) = self.run.iter().find(|r| r.is_empty() || r.contains('\0')) {
             return Err((key("run"), format!("{r:?} is not a program")));
+        }
+        if let Some(d) = self
+            .daemons
+            .iter()
+            .find(|d| d.trim().is_empty() || d.contains('\0'))
+        {
+            return Err((key("daemons"), format!("{d:?} is not a command")));
+        }
+        if !self.daemons.is_empty() && self.mode == Mode::Exec {
+            return Err((
+                key("daemons"),
+                "need mode: agent (the agent keeps them running)".into(),
+            ));
         }
         Ok(())
     }
@@ -342,6 +360,12 @@ mod tests {
         assert_eq!(v.validate().unwrap_err().0, "vcs[iscsi].types");
         v.run = vec!["iscsiadm".into()];
         assert!(v.validate().is_ok());
+        v.daemons = vec![" ".into()];
+        assert_eq!(v.validate().unwrap_err().0, "vcs[iscsi].daemons");
+        v.daemons = vec!["iscsid -f".into()];
+        assert!(v.validate().is_ok());
+        v.mode = Mode::Exec;
+        assert_eq!(v.validate().unwrap_err().0, "vcs[iscsi].daemons");
         assert_eq!(bind_parts("/a:/b").as_deref(), Some("/a:/b:ro"));
         assert_eq!(bind_parts("/a").as_deref(), Some("/a:/a:ro"));
         assert_eq!(bind_parts("/a:rw").as_deref(), Some("/a:/a:rw"));

@@ -20,13 +20,15 @@ cd "$(dirname "$0")/.."
 
 require_root
 require_cargo
-install_packages mmdebstrap qemu-system-x86 e2fsprogs
+install_packages mmdebstrap qemu-system-x86 e2fsprogs python3
 
 vm=$PWD/target/vm
 run=$vm/run
 mkdir -p "$vm"
-# The images the node runs, built by hack/build-images.sh.
+# The images the node runs, built by hack/build-images.sh: those the node needs
+# first, and the big ones only `sidemount run` uses, loaded in the background.
 images=(vcs-nfs vcs-iscsi kubelet-node)
+extra_images=(vcs-glusterfs vcs-ceph)
 # How long the VM may run, and how long the test inside it may run.
 vm_deadline=${SIDEMOUNT_VM_DEADLINE:-1800}
 test_deadline=$((vm_deadline - 180))
@@ -98,20 +100,38 @@ build_root_image() {
   echo "VM root image: built in $((SECONDS - start))s ($(du -sm "$vm/root.img" | cut -f1) MiB on disk)"
 }
 
-# save_images: target/vm/images.tar, docker save of the node's images, when one changed.
+# save_images NAME IMAGE...: target/vm/NAME.tar, docker save of the IMAGEs (their
+# layers once), when one of them changed.
 save_images() {
-  local ids
-  ids=$(for i in "${images[@]}"; do timeout 30 docker image inspect -f '{{.Id}}' "sidemount/$i:latest"; done)
-  if [ -f "$vm/images.tar" ] && [ "$(cat "$vm/images.inputs" 2>/dev/null)" = "$ids" ]; then
-    step "VM images tarball: up to date"
+  local name=$1 ids
+  shift
+  ids=$(for i in "$@"; do timeout 30 docker image inspect -f '{{.Id}}' "sidemount/$i:latest"; done)
+  if [ -f "$vm/$name.tar" ] && [ "$(cat "$vm/$name.inputs" 2>/dev/null)" = "$ids" ]; then
+    step "VM $name tarball: up to date"
     return
   fi
-  step "docker save ${images[*]}"
-  rm -f "$vm/images.tar" "$vm/images.inputs"
-  timeout 600 docker save -o "$vm/images.tar.tmp" "${images[@]/#/sidemount/}"
-  mv "$vm/images.tar.tmp" "$vm/images.tar"
-  echo "$ids" >"$vm/images.inputs"
-  echo "VM images tarball: $(du -sm "$vm/images.tar" | cut -f1) MiB"
+  step "docker save $*"
+  rm -f "$vm/$name.tar" "$vm/$name.inputs"
+  timeout 600 docker save -o "$vm/$name.tar.tmp" "${@/#/sidemount/}"
+  mv "$vm/$name.tar.tmp" "$vm/$name.tar"
+  echo "$ids" >"$vm/$name.inputs"
+  echo "VM $name tarball: $(du -sm "$vm/$name.tar" | cut -f1) MiB"
+}
+
+# sidecar_from_manifest NAME: the vcs-NAME sidecar's command and startupProbe
+# command in manifests/base/daemonset.yaml, as bash arrays sidecar_command and
+# sidecar_probe (external.sh runs the sidecar as the manifest does).
+sidecar_from_manifest() {
+  python3 - "$1" manifests/base/daemonset.yaml <<'PY'
+import json, re, shlex, sys
+name, path = sys.argv[1], sys.argv[2]
+text = open(path).read()
+block = text.split(f"- name: vcs-{name}\n", 1)[1]
+block = re.split(r"\n        - name:|\n      containers:", block, maxsplit=1)[0]
+command, probe = (json.loads(c) for c in re.findall(r"command: (\[.*\])", block)[:2])
+for var, argv in (("sidecar_command", command), ("sidecar_probe", probe)):
+    print(f"{var}=({' '.join(shlex.quote(a) for a in argv)})")
+PY
 }
 
 # make_bundle: the run's bundle disk (a tar: hack/vm and the static binary) and an
@@ -123,6 +143,7 @@ make_bundle() {
   cp -a hack/vm/. "$run/bundle/"
   rm -rf "$run/bundle/rootfs"
   cp "$bin" "$run/bundle/sidemount"
+  sidecar_from_manifest nfs >"$run/bundle/sidecar-nfs.sh"
   echo "$test_deadline" >"$run/bundle/deadline"
   tar -cf "$run/bundle.tar" -C "$run/bundle" .
   truncate -s 256M "$run/results.img"
@@ -160,6 +181,8 @@ boot() {
     -device virtio-blk-pci,drive=bundle,serial=bundle \
     -drive "file=$vm/images.tar,format=raw,if=none,id=images,readonly=on" \
     -device virtio-blk-pci,drive=images,serial=images \
+    -drive "file=$vm/extra.tar,format=raw,if=none,id=extra,readonly=on" \
+    -device virtio-blk-pci,drive=extra,serial=extra \
     -drive "file=$run/results.img,format=raw,if=none,id=results" \
     -device virtio-blk-pci,drive=results,serial=results \
     </dev/null >"$run/qemu.log" 2>&1 &
@@ -204,8 +227,9 @@ started=$SECONDS
 build_root_image
 ensure_dockerd
 bin="$PWD/$(hack/build-static.sh | tail -1)"
-hack/build-images.sh "${images[@]}"
-save_images
+hack/build-images.sh "${images[@]}" "${extra_images[@]}"
+save_images images "${images[@]}"
+save_images extra "${extra_images[@]}"
 make_bundle "$bin"
 boot
 report

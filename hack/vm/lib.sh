@@ -72,6 +72,12 @@ expect_fail() {
 # in_kubelet CMD...: runs CMD in the kubelet container.
 in_kubelet() { timeout 120 docker exec kubelet "$@"; }
 
+# pod_sh VOL SCRIPT: runs SCRIPT in a pod container with VOL bound rslave at /data,
+# as container runtimes bind pod volumes.
+pod_sh() {
+  timeout 120 docker run --rm -v "$1:/data:rslave" sidemount/kubelet-node:latest sh -ec "$2"
+}
+
 # pid_of CONTAINER: its init's pid on the node.
 pid_of() { timeout 30 docker inspect -f '{{.State.Pid}}' "$1"; }
 

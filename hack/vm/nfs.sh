@@ -6,14 +6,11 @@
 # bound rslave, as container runtimes bind pod volumes) read and write one file set,
 # which the server's directory shows; unmount leaves nothing anywhere.
 
+# The container the nfs VCS runs in (external.sh runs it as a sidecar instead).
+nfs_vcs_container=sidemount-vcs-nfs
 nfs_pod=11111111-2222-3333-4444-555555555555
 nfs_vol=$kroot/pods/$nfs_pod/volumes/kubernetes.io~nfs/v4vol
 nfs_vol3=$kroot/pods/$nfs_pod/volumes/kubernetes.io~nfs/v3vol
-
-# pod_sh VOL SCRIPT: runs SCRIPT in a pod container with VOL bound rslave at /data.
-pod_sh() {
-  timeout 120 docker run --rm -v "$1:/data:rslave" sidemount/kubelet-node:latest sh -ec "$2"
-}
 
 # nfs_mounted_everywhere VOL VERS: VOL is an NFS mount (version VERS) in the node's
 # namespace, the kubelet's and the VCS container's, made by the agent of vcs nfs.
@@ -21,7 +18,7 @@ nfs_mounted_everywhere() {
   findmnt -n -o TARGET,FSTYPE,SOURCE,OPTIONS "$1"
   findmnt -n -o OPTIONS "$1" | grep -q "vers=$2"
   mounted_in "$(pid_of kubelet)" "$1"
-  mounted_in "$(pid_of sidemount-vcs-nfs)" "$1"
+  mounted_in "$(pid_of "$nfs_vcs_container")" "$1"
   sidemount status | jq -e --arg t "$1" '.mounts[] | select(.target == $t and .executor == "vcs/nfs")'
 }
 
@@ -29,7 +26,7 @@ nfs_mounted_everywhere() {
 nothing_left() {
   expect_fail findmnt -n "$1"
   expect_fail mounted_in "$(pid_of kubelet)" "$1"
-  expect_fail mounted_in "$(pid_of sidemount-vcs-nfs)" "$1"
+  expect_fail mounted_in "$(pid_of "$nfs_vcs_container")" "$1"
   sidemount status | jq -e --arg t "$1" '[.mounts[] | select(.target == $t)] | length == 0'
   [ -z "$(findmnt -n -t nfs,nfs4)" ]
 }

@@ -19,7 +19,7 @@ export_dir=/srv/export
 server=127.0.0.1
 iqn=iqn.2026-12.io.sidemount:node-lun
 config=/etc/sidemount/sidemount.yaml
-daemon_pid=
+daemon_pidfile=/run/sidemount-vm-daemon.pid
 
 node_has_no_volume_client() {
   local p
@@ -47,6 +47,12 @@ load_images() {
   timeout 30 docker images
 }
 
+# The big images only `sidemount run` needs load meanwhile (commands.sh waits).
+load_extra_images() {
+  timeout 900 docker load -i "$VM_DISK_extra" >"$out/extra-images.log" 2>&1 &
+  echo $! >/run/sidemount-vm-extra-load.pid
+}
+
 nfs_server() {
   mkdir -p "$export_dir"
   echo "hello from the node's NFS server" >"$export_dir/hello"
@@ -72,14 +78,16 @@ iscsi_target() {
   timeout 30 tgtadm --lld iscsi --op show --mode target
 }
 
-# start_daemon: `sidemount serve` with the node's configuration, until healthy.
+# start_daemon [CONFIG]: `sidemount serve` (its pid in $daemon_pidfile, since
+# checks run in subshells) with CONFIG as the node's configuration, or the one it
+# had, until healthy.
 start_daemon() {
   mkdir -p /etc/sidemount /var/lib/sidemount
-  cp "$here/sidemount.yaml" "$config"
+  [ -z "${1:-}" ] || cp "$1" "$config"
   setsid sidemount serve --config "$config" --agent-binary /usr/local/bin/sidemount \
     </dev/null >>"$out/daemon.log" 2>&1 &
-  daemon_pid=$!
-  echo "daemon pid $daemon_pid"
+  echo $! >"$daemon_pidfile"
+  echo "daemon pid $!"
   if ! wait_until 240 sidemount status --healthy; then
     sidemount status || true
     tail -n 30 "$out/daemon.log"
@@ -89,10 +97,11 @@ start_daemon() {
 }
 
 stop_daemon() {
-  [ -n "$daemon_pid" ] || return 0
-  kill "$daemon_pid"
-  wait_until 30 eval '! kill -0 '"$daemon_pid" || kill -9 "$daemon_pid"
-  daemon_pid=
+  local pid
+  pid=$(cat "$daemon_pidfile" 2>/dev/null) || return 0
+  kill "$pid"
+  wait_until 30 eval "! kill -0 $pid" || kill -9 "$pid"
+  rm -f "$daemon_pidfile"
 }
 
 start_kubelet() {
@@ -112,9 +121,10 @@ must dockerd-up start_docker
 info "dockerd up at $(uptime_s) s"
 must images-loaded load_images
 info "images loaded at $(uptime_s) s"
+load_extra_images
 must nfs-server-v3-v4 nfs_server
 must iscsi-target iscsi_target
-must daemon-serves-with-vcs-containers start_daemon
+must daemon-serves-with-vcs-containers start_daemon "$here/sidemount.yaml"
 must kubelet-container-check start_kubelet
 info "node ready at $(uptime_s) s"
 

@@ -133,6 +133,9 @@ pub struct VcsStatus {
     pub mode: String,
     /// The container (docker provider) or agent socket (external).
     pub reached_at: String,
+    /// The programs `sidemount run` and command shims may execute there.
+    #[serde(default)]
+    pub run: Vec<String>,
     pub healthy: bool,
     /// Why it is not healthy, or that its configuration changed since it was made.
     #[serde(default, skip_serializing_if = "String::is_empty")]

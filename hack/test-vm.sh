@@ -30,7 +30,7 @@ mkdir -p "$vm"
 images=(vcs-nfs vcs-iscsi kubelet-node)
 extra_images=(vcs-glusterfs vcs-ceph)
 # How long the VM may run, and how long the test inside it may run.
-vm_deadline=${SIDEMOUNT_VM_DEADLINE:-1800}
+vm_deadline=${SIDEMOUNT_VM_DEADLINE:-2400}
 test_deadline=$((vm_deadline - 180))
 
 # The node: no NFS or iSCSI client in its root filesystem (nfs-kernel-server needs
@@ -219,7 +219,14 @@ report() {
   printf '\n==> the serial log'"'"'s tail (%s)\n' "$run/serial.log" >&2
   tail -n 80 "$run/serial.log" | tr -d '\r' >&2 || true
   printf '\n==> failing checks\n' >&2
-  grep -a -E '^(FAIL|SKIP) ' "$run/out/run.log" >&2 2>/dev/null || echo "(none recorded: the test exited $rc before)" >&2
+  local line name
+  grep -a -E '^(FAIL|SKIP) ' "$run/out/run.log" 2>/dev/null | while read -r line; do
+    echo "$line" >&2
+    name=${line#* }
+    name=${name%% *}
+    [ ! -f "$run/out/checks/$name.log" ] || tail -n 30 "$run/out/checks/$name.log" | sed 's/^/    /' >&2
+  done
+  grep -aq -E '^(FAIL|SKIP) ' "$run/out/run.log" 2>/dev/null || echo "(none recorded: the test exited $rc before)" >&2
   die "VM tier failed (test exit status: $rc)"
 }
 

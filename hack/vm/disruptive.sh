@@ -65,6 +65,8 @@ unmounted_while_daemon_down() {
 }
 
 iscsi_session_outlives_vcs_restart() {
+  # The node record was deleted after the last use: discovery makes it again.
+  in_kubelet iscsiadm -m discovery -t sendtargets -p "$portal"
   in_kubelet iscsiadm -m node -T "$iqn" -p "$portal" --login
   wait_until 60 test -b "$lun_dev"
   local before

@@ -128,7 +128,7 @@ must daemon-serves-with-vcs-containers start_daemon "$here/sidemount.yaml"
 must kubelet-container-check start_kubelet
 info "node ready at $(uptime_s) s"
 
-for part in nfs iscsi commands disruptive external; do
+for part in nfs iscsi commands disruptive external bench; do
   # shellcheck source=/dev/null
   [ ! -f "$here/$part.sh" ] || . "$here/$part.sh"
 done

@@ -1,9 +1,19 @@
 # Commands through `sidemount run` and the shims, sourced by run.sh: the GlusterFS
 # and Ceph clients answer from their VCS containers (vcs-glusterfs, vcs-ceph), which
 # join the node's configuration once their images are loaded; the daemon restarts
-# with it and adopts the containers it made before.
+# with it and adopts the containers it made before. An rbd shim installed before
+# then fails `sidemount check`, which passes once the ceph VCS runs rbd.
 
 with_gluster_and_ceph=$out/sidemount-all.yaml
+
+# A shim whose program no VCS runs yet: check says so.
+check_flags_a_shim_without_vcs() {
+  in_kubelet sidemount install-helpers --dir /usr/sbin --commands rbd
+  local rc=0 report
+  report=$(in_kubelet sidemount check --kubelet-root "$kroot" --helpers-dir /usr/sbin) || rc=$?
+  echo "$report"
+  [ "$rc" = 1 ] && grep -q 'no VCS allows rbd' <<<"$report"
+}
 
 extra_images_loaded() {
   wait_until 900 eval "! kill -0 $(cat /run/sidemount-vm-extra-load.pid)"
@@ -31,6 +41,7 @@ YAML
   start_daemon "$with_gluster_and_ceph"
   [ "$(timeout 30 docker inspect -f '{{.Id}}' sidemount-vcs-nfs)" = "$before" ] ||
     { echo "the restarted daemon made sidemount-vcs-nfs again instead of adopting it"; return 1; }
+  in_kubelet sidemount check --kubelet-root "$kroot" --helpers-dir /usr/sbin
 }
 
 glusterfs_version_through_run() {
@@ -50,7 +61,8 @@ run_refuses_what_no_vcs_allows() {
   [ "$rc" != 0 ] && grep -q 'does not allow running "ceph"' <<<"$msg"
 }
 
-chain gluster-ceph-vcs-join-on-daemon-restart extra_images_loaded \
+chain check-flags-shim-without-vcs check_flags_a_shim_without_vcs \
+  gluster-ceph-vcs-join-on-daemon-restart extra_images_loaded \
   glusterfs-version-through-run glusterfs_version_through_run \
   rbd-version-through-shim rbd_version_through_the_shim \
   run-refuses-unlisted-command run_refuses_what_no_vcs_allows

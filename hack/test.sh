@@ -59,3 +59,9 @@ done
 [ ! -e "$demo_dir" ] || die "hack/down.sh left $demo_dir"
 left=$(timeout 30 docker ps -aq --filter "label=$demo_label")$(timeout 30 docker ps -aq --filter "name=^$demo_vcs_container\$")
 [ -z "$left" ] || die "hack/down.sh left containers: $left"
+
+# Last, the VM node tier: a Debian VM with its own kernel runs a node against real
+# NFS and iSCSI servers (about 15 minutes from nothing under TCG; less once its
+# image and tarballs are cached under target/vm).
+step "the VM node tier: hack/test-vm.sh"
+bash hack/test-vm.sh

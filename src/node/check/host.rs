@@ -1,0 +1,96 @@
+//! What the node itself offers: the capability to mount, and a kubelet root whose
+//! mounts propagate between the host's namespace, this one and dockerd's.
+
+use std::path::Path;
+
+use crate::ns::mountinfo::{MountTable, ProcRoot};
+use crate::ns::namespace::Namespace;
+use crate::ns::propagation::{link, Link};
+
+use super::{fail, pass, Item, Node};
+
+pub(super) fn capability() -> Item {
+    use caps::{CapSet, Capability};
+    match caps::has_cap(None, CapSet::Effective, Capability::CAP_SYS_ADMIN) {
+        Ok(true) => pass("capabilities", "CAP_SYS_ADMIN is effective".into()),
+        Ok(false) => fail(
+            "capabilities",
+            "CAP_SYS_ADMIN is not effective: mounts will fail".into(),
+            "run as root, or in a privileged container (securityContext.privileged: true)",
+        ),
+        Err(e) => fail(
+            "capabilities",
+            format!("cannot read capabilities: {e}"),
+            "run on Linux with /proc mounted",
+        ),
+    }
+}
+
+pub(super) fn host_peer_group(node: &Node) -> Item {
+    const NAME: &str = "host peer group";
+    let host = Namespace::new("host", node.host_proc.clone(), Some(1));
+    let this = Namespace::new("this", node.proc.clone(), None);
+    match link(&node.kubelet_root, &host, &this) {
+        Ok(Link::SameMount { mount_id }) => pass(
+            NAME,
+            format!("this is the host's namespace (mount {mount_id})"),
+        ),
+        Ok(Link::PeerGroup { group }) => pass(
+            NAME,
+            format!("host and this namespace share peer group {group}"),
+        ),
+        Ok(Link::Broken(b)) => fail(NAME, b.to_string(), b.remedy()),
+        Err(e) => fail(
+            NAME,
+            e.to_string(),
+            "give the checker the host's pid namespace (hostPID: true) or its proc (--host-proc /host/proc)",
+        ),
+    }
+}
+
+/// dockerd started with systemd's `MountFlags=slave` lives in a namespace where the
+/// kubelet root's parent is a slave: containers it starts never send mounts back.
+pub(super) fn dockerd(node: &Node) -> Item {
+    const NAME: &str = "dockerd propagation";
+    let Some(pid) = find_process(&node.host_proc, "dockerd") else {
+        return pass(NAME, "dockerd is not running".into());
+    };
+    let parent = node.kubelet_root.parent().unwrap_or(Path::new("/"));
+    let table = match MountTable::read(&node.host_proc, Some(pid)) {
+        Ok(t) => t,
+        Err(e) => return fail(NAME, e.to_string(), "run the check as root with hostPID"),
+    };
+    match table.containing(parent) {
+        Some(m) if m.propagation.master.is_some() && m.propagation.shared.is_none() => fail(
+            NAME,
+            format!(
+                "dockerd (pid {pid}) sees {} as a slave (mount {}, {}): it runs with MountFlags=slave",
+                m.target.display(),
+                m.id,
+                m.propagation
+            ),
+            "set MountFlags=shared for docker.service (`systemctl edit docker`), then `systemctl daemon-reload && systemctl restart docker`",
+        ),
+        Some(m) => pass(
+            NAME,
+            format!("dockerd (pid {pid}) sees {} as {}", m.target.display(), m.propagation),
+        ),
+        None => fail(
+            NAME,
+            format!("no mount holds {} for dockerd (pid {pid})", parent.display()),
+            "check dockerd's mount namespace",
+        ),
+    }
+}
+
+/// The lowest pid whose command name is `comm`.
+pub fn find_process(proc: &ProcRoot, comm: &str) -> Option<u32> {
+    let mut pids: Vec<u32> = procfs::process::all_processes_with_root(proc.path())
+        .ok()?
+        .filter_map(Result::ok)
+        .filter(|p| p.stat().is_ok_and(|s| s.comm == comm))
+        .filter_map(|p| u32::try_from(p.pid()).ok())
+        .collect();
+    pids.sort_unstable();
+    pids.first().copied()
+}

@@ -1,0 +1,104 @@
+//! Why the daemon refuses a request: each refusal names the field or path at fault
+//! and maps to a stable wire error code.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use nix::errno::Errno;
+
+use crate::api::wire::{ApiError, ErrorCode};
+use crate::policy::fields::MAX_OPTIONS;
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("uid {uid} may not use sidemount (allowed: {})", comma_list(.allowed.iter()))]
+    UidNotAllowed { uid: u32, allowed: Vec<u32> },
+    #[error("{field} contains {what}")]
+    BadCharacter { field: String, what: &'static str },
+    #[error("{field} is {len} bytes long (at most {max})")]
+    TooLong {
+        field: String,
+        len: usize,
+        max: usize,
+    },
+    #[error("{count} options (at most {MAX_OPTIONS}, sensitive ones included)")]
+    TooManyOptions { count: usize },
+    #[error("{field} is empty")]
+    EmptyOption { field: String },
+    #[error("source '{value}' begins with '-'")]
+    DashSource { value: String },
+    #[error("filesystem type '{fstype}' has characters other than [a-z0-9._+-]")]
+    BadFstype { fstype: String },
+    #[error("{what} {path} is not an absolute path")]
+    NotAbsolute { what: &'static str, path: PathBuf },
+    #[error("{what} {path} contains '..'")]
+    DotDot { what: &'static str, path: PathBuf },
+    #[error("{what} {path} is outside the allowed roots ({})", comma_list(.roots.iter().map(|r| r.display())))]
+    OutsideRoots {
+        what: &'static str,
+        path: PathBuf,
+        roots: Vec<PathBuf>,
+    },
+    #[error("{what} {path} is an allowed root itself: it must lie below one")]
+    IsRoot { what: &'static str, path: PathBuf },
+    #[error("{what} {path}: component '{component}' is a symbolic link")]
+    Symlink {
+        what: &'static str,
+        path: PathBuf,
+        component: String,
+    },
+    #[error("{what} {path}: component '{component}' is not a directory")]
+    NotADirectory {
+        what: &'static str,
+        path: PathBuf,
+        component: String,
+    },
+    #[error("{}", missing_text(.what, .path))]
+    Missing { what: &'static str, path: PathBuf },
+    #[error("cannot resolve {what} {path}: {errno}")]
+    Unresolvable {
+        what: &'static str,
+        path: PathBuf,
+        errno: Errno,
+    },
+}
+
+/// A missing target reads as mount(8)'s "/x: mount point does not exist".
+fn missing_text(what: &str, path: &Path) -> String {
+    match what {
+        "target" => format!("{}: mount point does not exist", path.display()),
+        _ => format!("{what} {} does not exist", path.display()),
+    }
+}
+
+impl PolicyError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
+            PolicyError::OutsideRoots { .. }
+            | PolicyError::IsRoot { .. }
+            | PolicyError::Symlink { .. }
+            | PolicyError::NotADirectory { .. } => ErrorCode::TargetNotAllowed,
+            PolicyError::Unresolvable { .. } => ErrorCode::Internal,
+            PolicyError::BadCharacter { .. }
+            | PolicyError::TooLong { .. }
+            | PolicyError::TooManyOptions { .. }
+            | PolicyError::EmptyOption { .. }
+            | PolicyError::DashSource { .. }
+            | PolicyError::BadFstype { .. }
+            | PolicyError::NotAbsolute { .. }
+            | PolicyError::DotDot { .. }
+            | PolicyError::Missing { .. } => ErrorCode::BadRequest,
+        }
+    }
+}
+
+impl From<PolicyError> for ApiError {
+    fn from(e: PolicyError) -> Self {
+        ApiError::new(e.code(), e.to_string())
+    }
+}
+
+fn comma_list<T: fmt::Display>(items: impl Iterator<Item = T>) -> String {
+    items.map(|i| i.to_string()).collect::<Vec<_>>().join(", ")
+}

@@ -53,10 +53,20 @@ root_recipe=(
   bookworm
 )
 
+# remove_rootfs: the half-made root of an interrupted mmdebstrap, whose /proc, /sys
+# or /dev mounts it may have left: unmounted first, and rm stays on its filesystem.
+remove_rootfs() {
+  local dir=$vm/rootfs.tmp
+  [ -e "$dir" ] || return 0
+  findmnt -rn -o TARGET | grep -F "$dir/" | sort -r | xargs -r -n1 umount -l 2>/dev/null || true
+  rm -rf --one-file-system "$dir"
+}
+
 qemu_pid=
 cleanup() {
   [ -z "$qemu_pid" ] || stop_pid "$qemu_pid" qemu-system-x86_64
-  rm -rf "$vm/rootfs.tmp" "$vm/tmp"
+  remove_rootfs
+  rm -rf "$vm/tmp"
   stop_dockerd
 }
 trap cleanup EXIT
@@ -77,7 +87,8 @@ build_root_image() {
   fi
   step "building the VM root image (mmdebstrap: ${packages[*]})"
   start=$SECONDS
-  rm -rf "$rootfs" "$vm/root.img" "$vm/root.inputs"
+  remove_rootfs
+  rm -f "$vm/root.img" "$vm/root.inputs"
   if ! timeout 1800 "${root_recipe[@]}" "$rootfs" "${sources[@]}" >"$vm/mmdebstrap.log" 2>&1; then
     tail -n 30 "$vm/mmdebstrap.log" >&2
     die "mmdebstrap of the VM root failed (log: $vm/mmdebstrap.log)"
@@ -95,7 +106,7 @@ build_root_image() {
   # Room for the loaded images and the containers besides the files.
   size=$(($(du -sm "$rootfs" | cut -f1) + 2048))
   timeout 600 mkfs.ext4 -q -F -L root -d "$rootfs" "$vm/root.img" "${size}M"
-  rm -rf "$rootfs"
+  remove_rootfs
   echo "$hash" >"$vm/root.inputs"
   echo "VM root image: built in $((SECONDS - start))s ($(du -sm "$vm/root.img" | cut -f1) MiB on disk)"
 }

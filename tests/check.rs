@@ -67,7 +67,7 @@ privileged_test! {
         assert_eq!(out.status.code(), Some(1));
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
         let peer = item(&report, "host peer group");
-        assert!(peer["detail"].as_str().unwrap().contains("is a slave in the this namespace"), "{peer}");
+        assert!(peer["detail"].as_str().unwrap().contains("is a slave in the checker's namespace"), "{peer}");
         assert!(peer["remedy"].as_str().unwrap().contains(":rshared"), "{peer}");
     }
 }

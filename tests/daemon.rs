@@ -249,12 +249,94 @@ privileged_test! {
         assert!(!err.contains("12345k"), "{err}");
         let status = daemon.get("/v1/status").unwrap().to_string();
         assert!(status.contains("<redacted>") && !status.contains("12345k"), "{status}");
-        let state = std::fs::read_to_string(daemon.state_dir.join("mounts.json")).unwrap();
-        assert!(!state.contains("12345k"), "{state}");
+        let state: String = std::fs::read_dir(daemon.state_dir.join("mounts")).unwrap()
+            .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
+            .collect();
+        assert!(state.contains("<redacted>") && !state.contains("12345k"), "{state}");
         expect_success("umount", run(&["umount", t]));
         let log = daemon.log_text();
         assert!(log.contains("mounted and verified"), "{log}");
+        // The failed request is logged, with its peer and code, and no secret.
+        assert!(log.contains("request failed") && log.contains("code=mount_failed") && log.contains("peer_uid=Some(0)"), "{log}");
         assert!(!log.contains("hunter2") && !log.contains("12345k"), "{log}");
+    }
+}
+
+/// Mounts tmpfs through `daemon` with `size=...,ro` marked sensitive, by one mount(2)
+/// and by mount(8) (a userspace option forces it): the mount is read-only at that
+/// size, and the size shows nowhere: not in the daemon's log, status, records or
+/// state files, nor in `logs` (other logs to search).
+fn sensitive_options_take_effect_unseen(root: &Path, daemon: &Daemon, logs: &[PathBuf]) {
+    let run = |args: &[&str]| {
+        Command::new(SIDEMOUNT)
+            .args(args)
+            .env("SIDEMOUNT_SOCKET", &daemon.socket)
+            .output()
+            .unwrap()
+    };
+    let shown = || {
+        let mut text = daemon.log_text();
+        text.push_str(&daemon.get("/v1/status").unwrap().to_string());
+        text.push_str(&daemon.get("/v1/mounts").unwrap().to_string());
+        let state = std::fs::read_dir(&daemon.state_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path());
+        for file in state.chain(logs.iter().cloned()) {
+            text.push_str(&std::fs::read_to_string(file).unwrap_or_default());
+        }
+        text
+    };
+    for (plain, size, kib) in [
+        (None, "2m", "size=2048k"),
+        (Some("x-sidemount.test=1"), "3m", "size=3072k"),
+    ] {
+        let target = volume(root, "p1", size);
+        let t = target.to_str().unwrap();
+        let sensitive = format!("size={size},ro");
+        let mut args = vec!["mount", "-t", "tmpfs", "--sensitive-options", &sensitive];
+        args.extend(plain.iter().flat_map(|o| ["-o", *o]));
+        args.extend(["tmpfs", t]);
+        expect_success("mount", run(&args));
+        let seen = findmnt(&target);
+        let fields: Vec<&str> = seen.split_whitespace().collect();
+        assert!(
+            fields[0] == "tmpfs" && fields[1].starts_with("ro,"),
+            "{seen}"
+        );
+        assert!(fields[2].split(',').any(|o| o == kib), "{seen}");
+        let text = shown();
+        assert!(text.contains("<redacted>"), "{text}");
+        assert!(
+            !text.contains("size=") && !text.contains(&sensitive),
+            "{text}"
+        );
+        expect_success("umount", run(&["umount", t]));
+    }
+}
+
+privileged_test! {
+    fn sensitive_options_reach_the_mount_and_nothing_shown(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        sensitive_options_take_effect_unseen(&root, &daemon, &[]);
+    }
+}
+
+privileged_test! {
+    fn sensitive_options_reach_the_agents_mount_and_nothing_shown(host: &Host) {
+        let root = kubelet_root(host);
+        let config = host.dir("etc").join("sidemount.yaml");
+        std::fs::write(&config, format!(
+            "kubelet_root: {}\nvcs:\n  - name: ext\n    types: [tmpfs]\n    image: example/ext:1\n    provider: external\n",
+            root.display()
+        )).unwrap();
+        let socket = host.dir("run/agents").join("ext.sock");
+        let _agent = ExternalAgent::start(host, "ext", &socket);
+        let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
+        let agent_log = host.dir("run").join("agent-ext.log");
+        sensitive_options_take_effect_unseen(&root, &daemon, &[agent_log]);
+        let log = daemon.log_text();
+        assert_eq!(log.matches(r#"executor="vcs/ext" fstype=tmpfs"#).count(), 2, "{log}");
     }
 }
 
@@ -378,11 +460,13 @@ privileged_test! {
         assert!(!is_mounted(None, &tmp));
         assert_eq!(logged(), "", "no util-linux for a tmpfs");
 
-        // A bind mount is mount(8)'s.
+        // A bind is a clone of the checked source's handle, moved onto the target's:
+        // no mount(8), which would resolve both names again.
         let source = host.dir("var/lib/kubelet/plugins/data");
-        expect_success("bind", client(&["mount", "-o", "bind", source.to_str().unwrap(), bind.to_str().unwrap()]));
+        expect_success("bind", client(&["mount", "-o", "bind,ro", source.to_str().unwrap(), bind.to_str().unwrap()]));
         assert!(is_mounted(None, &bind));
-        assert!(logged().starts_with("mount -o bind -- "), "{}", logged());
+        assert!(findmnt(&bind).contains(" ro,"), "{}", findmnt(&bind));
+        assert_eq!(logged(), "", "no util-linux for a bind");
         expect_success("umount", client(&["umount", bind.to_str().unwrap()]));
 
         // A failed call goes to mount(8), whose own error the caller reads.

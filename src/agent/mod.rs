@@ -1,12 +1,15 @@
 //! `sidemount agent`: PID 1 of a volume-client container, injected read-only so any
-//! image works. It runs the container's own mount(8), umount(8) (or the one syscall
-//! they would make) and VCS commands for the daemon, reports its own mountinfo entry for each target, reaps every child
-//! (FUSE daemons), and passes SIGTERM on to what it started.
+//! image works. For the daemon it resolves each target beneath the roots the daemon
+//! names, in its own namespace, to a handle, and mounts onto it as the host
+//! executor does (the one syscall mount(8) would make, or the container's own
+//! mount(8) on a private staging point, moved onto the handle); it reports the new
+//! mount's id, unmounts by handle after a mount-id check, runs VCS commands, reaps
+//! every child (FUSE daemons), and passes SIGTERM on to what it started.
 
 pub mod reaper;
 
 use std::ffi::OsString;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,18 +29,25 @@ use crate::api::wire::{
     self, AgentStatus, ApiError, ErrorCode, Executed, MountRequest, RunRequest, Sighting,
     UnmountRequest,
 };
-use crate::mount::exec::{ExecError, UnmountFlags};
-use crate::mount::kernel;
-use crate::mount::util_linux::{mount_args, shown, unmount_args};
-use crate::ns::mountinfo::{Mount, ProcRoot};
-use crate::ns::namespace::Namespace;
+use crate::executor::{Executor, Host, Made, Runner};
+use crate::mount::exec::{finished, ExecError, UnmountFlags};
+use crate::mount::options::MountOptions;
+use crate::mount::util_linux::shown;
+use crate::ns::mountinfo::ProcRoot;
+use crate::policy::{CheckedMount, CheckedTarget, Policy};
+
+/// Where the agent's private staging tmpfs goes, per VCS, in its own namespace.
+const STAGING: &str = "/run/sidemount-agent";
 
 /// How long the agent lets its children end after SIGTERM before it exits.
 const STOP_GRACE: Duration = Duration::from_secs(5);
 
 pub struct Agent {
     vcs: String,
-    reaper: Reaper,
+    /// Mounts onto handles in this container's namespace, as the host executor
+    /// does in the daemon's.
+    host: Host,
+    reaper: Arc<Reaper>,
     timeout: Duration,
     /// The only uid besides 0 that may ask: the agent's own.
     uid: u32,
@@ -48,9 +58,13 @@ pub struct Agent {
 impl Agent {
     /// Starts reaping children; needs a tokio runtime.
     pub fn start(vcs: String, timeout: Duration) -> std::io::Result<Agent> {
+        let staging = PathBuf::from(STAGING).join(&vcs);
+        let reaper = Arc::new(Reaper::start()?);
+        let runner = Arc::new(Reaped(reaper.clone()));
         Ok(Agent {
+            host: Host::with_runner(ProcRoot::default(), staging, runner),
             vcs,
-            reaper: Reaper::start()?,
+            reaper,
             timeout,
             uid: nix::unistd::geteuid().as_raw(),
             stopping: Arc::default(),
@@ -83,46 +97,57 @@ impl Agent {
         });
     }
 
-    /// One mount(2) when that is all mount(8) would do (see `kernel_mount`), else
-    /// the container's mount(8).
+    /// Resolves the target beneath the roots the daemon named, in this
+    /// container's namespace, with the daemon's rules, and mounts onto that
+    /// handle as the host executor does: one fsmount when that is all mount(8)
+    /// would do, else the container's mount(8) on a private staging point, moved
+    /// onto the handle. Reports the new mount's id.
     async fn mount(&self, req: MountRequest) -> Result<Executed, ApiError> {
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        let by_call = kernel::mount(&req, deadline)
+        // Where the request enters the agent: its options are parsed here, once.
+        let options = MountOptions::of(&req, &[]);
+        let checked = CheckedMount {
+            target: self.resolve(&req.target, &req.beneath)?,
+            source: None,
+            layers: Vec::new(),
+        };
+        let made = self
+            .host
+            .mount(&req, &options, &checked, deadline)
             .await
             .map_err(|e| self.refused(e))?;
-        let mut done = match by_call {
-            true => called("mount(2)"),
-            false => {
-                self.execute("mount", mount_args(&req), None, deadline)
-                    .await?
-            }
-        };
-        done.mount = self.sighting(&req.target);
+        let mut done = called("mount", made.output.clone());
+        done.mount = self.sighting(&made);
+        info!(target = %req.target.display(), mount_id = ?done.mount.as_ref().and_then(|m| m.mount_id), "mounted");
         Ok(done)
     }
 
+    /// Resolves the target the same way, checks that the mount there is the one
+    /// the daemon recorded, and unmounts it beneath its parent's handle.
     async fn unmount(&self, req: UnmountRequest) -> Result<Executed, ApiError> {
         let flags = UnmountFlags {
             lazy: req.lazy,
             force: req.force,
         };
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        let fstype = self
-            .mounted(&req.target)
-            .map(|m| m.fstype)
-            .unwrap_or_default();
-        let by_call = kernel::unmount(&req.target, &fstype, flags, deadline)
+        let target = self.resolve(&req.target, &req.beneath)?;
+        let output = self
+            .host
+            .unmount(target, req.mount_id, "", flags, deadline)
             .await
             .map_err(|e| self.refused(e))?;
-        let mut done = match by_call {
-            true => called("umount2(2)"),
-            false => {
-                let args = unmount_args(&req.target, &fstype, flags);
-                self.execute("umount", args, None, deadline).await?
-            }
-        };
-        done.mount = self.sighting(&req.target);
-        Ok(done)
+        Ok(called("umount", output))
+    }
+
+    /// The target beneath `roots`, or a refusal naming why.
+    fn resolve(&self, target: &Path, roots: &[PathBuf]) -> Result<CheckedTarget, ApiError> {
+        if roots.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                "the request names no roots to resolve its target beneath",
+            ));
+        }
+        Ok(Policy::resolve_target(target, roots)?)
     }
 
     async fn run(&self, req: RunRequest) -> Result<Executed, ApiError> {
@@ -180,21 +205,19 @@ impl Agent {
         )
     }
 
-    /// The agent's own mountinfo entry for the mount on `target`, if there is one.
-    fn mounted(&self, target: &Path) -> Option<Mount> {
-        Namespace::new("agent", ProcRoot::default(), None)
-            .mount_at(target)
-            .ok()
-            .flatten()
-    }
-
-    /// How the agent's namespace sees `target` now, for the daemon.
-    fn sighting(&self, target: &Path) -> Option<Sighting> {
-        let m = self.mounted(target)?;
+    /// How the agent's namespace sees the mount it made, for the daemon.
+    fn sighting(&self, made: &Made) -> Option<Sighting> {
+        let fd = made.mount.as_ref()?;
+        // statmount(2) may be refused by the container's seccomp profile: the id
+        // comes from statx, the propagation when statmount answers.
+        let id = crate::ns::beneath::mountinfo_id(std::os::fd::AsFd::as_fd(fd)).ok()?;
+        let entry = made
+            .id()
+            .and_then(|u| crate::ns::statmount::by_id(u).ok().flatten());
         Some(Sighting {
             namespace: crate::vcs::executor_name(&self.vcs),
-            mount_id: Some(m.id),
-            propagation: Some(m.propagation.to_string()),
+            mount_id: Some(id),
+            propagation: entry.map(|m| m.propagation.to_string()),
         })
     }
 
@@ -240,12 +263,37 @@ impl Agent {
     }
 }
 
-/// What a command made by one syscall reports.
-fn called(command: &str) -> Executed {
+/// mount(8) run by the reaper, which reaps every child of the agent.
+struct Reaped(Arc<Reaper>);
+
+#[async_trait::async_trait]
+impl Runner for Reaped {
+    async fn run(
+        &self,
+        program: &str,
+        args: Vec<OsString>,
+        deadline: Duration,
+    ) -> Result<String, ExecError> {
+        let command = format!("{program} {}", shown(&args));
+        let mut argv = vec![OsString::from(program)];
+        argv.extend(args);
+        let done = self.0.run(&argv, &command, None, deadline).await?;
+        info!(command = %command, exit_code = done.exit_code(), "ran");
+        finished(Executed {
+            command,
+            exit_code: done.exit_code(),
+            output: done.output.clone(),
+            mount: None,
+        })
+    }
+}
+
+/// What a successful mount or unmount reports.
+fn called(command: &str, output: String) -> Executed {
     Executed {
         command: command.into(),
         exit_code: 0,
-        output: String::new(),
+        output,
         mount: None,
     }
 }
@@ -275,7 +323,7 @@ pub async fn serve(
         .route(wire::RUN, post(run))
         .route(wire::STATUS, get(status))
         .with_state(agent);
-    http::serve(listener, app, shutdown).await
+    http::serve(listener, app, http::Limits::default(), shutdown).await
 }
 
 async fn mount(

@@ -15,6 +15,41 @@ pub const STATUS: &str = "/v1/status";
 pub const RUN: &str = "/v1/run";
 pub const UPGRADE: &str = "/v1/upgrade";
 
+/// Paths on the wire are bytes, carried exactly: a JSON string when they are
+/// UTF-8 (nearly always), else `{"bytes": [98, 97, 100, 255]}`, their raw bytes.
+/// Never converted lossily.
+pub mod path_bytes {
+    use std::ffi::OsString;
+    use std::os::unix::ffi::{OsStrExt, OsStringExt};
+    use std::path::{Path, PathBuf};
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(untagged)]
+    enum Wire {
+        Text(String),
+        Bytes { bytes: Vec<u8> },
+    }
+
+    pub fn serialize<S: Serializer>(path: &Path, s: S) -> Result<S::Ok, S::Error> {
+        match path.to_str() {
+            Some(text) => Wire::Text(text.to_owned()),
+            None => Wire::Bytes {
+                bytes: path.as_os_str().as_bytes().to_vec(),
+            },
+        }
+        .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<PathBuf, D::Error> {
+        Ok(match Wire::deserialize(d)? {
+            Wire::Text(text) => PathBuf::from(text),
+            Wire::Bytes { bytes } => PathBuf::from(OsString::from_vec(bytes)),
+        })
+    }
+}
+
 /// Largest request body the daemon reads.
 pub const MAX_BODY: usize = 64 * 1024;
 
@@ -23,6 +58,7 @@ pub const MAX_BODY: usize = 64 * 1024;
 #[serde(deny_unknown_fields)]
 pub struct MountRequest {
     pub source: String,
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     /// Empty: let mount(8) decide (bind mounts).
     #[serde(default)]
@@ -39,11 +75,17 @@ pub struct MountRequest {
     /// The caller's deadline; the daemon's own is used when it is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// From the daemon to an agent only: the target roots the agent resolves the
+    /// target beneath, in its own namespace, with the daemon's rules. The daemon
+    /// ignores what a client puts here.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beneath: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct UnmountRequest {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     /// MNT_DETACH (`umount -l`).
     #[serde(default)]
@@ -55,6 +97,13 @@ pub struct UnmountRequest {
     pub caller_pid: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
+    /// From the daemon to an agent only: the target roots (as for a mount).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub beneath: Vec<PathBuf>,
+    /// From the daemon to an agent only: the recorded mount id; the mount on the
+    /// target must be that one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_id: Option<u32>,
 }
 
 /// The deadline for a request: the caller's `timeout_seconds` when it is shorter
@@ -145,6 +194,7 @@ pub struct VcsStatus {
 /// What the daemon keeps of a mount it made. Options are already redacted.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountRecord {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     pub executor: String,
     pub source: String,
@@ -175,6 +225,7 @@ pub struct MountResponse {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UnmountResponse {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     pub seen: Vec<Sighting>,
     pub output: String,
@@ -189,6 +240,14 @@ pub struct Status {
     pub mounts: Vec<MountRecord>,
     /// Records dropped at start because their mount had vanished.
     pub reconciled_away: Vec<MountRecord>,
+    /// Mounts a killed daemon made but had not recorded yet, found at start and
+    /// recorded.
+    #[serde(default)]
+    pub adopted: Vec<MountRecord>,
+    /// Mounts a killed daemon meant to make, not found at start: forgotten
+    /// (`mount_id` 0).
+    #[serde(default)]
+    pub abandoned: Vec<MountRecord>,
     /// How each watched mount (those of long-running VCS) was found last.
     #[serde(default)]
     pub health: Vec<MountHealth>,
@@ -225,6 +284,7 @@ impl Health {
 /// The health of one recorded mount.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MountHealth {
+    #[serde(with = "path_bytes")]
     pub target: PathBuf,
     /// The record's mount id.
     pub mount_id: u32,
@@ -248,8 +308,23 @@ pub enum ErrorCode {
     Forbidden,
     /// The target is outside the allowed roots, or reached through a symlink.
     TargetNotAllowed,
+    /// What would be mounted is not allowed: a pseudo filesystem, a source outside
+    /// the source roots, a block device no pattern allows, a loop or block source
+    /// of a peer other than root.
+    SourceNotAllowed,
     /// Another operation on this target is in progress.
     Busy,
+    /// The target holds a mount the daemon made from another request.
+    AlreadyMounted,
+    /// The daemon serves as many connections as it may, all busy.
+    Overloaded,
+    /// No such endpoint, or not with this method.
+    NotFound,
+    MethodNotAllowed,
+    /// The request body is larger than the daemon reads.
+    TooLarge,
+    /// The request head or body did not arrive in time.
+    RequestTimeout,
     /// The executor ran and failed (its output is attached).
     MountFailed,
     UnmountFailed,
@@ -273,12 +348,18 @@ impl ErrorCode {
     pub fn http_status(self) -> u16 {
         match self {
             ErrorCode::BadRequest => 400,
-            ErrorCode::Forbidden | ErrorCode::TargetNotAllowed | ErrorCode::NotAllowed => 403,
-            ErrorCode::NotMounted => 404,
-            ErrorCode::Busy | ErrorCode::InUse => 409,
+            ErrorCode::Forbidden
+            | ErrorCode::TargetNotAllowed
+            | ErrorCode::SourceNotAllowed
+            | ErrorCode::NotAllowed => 403,
+            ErrorCode::NotMounted | ErrorCode::NotFound => 404,
+            ErrorCode::MethodNotAllowed => 405,
+            ErrorCode::RequestTimeout => 408,
+            ErrorCode::Busy | ErrorCode::InUse | ErrorCode::AlreadyMounted => 409,
+            ErrorCode::TooLarge => 413,
             ErrorCode::MountFailed | ErrorCode::UnmountFailed | ErrorCode::PropagationBroken => 422,
             ErrorCode::NotImplemented => 501,
-            ErrorCode::ExecutorUnavailable => 503,
+            ErrorCode::ExecutorUnavailable | ErrorCode::Overloaded => 503,
             ErrorCode::Timeout => 504,
             ErrorCode::Internal => 500,
         }

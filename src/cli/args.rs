@@ -200,4 +200,13 @@ pub struct ServeArgs {
     /// Seconds between health checks of the mounts of long-running VCS.
     #[arg(long, value_name = "SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..))]
     pub health_interval: u64,
+    /// Connections served at once; beyond it the oldest idle one is closed, or,
+    /// when all are in a request, the new one is refused (`overloaded`).
+    #[arg(long, value_name = "N", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_connections: u64,
+    /// Milliseconds a request's head may take to arrive (from the connection's
+    /// start or its previous answer: idle keep-alive connections close then too),
+    /// and its body after the head.
+    #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub read_timeout_ms: u64,
 }

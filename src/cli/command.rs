@@ -10,17 +10,19 @@ use clap::Parser as _;
 
 use crate::api::client::Client;
 use crate::api::wire::{
-    self, Executed, MountRequest, RunRequest, UnmountRequest, UpgradeRequest, UpgradeResponse,
-    VcsStatus,
+    self, Executed, MountRequest, RunRequest, Status, UnmountRequest, UpgradeRequest,
+    UpgradeResponse,
 };
-use crate::cli::helper_args::{self, split_options, Invocation};
+use crate::cli::helper_args::{self, Invocation};
 use crate::cli::{mounter, shim, unmount_plan};
+use crate::mount::options::split_all;
 use crate::mount::syscall;
 use crate::node::{check, install, list, share};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
 use crate::vcs;
 
 use super::args::{Cli, Command, TableOrJson, TextOrJson};
+use super::exact;
 use super::serve::{run_agent, serve};
 
 /// How long `status` and `check` wait for an answer.
@@ -30,7 +32,10 @@ const CLIENT_TIMEOUT: Duration = Duration::from_secs(180);
 
 pub fn main() -> ExitCode {
     // Invoked by mount(8) as mount.TYPE / umount.TYPE?
-    let args: Vec<String> = std::env::args_os()
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let _ = RAW.set(exact::Raw::of(&raw));
+    let args: Vec<String> = raw
+        .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
     let program = args
@@ -102,9 +107,23 @@ fn forward(invs: Vec<Invocation>) -> ExitCode {
             return ExitCode::from(mounter::MOUNT_FAILURE);
         }
     };
+    let restored: Result<Vec<Invocation>, String> = match RAW.get() {
+        Some(raw) => invs.into_iter().map(|inv| raw.restore(inv)).collect(),
+        None => Ok(invs),
+    };
+    let invs = match restored {
+        Ok(invs) => invs,
+        Err(e) => {
+            eprintln!("sidemount: {e}");
+            return ExitCode::from(mounter::MOUNT_FAILURE);
+        }
+    };
     let client = Client::new(Client::socket_from_env(), CLIENT_TIMEOUT);
     ExitCode::from(runtime.block_on(mounter::run_all(&client, invs)))
 }
+
+/// This process's arguments that are not UTF-8 (see [`exact`]).
+static RAW: std::sync::OnceLock<exact::Raw> = std::sync::OnceLock::new();
 
 /// One request to the daemon from the command line: POST `body`, or GET without one.
 fn ask<T: serde::de::DeserializeOwned>(
@@ -192,12 +211,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string_pretty(&status)?);
             let sick: Vec<String> = match healthy {
                 false => Vec::new(),
-                true => serde_json::from_value::<Vec<VcsStatus>>(status["vcs"].clone())
-                    .unwrap_or_default()
-                    .into_iter()
-                    .filter(|v| !v.healthy)
-                    .map(|v| format!("{}: {}", v.name, v.note))
-                    .collect(),
+                true => unhealthy(status).context("the daemon's status cannot be read")?,
             };
             if sick.is_empty() {
                 return Ok(ExitCode::SUCCESS);
@@ -217,11 +231,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => {
             let request = MountRequest {
+                beneath: Vec::new(),
                 source,
                 target,
                 fstype,
-                options: split_options(options.iter().map(String::as_str)),
-                sensitive_options: split_options(sensitive.iter().map(String::as_str)),
+                options: split_all(options.iter().map(String::as_str)),
+                sensitive_options: split_all(sensitive.iter().map(String::as_str)),
                 caller_pid: None,
                 timeout_seconds: None,
             };
@@ -248,6 +263,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let invs = targets.into_iter().map(|target| Invocation::Unmount {
                 request: UnmountRequest {
+                    beneath: Vec::new(),
+                    mount_id: None,
                     target,
                     lazy,
                     force,
@@ -339,6 +356,50 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 TableOrJson::Json => println!("{}", serde_json::to_string_pretty(&listing)?),
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// The unhealthy VCS of a daemon's status, one line each. A status that does not
+/// parse is an error, never a healthy answer.
+fn unhealthy(status: serde_json::Value) -> Result<Vec<String>, serde_json::Error> {
+    let status: Status = serde_json::from_value(status)?;
+    Ok(status
+        .vcs
+        .into_iter()
+        .filter(|v| !v.healthy)
+        .map(|v| format!("{}: {}", v.name, v.note))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::wire::VcsStatus;
+
+    #[test]
+    fn health_needs_a_status_that_parses() {
+        let mut status = Status::default();
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(unhealthy(json).unwrap(), Vec::<String>::new());
+        status.vcs.push(VcsStatus {
+            name: "nfs".into(),
+            types: vec![],
+            provider: "docker".into(),
+            mode: "agent".into(),
+            reached_at: "sidemount-vcs-nfs".into(),
+            run: vec![],
+            healthy: false,
+            note: "agent gone".into(),
+        });
+        let json = serde_json::to_value(&status).unwrap();
+        assert_eq!(unhealthy(json).unwrap(), vec!["nfs: agent gone"]);
+        for broken in [
+            serde_json::json!({"vcs": "not a list"}),
+            serde_json::json!({"version": "1"}),
+            serde_json::json!("garbage"),
+        ] {
+            assert!(unhealthy(broken.clone()).is_err(), "{broken}");
         }
     }
 }

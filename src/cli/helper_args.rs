@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use crate::api::wire::{MountRequest, UnmountRequest};
+use crate::mount::options::split_all;
 
 /// What a helper invocation asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,15 +52,6 @@ pub fn parse_helper(program: &str, args: &[String]) -> Option<Result<Invocation,
     }
 }
 
-/// Splits comma-separated option strings into single options, dropping empty ones.
-pub fn split_options<'a>(opts: impl IntoIterator<Item = &'a str>) -> Vec<String> {
-    opts.into_iter()
-        .flat_map(|o| o.split(','))
-        .filter(|o| !o.is_empty())
-        .map(str::to_owned)
-        .collect()
-}
-
 /// `mount.TYPE spec dir [-sfnv] [-N namespace] [-o options] [-t type.subtype]`
 fn parse_mount(program: &str, fstype: &str, args: &[String]) -> Result<Invocation, ArgsError> {
     let mut request = MountRequest {
@@ -81,7 +73,7 @@ fn parse_mount(program: &str, fstype: &str, args: &[String]) -> Result<Invocatio
             Arg::Positional(p) => positional.push(p),
         }
     }
-    request.options = split_options(options.iter().map(String::as_str));
+    request.options = split_all(options.iter().map(String::as_str));
     let [source, target] = positionals(program, positional, ["source", "mount point"])?;
     request.source = source;
     request.target = PathBuf::from(target);
@@ -280,7 +272,15 @@ mod tests {
     fn repeated_o_appends_and_drops_empty_pieces() {
         let (r, ..) = mount("mount.nfs", "a /b -o ro,,hard, -o timeo=5 -o ,");
         assert_eq!(r.options, opts(&["ro", "hard", "timeo=5"]));
-        assert_eq!(split_options(["a,b", "", ",c,"]), opts(&["a", "b", "c"]));
+        assert_eq!(split_all(["a,b", "", ",c,"]), opts(&["a", "b", "c"]));
+        // A quoted value keeps its commas, byte for byte.
+        let argv: Vec<String> = ["a", "/b", "-o", r#"x-a="p,,q",ro"#]
+            .map(String::from)
+            .to_vec();
+        let Some(Ok(Invocation::Mount { request, .. })) = parse_helper("mount.nfs", &argv) else {
+            panic!("not a mount");
+        };
+        assert_eq!(request.options, opts(&[r#"x-a="p,,q""#, "ro"]));
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 mod args;
 mod command;
+mod exact;
 pub mod helper_args;
 pub mod mounter;
 mod serve;

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::{self, MountRequest, MountResponse, Sighting, UnmountResponse};
 use crate::cli::helper_args::Invocation;
+use crate::mount::options::MountOptions;
 
 /// mount(8)'s exit status for a failed mount.
 pub const MOUNT_FAILURE: u8 = 32;
@@ -81,11 +82,7 @@ pub async fn run(client: &Client, inv: Invocation) -> u8 {
 
 /// Whether `req` carries `nofail` and names a source path that does not exist.
 fn nofail_and_missing(req: &MountRequest) -> bool {
-    let nofail = req
-        .options
-        .iter()
-        .flat_map(|o| o.split(','))
-        .any(|o| o == "nofail");
+    let nofail = MountOptions::of(req, &[]).has("nofail");
     let source = Path::new(&req.source);
     nofail
         && source.is_absolute()

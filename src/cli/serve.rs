@@ -9,6 +9,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 
 use crate::agent::{self, Agent};
+use crate::api::http::Limits;
 use crate::daemon::config::Config;
 use crate::daemon::provider::{self, Layout};
 use crate::daemon::{metrics, routes};
@@ -70,11 +71,17 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
     )? {
         bail!("sidemount serve needs CAP_SYS_ADMIN to mount: run it as root or in a privileged container");
     }
-    let host: Arc<dyn Executor> = Arc::new(executor::Host::new(ProcRoot::default()));
+    let staging = a.state_dir.join("staging");
+    let host: Arc<dyn Executor> = Arc::new(executor::Host::new(ProcRoot::default(), staging));
     let paths = Paths {
         proc: ProcRoot::default(),
         host_proc: ProcRoot::new(a.host_proc),
         state_dir: a.state_dir,
+    };
+    let limits = Limits {
+        max_connections: connection_budget(a.max_connections),
+        header_timeout: Duration::from_millis(a.read_timeout_ms),
+        body_timeout: Duration::from_millis(a.read_timeout_ms),
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -114,7 +121,7 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        routes::serve(listener, daemon, shutdown_signal()).await?;
+        routes::serve(listener, daemon, limits, shutdown_signal()).await?;
         publisher.abort();
         watch.abort();
         if let Some(scraped) = scraped {
@@ -123,6 +130,34 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
         tracing::info!("stopped; mounts stay");
         Ok(ExitCode::SUCCESS)
     })
+}
+
+/// Descriptors kept for everything but connections: the record, mountinfo,
+/// executors' commands and sockets.
+const SPARE_DESCRIPTORS: u64 = 256;
+
+/// Raises the soft limit on open files to the hard one, and returns `asked`
+/// connections, or as many as that limit leaves room for.
+fn connection_budget(asked: u64) -> usize {
+    use nix::sys::resource::{getrlimit, setrlimit, Resource};
+    let soft = match getrlimit(Resource::RLIMIT_NOFILE) {
+        Ok((soft, hard)) if soft < hard => match setrlimit(Resource::RLIMIT_NOFILE, hard, hard) {
+            Ok(()) => hard,
+            Err(_) => soft,
+        },
+        Ok((soft, _)) => soft,
+        Err(_) => asked + SPARE_DESCRIPTORS,
+    };
+    let room = soft.saturating_sub(SPARE_DESCRIPTORS).max(1);
+    if asked > room {
+        tracing::warn!(
+            asked,
+            open_files_limit = soft,
+            serving = room,
+            "--max-connections lowered to what the open files limit allows"
+        );
+    }
+    usize::try_from(asked.min(room)).unwrap_or(usize::MAX)
 }
 
 pub fn run_agent(

@@ -7,7 +7,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::api::fstype::FsType;
-use crate::policy::Policy;
+use crate::policy::{Policy, SourceRules};
 use crate::vcs::Vcs;
 
 /// The configuration `sidemount serve` uses when it is given no file.
@@ -45,6 +45,24 @@ pub struct Config {
     pub bind_source_roots: Vec<PathBuf>,
     #[serde(default)]
     pub allowed_uids: Vec<u32>,
+    /// Option keys whose values are secrets, besides the built-in ones (password,
+    /// secret, key, token, ...): executed, but never shown.
+    #[serde(default)]
+    pub sensitive_option_keys: Vec<String>,
+    /// Block devices that may be mounted, as glob patterns (default: iSCSI, RBD,
+    /// NVMe and device-mapper paths; see `policy::sources`).
+    #[serde(default)]
+    pub block_device_patterns: Vec<String>,
+    /// The devices that back `/` and the kubelet root may be mounted too.
+    #[serde(default)]
+    pub allow_root_devices: bool,
+    /// Pseudo filesystems (proc, sysfs, devtmpfs, ...) that may be mounted.
+    #[serde(default)]
+    pub allowed_pseudo_filesystems: Vec<String>,
+    /// Peers other than root may mount loop files and block devices (always
+    /// nosuid,nodev).
+    #[serde(default)]
+    pub allow_non_root_devices: bool,
     #[serde(default = "default_request_timeout")]
     pub request_timeout_seconds: u64,
     /// How long the daemon waits at start for each VCS agent to answer.
@@ -152,6 +170,13 @@ impl Config {
         absolute("kubelet_root", std::slice::from_ref(&config.kubelet_root))?;
         absolute("target_roots", &config.target_roots)?;
         absolute("bind_source_roots", &config.bind_source_roots)?;
+        let bad_key = |k: &&String| k.is_empty() || k.contains([',', '=', '"']);
+        if let Some(k) = config.sensitive_option_keys.iter().find(bad_key) {
+            return Err(invalid(
+                "sensitive_option_keys",
+                format!("{k:?} is not an option key"),
+            ));
+        }
         if config.request_timeout_seconds == 0 {
             return Err(invalid(
                 "request_timeout_seconds",
@@ -199,6 +224,17 @@ impl Config {
             }
         };
         let root = &self.kubelet_root;
+        let mut sources = SourceRules {
+            block_devices: self.block_device_patterns.clone(),
+            root_devices: self.allow_root_devices,
+            pseudo_filesystems: self.allowed_pseudo_filesystems.clone(),
+            non_root_devices: self.allow_non_root_devices,
+            ..SourceRules::default()
+        };
+        if sources.block_devices.is_empty() {
+            sources.block_devices = SourceRules::default().block_devices;
+        }
+        sources.protect(&[Path::new("/"), root]);
         Policy {
             target_roots: or_default(
                 &self.target_roots,
@@ -206,6 +242,8 @@ impl Config {
             ),
             bind_source_roots: or_default(&self.bind_source_roots, vec![root.clone()]),
             allowed_uids: self.allowed_uids.clone(),
+            sources,
+            sensitive_keys: self.sensitive_option_keys.clone(),
         }
     }
 }
@@ -265,6 +303,24 @@ mod tests {
         let seed = "kind: ConfigMap\ndata: {volume-plugin: NFS, docker-container: i}\n";
         let e = Config::parse(seed, "seed.yaml").unwrap_err().to_string();
         assert!(e.contains("volume-plugin") && e.contains(r#""NFS""#), "{e}");
+    }
+
+    #[test]
+    fn configured_sensitive_keys_reach_the_policy() {
+        let c = Config::parse("sensitive_option_keys: [pin, cred]\n", "test.yaml").unwrap();
+        let req = crate::api::wire::MountRequest {
+            options: vec!["pin=1234".into(), "mode=0700".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            c.policy().options(&req).shown(),
+            vec!["pin=<redacted>", "mode=0700"]
+        );
+        let e = Config::parse("sensitive_option_keys: [\"a=b\"]\n", "test.yaml").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            r#"test.yaml: sensitive_option_keys: "a=b" is not an option key"#
+        );
     }
 
     #[test]

@@ -2,35 +2,41 @@
 //! execution, proof from mountinfo in every namespace, record; and the undo that
 //! leaves nothing behind when any step fails.
 
+mod claims;
 pub mod config;
 mod error;
 pub mod health;
 pub mod metrics;
 mod mount;
+#[cfg(test)]
+mod pipeline_tests;
 pub mod provider;
 pub mod record;
 pub mod routes;
 mod run;
-pub mod state_file;
+pub mod state_dir;
 mod status;
 mod undo;
 mod unmount;
 mod upgrade;
 pub mod verify;
 
-use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::warn;
 
-use crate::api::wire::{ApiError, ErrorCode, MountRecord};
+use crate::api::wire::{ApiError, ErrorCode};
+use crate::daemon::claims::{Claim, Claims};
 use crate::daemon::config::Config;
+use crate::daemon::error::PipelineError;
 use crate::daemon::provider::Handle;
-use crate::daemon::record::{Record, RecordError};
+use crate::daemon::record::{Record, RecordError, Recovery};
+use crate::daemon::state_dir::StateDir;
 use crate::daemon::verify::Views;
 use crate::executor::{ExecError, Executor};
+use crate::mount::syscall::{Linux, Syscall};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
 use crate::ns::namespace::Namespace;
 use crate::policy::Policy;
@@ -40,17 +46,22 @@ pub struct Daemon {
     policy: Policy,
     timeout: Duration,
     proc: ProcRoot,
+    /// The daemon's pid under `proc`; `None`: `self`, the process itself.
+    own_pid: Option<u32>,
     host_proc: ProcRoot,
     /// The host executor first, then one per VCS.
     executors: Vec<Arc<dyn Executor>>,
     vcs: Vec<Handle>,
-    record: Mutex<Record>,
-    reconciled_away: Vec<MountRecord>,
-    /// Targets with an operation in progress.
-    busy: Mutex<HashSet<PathBuf>>,
-    /// `<state_dir>/status.json`, what /v1/status answers, for readers without
-    /// access to the socket.
-    status_file: PathBuf,
+    record: Record,
+    /// What the start found the last daemon left.
+    recovery: Recovery,
+    /// Targets with an operation in progress, and those waiting for it.
+    claims: Claims,
+    /// Where `status.json` is kept equal to what /v1/status answers, for readers
+    /// without access to the socket.
+    state_dir: StateDir,
+    /// Every mount-changing call the daemon makes itself (undo).
+    syscall: Arc<dyn Syscall>,
     /// Wakes the status publisher after a change.
     changed: tokio::sync::Notify,
     metrics: metrics::Metrics,
@@ -65,9 +76,11 @@ pub struct Paths {
 }
 
 impl Daemon {
-    /// Opens the record and reconciles it against mountinfo: records whose mount
-    /// vanished are dropped and reported; nothing is unmounted. `host` mounts every
-    /// type no VCS claims.
+    /// Opens the state directory (see [`state_dir`]) and the record, and
+    /// resolves what the last daemon left against mountinfo: records whose mount
+    /// vanished are dropped, intents whose mount was made are adopted, the others
+    /// dropped, each reported; nothing is unmounted. `host` mounts every type no
+    /// VCS claims.
     pub async fn new(
         config: &Config,
         paths: Paths,
@@ -76,39 +89,64 @@ impl Daemon {
     ) -> Result<Self, RecordError> {
         let mut executors = vec![host];
         executors.extend(vcs.iter().map(|h| h.executor.clone()));
+        let state_dir = StateDir::open(&paths.state_dir)?;
+        let (record, pending) = Record::open(&state_dir)?;
         let mut tables: Vec<(String, MountTable)> = Vec::new();
         for e in &executors {
             if let Ok(Ok(table)) = e.namespace().await.map(|ns| ns.table()) {
                 tables.push((e.name().to_owned(), table));
             }
         }
-        let mut record = Record::open(&paths.state_dir)?;
-        let reconciled_away = record.reconcile(|name| {
+        let recovery = record.resolve(pending, |name| {
             tables
                 .iter()
                 .find(|(n, _)| n == name)
                 .map(|(_, t)| t.clone())
         })?;
-        for r in &reconciled_away {
+        for r in &recovery.vanished {
             warn!(target = %r.target.display(), mount_id = r.mount_id, executor = %r.executor,
                 "recorded mount vanished while the daemon was away; record dropped");
+        }
+        for r in &recovery.adopted {
+            warn!(target = %r.target.display(), mount_id = r.mount_id, executor = %r.executor,
+                "a mount the last daemon made but had not recorded was found; recorded");
+        }
+        for r in &recovery.abandoned {
+            warn!(target = %r.target.display(), executor = %r.executor,
+                "a mount the last daemon meant to make is not there; intent dropped");
         }
         Ok(Daemon {
             kubelet_root: config.kubelet_root.clone(),
             policy: config.policy(),
             timeout: config.request_timeout(),
             proc: paths.proc,
+            own_pid: None,
             host_proc: paths.host_proc,
             executors,
             vcs,
-            record: Mutex::new(record),
-            reconciled_away,
-            busy: Mutex::new(HashSet::new()),
-            status_file: paths.state_dir.join("status.json"),
+            record,
+            recovery,
+            claims: Claims::default(),
+            state_dir,
+            syscall: Arc::new(Linux),
             changed: tokio::sync::Notify::new(),
             metrics: metrics::Metrics::new(),
             health: health::Board::default(),
         })
+    }
+
+    /// Reads the daemon's own namespace through the pid `pid` under its proc (a
+    /// fixture's), instead of the process itself.
+    #[cfg(test)]
+    fn with_own_pid(mut self, pid: u32) -> Self {
+        self.own_pid = Some(pid);
+        self
+    }
+
+    /// Makes the daemon's own mount-changing calls (undo) through `syscall`.
+    pub fn with_syscall(mut self, syscall: Arc<dyn Syscall>) -> Self {
+        self.syscall = syscall;
+        self
     }
 
     fn handle(&self, name: &str) -> Result<&Handle, ApiError> {
@@ -136,20 +174,11 @@ impl Daemon {
 
     /// The daemon's own mount namespace.
     fn own_namespace(&self) -> Namespace {
-        Namespace::new("daemon", self.proc.clone(), None)
+        Namespace::new("daemon", self.proc.clone(), self.own_pid)
     }
 
-    fn named(&self, name: &str) -> Result<Arc<dyn Executor>, ApiError> {
-        self.executors
-            .iter()
-            .find(|e| e.name() == name)
-            .cloned()
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::ExecutorUnavailable,
-                    format!("the executor {name:?} that made this mount is not configured"),
-                )
-            })
+    fn named(&self, name: &str) -> Option<Arc<dyn Executor>> {
+        self.executors.iter().find(|e| e.name() == name).cloned()
     }
 
     /// The executor's namespace, the host's (pid 1 under the host proc), and the
@@ -172,31 +201,14 @@ impl Daemon {
         })
     }
 
-    fn claim(&self, target: &Path) -> Result<Claim<'_>, ApiError> {
-        if !self.busy.lock().unwrap().insert(target.to_owned()) {
-            return Err(ApiError::new(
-                ErrorCode::Busy,
-                format!(
-                    "{}: target is busy (another operation on it is in progress)",
-                    target.display()
-                ),
-            ));
-        }
-        Ok(Claim {
-            busy: &self.busy,
-            target: target.to_owned(),
-        })
-    }
-}
-
-/// Releases a target when its operation ends, however it ends.
-struct Claim<'a> {
-    busy: &'a Mutex<HashSet<PathBuf>>,
-    target: PathBuf,
-}
-
-impl Drop for Claim<'_> {
-    fn drop(&mut self) {
-        self.busy.lock().unwrap().remove(&self.target);
+    /// Waits for the turn on `target`, at most `wait`.
+    async fn claim(&self, target: &Path, wait: Duration) -> Result<Claim<'_>, PipelineError> {
+        self.claims
+            .claim(target, wait)
+            .await
+            .ok_or_else(|| PipelineError::Busy {
+                target: target.to_owned(),
+                waited: wait,
+            })
     }
 }

@@ -1,79 +1,133 @@
-//! The mount pipeline: policy, routing, execution, proof in every namespace,
-//! record; a failed step undoes what the attempt left.
+//! The mount pipeline: policy, the target's turn, routing, an intent recorded,
+//! execution, proof in every namespace, record; a failed step undoes what the
+//! attempt left. A retry of a mount the daemon made answers it again.
 
 use std::path::Path;
 
 use tracing::info;
 
-use crate::api::wire::{self, ApiError, ErrorCode, MountRecord, MountRequest, MountResponse, Peer};
-use crate::daemon::error::{exec_error, internal, verify_error};
-use crate::daemon::verify;
+use crate::api::wire::{self, ApiError, MountRecord, MountRequest, MountResponse, Peer};
+use crate::daemon::error::{Operation, PipelineError};
+use crate::daemon::record::Entry;
+use crate::daemon::verify::{self, Views};
 use crate::daemon::Daemon;
-use crate::ns::mountinfo::MountinfoError;
+use crate::executor::{Executor, Made};
+use crate::mount::options::MountOptions;
 use crate::ns::namespace::Namespace;
-use crate::policy::{redacted_options, scrub};
+use crate::policy::CheckedTarget;
 
 impl Daemon {
-    /// Mounts, counted in the metrics (see [`metrics`]).
+    /// Mounts, counted in the metrics (see [`metrics`](super::metrics)).
     pub async fn mount(&self, peer: Peer, req: MountRequest) -> Result<MountResponse, ApiError> {
         let executor = self.route(&req.fstype).name().to_owned();
         let fstype = req.fstype.clone();
-        self.observed("mount", &executor, &fstype, self.mount_verified(peer, req))
-            .await
+        // What a peer other than root always gets is part of its request.
+        let req = self.policy.enforced(req, peer.uid);
+        let options = self.policy.options(&req);
+        let run = async {
+            self.mount_verified(peer, &req, &options)
+                .await
+                .map_err(|e| e.to_api(Operation::Mount, &options))
+        };
+        self.observed("mount", &executor, &fstype, run).await
     }
 
     async fn mount_verified(
         &self,
         peer: Peer,
-        req: MountRequest,
-    ) -> Result<MountResponse, ApiError> {
+        req: &MountRequest,
+        options: &MountOptions,
+    ) -> Result<MountResponse, PipelineError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_mount(&req)?;
-        let req = MountRequest { target, ..req };
+        let checked = self.policy.check_mount(req, options, peer.uid)?;
+        let req = &MountRequest {
+            target: checked.target.path.clone(),
+            ..req.clone()
+        };
         let target = req.target.as_path();
-        // 2. One operation at a time on a target.
-        let _claim = self.claim(target)?;
+        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
+        // 2. One operation at a time on a target; the others wait their turn.
+        let _claim = self.claim(target, deadline).await?;
         // 3. The executor for this type, and the namespaces that must see the mount.
         let exec = self.route(&req.fstype);
-        exec.ready()
-            .await
-            .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
+        exec.ready().await.map_err(PipelineError::NotReady)?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await
-            .map_err(|e| exec_error(&req, &e, ErrorCode::MountFailed))?;
-        let before = self.before(&views.executor, target).map_err(internal)?;
-        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        // 4. Execute; on failure undo whatever it left.
-        let output = match exec.mount(&req, deadline).await {
-            Ok(output) => output,
+            .map_err(PipelineError::Namespaces)?;
+        let before = self.before(&views.executor, target)?;
+        // 4. A mount the daemon made there already: a retry of the same request
+        //    is answered again, another request refused.
+        if let Some(done) = self.made_before(req, options, exec.as_ref(), &views, &before)? {
+            return Ok(done);
+        }
+        // 5. Announce it durably, then execute; on failure undo whatever it left.
+        let entry = Entry {
+            record: MountRecord {
+                target: target.to_owned(),
+                executor: exec.name().to_owned(),
+                source: options.scrub(&req.source),
+                fstype: req.fstype.clone(),
+                options: options.shown(),
+                mount_id: 0,
+            },
+            asked_fstype: req.fstype.clone(),
+            before: before.executor,
+        };
+        let intent = self
+            .record
+            .intend(&entry)
+            .map_err(|source| PipelineError::Intent {
+                target: target.to_owned(),
+                source,
+            })?;
+        let undo = Undo {
+            target: &checked.target,
+            before: &before,
+            fstype: &req.fstype,
+        };
+        let made = match exec.mount(req, options, &checked, deadline).await {
+            Ok(made) => made,
             Err(e) => {
-                self.undo(exec.as_ref(), target, &before, &req.fstype).await;
-                return Err(exec_error(&req, &e, ErrorCode::MountFailed));
+                self.undo_and_forget(exec.as_ref(), &undo, None, intent)
+                    .await;
+                return Err(PipelineError::Execute(e));
             }
         };
-        // 5. Prove it in every namespace; undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, before.executor, &views) {
+        let output = made.output.clone();
+        // 6. Prove it in every namespace (the executor's by the mount it made, when
+        //    it holds it); undo when it did not arrive everywhere.
+        let (mount, seen) = match verify::mounted(target, before.executor, &made, &views) {
             Ok(found) => found,
-            Err(e) => {
-                self.undo(exec.as_ref(), target, &before, &req.fstype).await;
-                return Err(verify_error(&req, &e).with_output(scrub(&req, &output)));
+            Err(source) => {
+                self.undo_and_forget(exec.as_ref(), &undo, Some(&made), intent)
+                    .await;
+                let output = options.scrub(&output);
+                return Err(PipelineError::Verify { source, output });
             }
         };
-        // 6. Record it; a mount that cannot be recorded is undone.
+        // 7. Record it by its mount id; a mount that cannot be recorded is undone.
         let record = MountRecord {
-            target: target.to_owned(),
-            executor: exec.name().to_owned(),
-            source: scrub(&req, &req.source),
             fstype: mount.fstype.clone(),
-            options: redacted_options(&req),
             mount_id: mount.id,
+            ..entry.record
         };
-        let recorded = self.record.lock().unwrap().insert(record.clone());
-        if let Err(e) = recorded {
-            self.undo(exec.as_ref(), target, &before, &req.fstype).await;
-            return Err(internal(e));
+        let committed = self.record.commit(
+            intent,
+            Entry {
+                record: record.clone(),
+                before: None,
+                ..entry
+            },
+        );
+        if let Err((source, intent)) = committed {
+            self.undo_and_forget(exec.as_ref(), &undo, Some(&made), intent)
+                .await;
+            return Err(PipelineError::Record {
+                target: target.to_owned(),
+                source,
+            });
         }
         self.changed.notify_one();
         info!(target = %target.display(), executor = exec.name(), fstype = %record.fstype,
@@ -81,17 +135,116 @@ impl Daemon {
         Ok(MountResponse {
             record,
             seen,
-            output: scrub(&req, &output),
+            output: options.scrub(&output),
         })
     }
 
+    /// When the mount on top of the target is one the daemon recorded: the answer
+    /// for a retry of the request that made it (proved again), `AlreadyMounted`
+    /// for another. A recorded mount that vanished is forgotten.
+    fn made_before(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        exec: &dyn Executor,
+        views: &Views,
+        before: &Before,
+    ) -> Result<Option<MountResponse>, PipelineError> {
+        let target = req.target.as_path();
+        for entry in self.record.on_target(target) {
+            let id = entry.record.mount_id;
+            if before.executor == Some(id) && entry.record.executor == exec.name() {
+                let same = entry.record.source == options.scrub(&req.source)
+                    && entry.record.options == options.shown()
+                    && entry.asked_fstype == req.fstype;
+                if !same {
+                    return Err(already_mounted(entry));
+                }
+                let (_, seen) =
+                    verify::mounted(target, None, &Made::default(), views).map_err(|source| {
+                        PipelineError::Verify {
+                            source,
+                            output: String::new(),
+                        }
+                    })?;
+                info!(target = %target.display(), mount_id = id, "already mounted by the same request");
+                return Ok(Some(MountResponse {
+                    record: entry.record,
+                    seen,
+                    output: String::new(),
+                }));
+            }
+            // Not on top: still there under another mount, or gone.
+            let table = views
+                .executor
+                .table()
+                .map_err(|source| lookup_error(target, &views.executor, source))?;
+            if table.by_id(id).is_some() {
+                return Err(already_mounted(entry));
+            }
+            self.record
+                .remove(id)
+                .map_err(|source| PipelineError::Forget {
+                    target: target.to_owned(),
+                    source,
+                })?;
+        }
+        Ok(None)
+    }
+
     /// The mounts on `target` now, in the executor's namespace and the daemon's.
-    fn before(&self, executor: &Namespace, target: &Path) -> Result<Before, MountinfoError> {
-        let on_target = |ns: &Namespace| Ok(ns.mount_at(target)?.map(|m| m.id));
+    pub(super) fn before(
+        &self,
+        executor: &Namespace,
+        target: &Path,
+    ) -> Result<Before, PipelineError> {
+        let on_target = |ns: &Namespace| {
+            ns.mount_at(target)
+                .map(|m| m.map(|m| m.id))
+                .map_err(|source| lookup_error(target, ns, source))
+        };
         Ok(Before {
             executor: on_target(executor)?,
             daemon: on_target(&self.own_namespace())?,
         })
+    }
+
+    /// Undoes a failed attempt, and forgets its intent when nothing is left: what
+    /// could not be undone stays announced, for the next start to find.
+    async fn undo_and_forget(
+        &self,
+        exec: &dyn Executor,
+        undo: &Undo<'_>,
+        made: Option<&Made>,
+        intent: crate::daemon::record::Intent,
+    ) {
+        if self.undo(exec, undo, made).await {
+            if let Err(e) = self.record.abandon(intent) {
+                tracing::warn!(target = %undo.target.path().display(), error = %e, "cannot forget the intent of an undone mount");
+            }
+        }
+    }
+}
+
+fn already_mounted(entry: Entry) -> PipelineError {
+    PipelineError::AlreadyMounted {
+        target: entry.record.target,
+        mount_id: entry.record.mount_id,
+        from: entry.record.source,
+        fstype: entry.record.fstype,
+        options: entry.record.options,
+    }
+}
+
+pub(super) fn lookup_error(
+    target: &Path,
+    ns: &Namespace,
+    source: crate::ns::mountinfo::MountinfoError,
+) -> PipelineError {
+    PipelineError::Lookup {
+        target: target.to_owned(),
+        namespace: ns.name.clone(),
+        source,
     }
 }
 
@@ -100,4 +253,11 @@ impl Daemon {
 pub(super) struct Before {
     pub(super) executor: Option<u32>,
     pub(super) daemon: Option<u32>,
+}
+
+/// What an undo needs: the checked target, what was on it before, its type.
+pub(super) struct Undo<'a> {
+    pub(super) target: &'a CheckedTarget,
+    pub(super) before: &'a Before,
+    pub(super) fstype: &'a str,
 }

@@ -6,11 +6,14 @@ use std::time::Duration;
 use tracing::warn;
 
 use crate::api::wire::{MountRecord, Status, VcsStatus};
-use crate::daemon::{state_file, Daemon};
+use crate::daemon::Daemon;
+
+/// The status file's name in the state directory; readable by all (0644).
+pub const STATUS_FILE: &str = "status.json";
 
 impl Daemon {
     pub fn mounts(&self) -> Vec<MountRecord> {
-        self.record.lock().unwrap().mounts().to_vec()
+        self.record.mounts()
     }
 
     pub async fn status(&self) -> Status {
@@ -29,32 +32,44 @@ impl Daemon {
             executors: self.executors.iter().map(|e| e.name().to_owned()).collect(),
             vcs,
             mounts: self.mounts(),
-            reconciled_away: self.reconciled_away.clone(),
+            reconciled_away: self.recovery.vanished.clone(),
+            adopted: self.recovery.adopted.clone(),
+            abandoned: self.recovery.abandoned.clone(),
             health: self.mount_health(),
         }
     }
 
     /// Keeps the status file equal to what /v1/status answers: rewritten (whole, see
-    /// [`state_file::replace`]) within `settle` of every change the daemon makes, once
+    /// [`StateDir::replace`](super::state_dir::StateDir::replace)) within `settle` of every change the daemon makes, once
     /// for a burst of them (a node starting its pods), with the VCS health found at
     /// most `every` ago (asking Docker and the agents on every mount would cost each
-    /// mount their time), and after every such check. Runs until dropped.
+    /// mount their time), and after every such check. With many mounts the
+    /// window grows so that the rewrites take at most a tenth of the time. Runs
+    /// until dropped.
     pub async fn publish_status(&self, every: Duration, settle: Duration) {
         let mut last = Vec::new();
         let mut vcs = self.vcs_status().await;
         let mut checked = tokio::time::Instant::now();
         loop {
-            let mut bytes = serde_json::to_vec_pretty(&self.status_with(vcs.clone()))
-                .expect("status serializes");
-            bytes.push(b'\n');
-            if bytes != last {
-                match state_file::replace(&self.status_file, &bytes) {
-                    Ok(()) => last = bytes,
-                    Err(e) => {
-                        warn!(path = %self.status_file.display(), error = %e, "cannot write the status file")
+            let started = std::time::Instant::now();
+            let status = self.status_with(vcs.clone());
+            // Serializing thousands of records takes a while: off the workers
+            // that serve requests.
+            tokio::task::block_in_place(|| {
+                let mut bytes = serde_json::to_vec_pretty(&status).expect("status serializes");
+                bytes.push(b'\n');
+                if bytes != last {
+                    match self.state_dir.replace(STATUS_FILE, &bytes, 0o644) {
+                        Ok(()) => last = bytes,
+                        Err(e) => {
+                            warn!(path = %self.state_dir.path().join(STATUS_FILE).display(), error = %e, "cannot write the status file")
+                        }
                     }
                 }
-            }
+            });
+            // A burst waits long enough that rewriting the file takes at most a
+            // tenth of the time, however many mounts it lists.
+            let settle = settle.max(started.elapsed() * 9);
             let next = checked + every;
             if tokio::time::timeout_at(next, self.changed.notified())
                 .await

@@ -1,15 +1,18 @@
 //! The unmount pipeline: policy, the executor that made the mount, execution,
 //! proof that it is gone everywhere, and the record forgotten.
 
+use std::path::Path;
+
 use tracing::info;
 
-use crate::api::wire::{
-    self, ApiError, ErrorCode, MountRequest, Peer, UnmountRequest, UnmountResponse,
-};
-use crate::daemon::error::{exec_error, internal};
+use crate::api::wire::{self, ApiError, Peer, UnmountRequest, UnmountResponse};
+use crate::daemon::error::{Operation, PipelineError};
+use crate::daemon::mount::lookup_error;
 use crate::daemon::verify::{self, VerifyError};
 use crate::daemon::Daemon;
-use crate::executor::{ExecError, UnmountFlags};
+use crate::executor::UnmountFlags;
+use crate::mount::options::MountOptions;
+use crate::ns::namespace::Namespace;
 
 impl Daemon {
     /// Unmounts, counted in the metrics under the recorded executor and type.
@@ -18,60 +21,63 @@ impl Daemon {
         peer: Peer,
         req: UnmountRequest,
     ) -> Result<UnmountResponse, ApiError> {
-        let recorded = self.record.lock().unwrap().find(&req.target).cloned();
+        let recorded = self.record.on_target(&req.target).pop();
         let (executor, fstype) = recorded.map_or_else(
             || (self.executors[0].name().to_owned(), String::new()),
-            |r| (r.executor, r.fstype),
+            |r| (r.record.executor, r.record.fstype),
         );
-        self.observed(
-            "unmount",
-            &executor,
-            &fstype,
-            self.unmount_verified(peer, req),
-        )
-        .await
+        let run = async {
+            self.unmount_verified(peer, &req)
+                .await
+                .map_err(|e| e.to_api(Operation::Unmount, &MountOptions::default()))
+        };
+        self.observed("unmount", &executor, &fstype, run).await
     }
 
     async fn unmount_verified(
         &self,
         peer: Peer,
-        req: UnmountRequest,
-    ) -> Result<UnmountResponse, ApiError> {
+        req: &UnmountRequest,
+    ) -> Result<UnmountResponse, PipelineError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let target = self.policy.check_unmount(&req)?;
-        let target = target.as_path();
-        // 2. One operation at a time on a target.
-        let _claim = self.claim(target)?;
+        let checked = self.policy.check_unmount(req)?;
+        let path = checked.path.clone();
+        let target = path.as_path();
+        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
+        // 2. One operation at a time on a target; the others wait their turn.
+        let _claim = self.claim(target, deadline).await?;
         // 3. The executor that made it (by the record, else by its type).
-        let recorded = self.record.lock().unwrap().find(target).cloned();
-        let exec = match &recorded {
-            Some(r) => self.named(&r.executor)?,
+        let exec = match self.record.on_target(target).pop() {
+            Some(r) => {
+                self.named(&r.record.executor)
+                    .ok_or_else(|| PipelineError::UnknownExecutor {
+                        target: target.to_owned(),
+                        executor: r.record.executor,
+                    })?
+            }
             // Not made by the daemon: route it by the type mounted there now.
             None => {
-                let here = self.own_namespace().mount_at(target).map_err(internal)?;
+                let own = self.own_namespace();
+                let here = own
+                    .mount_at(target)
+                    .map_err(|source| lookup_error(target, &own, source))?;
                 self.route(here.as_ref().map_or("", |m| m.fstype.as_str()))
             }
         };
-        let unmount_error =
-            |e: ExecError| exec_error(&MountRequest::default(), &e, ErrorCode::UnmountFailed);
-        exec.ready().await.map_err(unmount_error)?;
+        exec.ready().await.map_err(PipelineError::NotReady)?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
             .await
-            .map_err(unmount_error)?;
-        let mount = views.executor.mount_at(target).map_err(internal)?;
-        let mount = mount.ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::NotMounted,
-                // umount(8)'s words: callers (mount-utils) match "not mounted".
-                format!(
-                    "{}: not mounted (no mount point there in the {} namespace)",
-                    target.display(),
-                    views.executor.name
-                ),
-            )
-        })?;
+            .map_err(PipelineError::Namespaces)?;
+        let mount = views
+            .executor
+            .mount_at(target)
+            .map_err(|source| lookup_error(target, &views.executor, source))?
+            .ok_or_else(|| PipelineError::NotMounted {
+                target: target.to_owned(),
+                namespace: views.executor.name.clone(),
+            })?;
         // 4. Execute.
         let flags = UnmountFlags {
             lazy: req.lazy,
@@ -79,32 +85,30 @@ impl Daemon {
         };
         let output = exec
             .unmount(
-                target,
+                checked,
+                // The mount just seen there: the executor unmounts it, or nothing.
+                Some(mount.id),
                 &mount.fstype,
                 flags,
-                wire::deadline(req.timeout_seconds, self.timeout),
+                deadline,
             )
             .await
-            .map_err(unmount_error)?;
-        // 5. Prove it is gone everywhere; forget it once the executor's copy is gone.
+            .map_err(PipelineError::Execute)?;
+        // 5. Prove it is gone everywhere; forget the record of that mount (by its
+        //    id: a mount it covered keeps its own) once the executor's copy is gone.
         let proof = verify::unmounted(target, &mount, &views);
-        let executor_gone = !matches!(&proof, Err(VerifyError::StillMounted { namespace, .. })
-            if *namespace == views.executor.name);
-        if executor_gone && recorded.is_some() {
-            self.record
-                .lock()
-                .unwrap()
-                .remove(target)
-                .map_err(internal)?;
-            self.changed.notify_one();
+        let executor_gone = match &proof {
+            Ok(_) => true,
+            Err(VerifyError::StillMounted { namespace, .. }) => *namespace != views.executor.name,
+            Err(_) => false,
+        };
+        if executor_gone {
+            self.forget(target, mount.id, &views.executor)?;
         }
-        let seen = proof.map_err(|e| {
-            let code = if executor_gone {
-                ErrorCode::PropagationBroken
-            } else {
-                ErrorCode::UnmountFailed
-            };
-            ApiError::new(code, e.to_string()).with_output(output.clone())
+        let seen = proof.map_err(|source| PipelineError::StillMounted {
+            source,
+            output: output.clone(),
+            executor_gone,
         })?;
         info!(target = %target.display(), executor = exec.name(), "unmounted and verified");
         Ok(UnmountResponse {
@@ -112,5 +116,37 @@ impl Daemon {
             seen,
             output,
         })
+    }
+
+    /// Forgets the record of the mount `id` just unmounted from `target`. When
+    /// the record holds another id (the mount was made in a namespace that has
+    /// since been replaced, as an agent's is when it restarts), the records on
+    /// `target` whose mount is no longer in the executor's namespace go.
+    fn forget(&self, target: &Path, id: u32, ns: &Namespace) -> Result<(), PipelineError> {
+        let forget_err = |source| PipelineError::Forget {
+            target: target.to_owned(),
+            source,
+        };
+        let gone: Vec<u32> = if self.record.get(id).is_some() {
+            vec![id]
+        } else {
+            let recorded = self.record.on_target(target);
+            if recorded.is_empty() {
+                return Ok(());
+            }
+            let table = ns
+                .table()
+                .map_err(|source| lookup_error(target, ns, source))?;
+            recorded
+                .iter()
+                .map(|e| e.record.mount_id)
+                .filter(|&id| table.by_id(id).is_none())
+                .collect()
+        };
+        for id in gone {
+            self.record.remove(id).map_err(forget_err)?;
+        }
+        self.changed.notify_one();
+        Ok(())
     }
 }

@@ -6,9 +6,11 @@
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::Sighting;
-use crate::ns::mountinfo::{Mount, MountinfoError};
+use crate::executor::Made;
+use crate::ns::mountinfo::{normalize, Mount, MountinfoError};
 use crate::ns::namespace::{tables, Namespace};
 use crate::ns::propagation::{link_mounts, Link};
+use crate::ns::statmount;
 
 #[derive(Debug, thiserror::Error)]
 pub enum VerifyError {
@@ -27,6 +29,8 @@ pub enum VerifyError {
         namespace: String,
         mount_id: u32,
     },
+    #[error("the mount made for {target} landed on {found}")]
+    Elsewhere { target: String, found: String },
     #[error(transparent)]
     Read(#[from] MountinfoError),
 }
@@ -67,19 +71,39 @@ fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
 /// After a mount: the new mount on `target` in the executor's namespace (not the
 /// one, if any, that was there `before`), and where it was seen. Fails naming
 /// the first namespace it did not reach.
+///
+/// `made`: the mount the executor made. One it holds by its fd (in the daemon's
+/// own namespace) is looked up by its unique id, wherever it landed, and must be
+/// on `target`; one an agent reported by its id must be the one on `target`
+/// in the agent's namespace.
 pub fn mounted(
     target: &Path,
     before: Option<u32>,
+    made: &Made,
     views: &Views,
 ) -> Result<(Mount, Vec<Sighting>), VerifyError> {
-    let mount = views
-        .executor
-        .mount_at(target)?
-        .filter(|m| Some(m.id) != before)
-        .ok_or_else(|| VerifyError::NotMounted {
-            target: target.display().to_string(),
-            namespace: views.executor.name.clone(),
-        })?;
+    let not_mounted = || VerifyError::NotMounted {
+        target: target.display().to_string(),
+        namespace: views.executor.name.clone(),
+    };
+    let by_id = made.id().map(statmount::by_id).and_then(|found| found.ok());
+    let mount = match by_id {
+        Some(Some(m)) if m.target == normalize(target) => m,
+        Some(Some(m)) => {
+            return Err(VerifyError::Elsewhere {
+                target: target.display().to_string(),
+                found: m.target.display().to_string(),
+            })
+        }
+        Some(None) => return Err(not_mounted()),
+        // No id (an agent's mount), or the kernel cannot look one up.
+        None => views
+            .executor
+            .mount_at(target)?
+            .filter(|m| Some(m.id) != before)
+            .filter(|m| made.reported.is_none_or(|id| id == m.id))
+            .ok_or_else(not_mounted)?,
+    };
     let mut seen = vec![sighting(&views.executor, Some(&mount))];
     for ns in &views.others {
         match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {

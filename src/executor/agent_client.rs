@@ -9,13 +9,15 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::AgentStatus;
 use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
 use crate::mount::exec::finished;
+use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
 use crate::vcs::docker::{Docker, Spec};
 
 /// How long a revived container's agent may take to answer.
@@ -95,12 +97,10 @@ impl AgentClient {
         let Some((docker, spec)) = &self.docker else {
             return Ok(());
         };
-        let context = |e: crate::vcs::docker::DockerError| {
-            ExecError::Unavailable(format!(
-                "the {} agent at {} cannot be reached, and its container cannot be brought back: {e}",
-                self.name,
-                self.socket.display()
-            ))
+        let context = |e: crate::vcs::docker::DockerError| ExecError::Revive {
+            vcs: self.name.clone(),
+            socket: self.socket.clone(),
+            source: Box::new(e),
         };
         docker.ensure(spec).await.map_err(context)?;
         self.wait(AGENT_START).await.map(|_| ())
@@ -116,7 +116,7 @@ impl AgentClient {
                 command: format!("the {} agent", self.name),
                 after,
             },
-            other => ExecError::Unavailable(other.to_string()),
+            other => ExecError::Unreachable(other),
         }
     }
 }
@@ -148,11 +148,11 @@ impl Executor for AgentClient {
         if self.docker.is_some() {
             return self.revive().await;
         }
-        Err(ExecError::Unavailable(format!(
-            "the {} agent at {} does not answer ({e}); its container is not run by sidemount (provider external): check the VCS sidecar of the sidemount pod on this node",
-            self.name,
-            self.socket.display()
-        )))
+        Err(ExecError::ExternalAgentSilent {
+            vcs: self.name.clone(),
+            socket: self.socket.clone(),
+            source: e,
+        })
     }
 
     /// The agent's pid comes from the socket's peer credentials (of the connection
@@ -163,42 +163,62 @@ impl Executor for AgentClient {
         let pid = match seen {
             Some(pid) => Some(pid),
             None => {
-                let stream = UnixStream::connect(&self.socket).map_err(|e| {
-                    ExecError::Unavailable(format!(
-                        "the {} agent at {} cannot be reached: {e}",
-                        self.name,
-                        self.socket.display()
-                    ))
+                let stream = UnixStream::connect(&self.socket).map_err(|source| {
+                    ExecError::AgentUnreachable {
+                        vcs: self.name.clone(),
+                        socket: self.socket.clone(),
+                        source,
+                    }
                 })?;
                 peer_pid(&stream)
             }
         };
-        let pid = pid.ok_or_else(|| {
-            ExecError::Unavailable(format!(
-                "the {} agent's pid is not visible here: the daemon needs the host's pid namespace (hostPID)",
-                self.name
-            ))
+        let pid = pid.ok_or_else(|| ExecError::AgentPidHidden {
+            vcs: self.name.clone(),
         })?;
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
+    /// The agent parses the request's options again where the request enters it,
+    /// resolves the target again beneath the kubelet root in its own namespace,
+    /// with the same rules, and mounts onto that handle.
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        _options: &MountOptions,
+        checked: &CheckedMount,
+        deadline: Duration,
+    ) -> Result<Made, ExecError> {
         let req = MountRequest {
             timeout_seconds: Some(deadline.as_secs().max(1)),
+            beneath: vec![checked.target.root.clone()],
             ..req.clone()
         };
-        finished(self.call(wire::MOUNTS, &req, deadline).await?)
+        let done = self.call(wire::MOUNTS, &req, deadline).await?;
+        let reported = done.mount.as_ref().and_then(|s| s.mount_id);
+        Ok(Made {
+            output: finished(done)?,
+            mount: None,
+            reported,
+        })
     }
 
     async fn unmount(
         &self,
-        target: &Path,
+        target: CheckedTarget,
+        expected: Option<u32>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
+        // The agent resolves the target itself; a handle held here on the mount
+        // would keep it busy.
+        let CheckedTarget { path, root, fd, .. } = target;
+        drop(fd);
         let req = UnmountRequest {
-            target: target.to_owned(),
+            target: path,
+            beneath: vec![root],
+            mount_id: expected,
             lazy: flags.lazy,
             force: flags.force,
             caller_pid: None,

@@ -2,15 +2,16 @@
 //! images that cannot run the agent. Costs a Docker round trip per request.
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::Duration;
 
-use super::{namespace_of, ExecError, Executor, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
 use crate::mount::exec::finished;
+use crate::mount::options::MountOptions;
 use crate::mount::util_linux::{mount_args, shown, unmount_args};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
 use crate::vcs::docker::{Docker, DockerError, Spec};
 
 pub struct DockerExec {
@@ -68,7 +69,10 @@ impl DockerExec {
                 command: what,
                 after,
             },
-            other => ExecError::Unavailable(format!("{}: {other}", self.name)),
+            other => ExecError::Engine {
+                executor: self.name.clone(),
+                source: Box::new(other),
+            },
         }
     }
 }
@@ -87,28 +91,48 @@ impl Executor for DockerExec {
             .find(&self.spec)
             .await
             .map_err(|e| self.error(e))?;
-        let pid = found.as_ref().and_then(|f| f.pid).ok_or_else(|| {
-            ExecError::Unavailable(format!(
-                "{}: container {container} is {}",
-                self.name,
-                found.map_or_else(|| "missing".into(), |f| f.state)
-            ))
-        })?;
+        let pid = found
+            .as_ref()
+            .and_then(|f| f.pid)
+            .ok_or_else(|| ExecError::NotRunning {
+                executor: self.name.clone(),
+                container,
+                state: found.map_or_else(|| "missing".into(), |f| f.state),
+            })?;
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError> {
-        self.tool("mount", mount_args(req), deadline).await
+    /// mount(8) in the container resolves the target by name: exec mode is for
+    /// images that cannot run the agent, which resolves it to a handle.
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        _checked: &CheckedMount,
+        deadline: Duration,
+    ) -> Result<Made, ExecError> {
+        let output = self
+            .tool("mount", mount_args(req, options), deadline)
+            .await?;
+        Ok(Made {
+            output,
+            mount: None,
+            reported: None,
+        })
     }
 
     async fn unmount(
         &self,
-        target: &Path,
+        target: CheckedTarget,
+        _expected: Option<u32>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        self.tool("umount", unmount_args(target, "", flags), deadline)
+        // A handle held here on the mount would keep it busy.
+        let CheckedTarget { path, fd, .. } = target;
+        drop(fd);
+        self.tool("umount", unmount_args(&path, "", flags), deadline)
             .await
     }
 
@@ -119,10 +143,9 @@ impl Executor for DockerExec {
         deadline: Duration,
     ) -> Result<Executed, ExecError> {
         if stdin.is_some_and(|s| !s.is_empty()) {
-            return Err(ExecError::Unavailable(format!(
-                "{}: input on stdin needs `mode: agent`; docker exec here passes none",
-                self.spec.container_name()
-            )));
+            return Err(ExecError::NoStdin {
+                container: self.spec.container_name(),
+            });
         }
         self.exec(command.to_vec(), deadline).await
     }

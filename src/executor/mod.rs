@@ -5,18 +5,44 @@
 mod agent_client;
 mod docker_exec;
 mod host;
+mod plan;
 
-use std::path::Path;
+use std::os::fd::OwnedFd;
 use std::time::Duration;
 
+pub use crate::mount::staging::{Staging, StagingError};
 pub use agent_client::AgentClient;
 pub use docker_exec::DockerExec;
-pub use host::Host;
+pub use host::{Host, Runner};
 
 use crate::api::wire::{Executed, MountRequest};
 pub use crate::mount::exec::{ExecError, UnmountFlags};
+use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::policy::{CheckedMount, CheckedTarget};
+
+/// What an executor made.
+#[derive(Debug, Default)]
+pub struct Made {
+    /// The tool's combined output.
+    pub output: String,
+    /// The new mount's own fd, when the executor made it in the daemon's namespace:
+    /// verification finds it by its id and an undo detaches exactly it, wherever it
+    /// landed.
+    pub mount: Option<OwnedFd>,
+    /// The id of the mount an agent made and reported, in its own namespace.
+    pub reported: Option<u32>,
+}
+
+impl Made {
+    /// The unique id of the mount made, when it is held.
+    pub fn id(&self) -> Option<u64> {
+        use std::os::fd::AsFd;
+        let fd = self.mount.as_ref()?;
+        crate::ns::beneath::on_mount(fd.as_fd()).ok().map(|m| m.id)
+    }
+}
 
 #[async_trait::async_trait]
 pub trait Executor: Send + Sync {
@@ -28,16 +54,32 @@ pub trait Executor: Send + Sync {
     }
     /// The namespace its mounts are made in, to verify them there.
     async fn namespace(&self) -> Result<Namespace, ExecError>;
-    /// Mounts; returns the tool's combined output.
-    async fn mount(&self, req: &MountRequest, deadline: Duration) -> Result<String, ExecError>;
-    /// Unmounts `target`, which holds a mount of type `fstype`.
+    /// Mounts `req` with its `options` (parsed once, where the request entered)
+    /// onto the checked target (and from the checked source), never by the
+    /// request's names.
+    async fn mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        checked: &CheckedMount,
+        deadline: Duration,
+    ) -> Result<Made, ExecError>;
+    /// Unmounts the checked target, which holds a mount of type `fstype`, when the
+    /// mount there is `expected` (the id the daemon just saw there, in the executor's
+    /// namespace): a mount swapped in or stacked since is not unmounted.
     async fn unmount(
         &self,
-        target: &Path,
+        target: CheckedTarget,
+        expected: Option<u32>,
         fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError>;
+    /// Undoes what `made` holds by its own handle; false when it holds none and the
+    /// target must be looked at instead.
+    async fn undo(&self, _made: &Made) -> bool {
+        false
+    }
     /// Runs a VCS command that is not a mount (`sidemount run`, a command shim),
     /// with `stdin` as its input.
     async fn run(
@@ -46,11 +88,10 @@ pub trait Executor: Send + Sync {
         _stdin: Option<&str>,
         _deadline: Duration,
     ) -> Result<Executed, ExecError> {
-        Err(ExecError::Unavailable(format!(
-            "{} runs no commands: `run` needs a volume-client container ({})",
-            self.name(),
-            command.first().map_or("", String::as_str)
-        )))
+        Err(ExecError::NoCommands {
+            executor: self.name().to_owned(),
+            command: command.first().cloned().unwrap_or_default(),
+        })
     }
 }
 

@@ -1,17 +1,53 @@
 //! What running a mount command or call comes to: its error, with the command, its
 //! status and its output, and the flags of an unmount.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::process::Output;
 use std::time::Duration;
 
-use crate::api::wire::{ApiError, ErrorCode, Executed};
+use nix::errno::Errno;
 
+use crate::api::client::ClientError;
+use crate::api::wire::{ApiError, ErrorCode, Executed};
+use crate::mount::syscall::SyscallError;
+
+/// How a command ended: its exit code, or the signal that killed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+impl fmt::Display for Exit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exit::Code(code) => write!(f, "exit status: {code}"),
+            Exit::Signal(signal) => write!(f, "signal: {signal}"),
+        }
+    }
+}
+
+impl From<std::process::ExitStatus> for Exit {
+    fn from(status: std::process::ExitStatus) -> Self {
+        use std::os::unix::process::ExitStatusExt;
+        match (status.code(), status.signal()) {
+            (Some(code), _) => Exit::Code(code),
+            (None, Some(signal)) => Exit::Signal(signal),
+            (None, None) => Exit::Code(-1),
+        }
+    }
+}
+
+/// Why a mount, unmount or command did not happen: each variant carries what names
+/// the failing step (the command, the socket, the container) and its cause, with
+/// the errno where there is one (see [`ExecError::errno`]).
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("{command} failed ({status})")]
     Failed {
         command: String,
-        status: String,
+        status: Exit,
         output: String,
     },
     #[error("{command} did not finish within {after:?} and was killed")]
@@ -21,8 +57,74 @@ pub enum ExecError {
         command: String,
         source: std::io::Error,
     },
+    /// A syscall that was the whole operation failed.
+    #[error(transparent)]
+    Syscall(#[from] SyscallError),
+    /// A call on a checked target failed; `said` is what util-linux would have
+    /// printed (callers such as mount-utils match its words).
+    #[error("{call} on {}: {source}", target.display())]
+    Call {
+        call: &'static str,
+        target: PathBuf,
+        source: Box<SyscallError>,
+        said: String,
+    },
+    /// The mount on an unmount's target is no longer the one seen a moment before
+    /// (swapped in or stacked since): it is not unmounted.
+    #[error("the mount on {} is now {found}, not mount {expected} seen there a moment ago: not unmounted", target.display())]
+    Replaced {
+        target: PathBuf,
+        expected: u32,
+        found: String,
+    },
+    /// A bind or move reached an executor without a checked source.
+    #[error("a bind or move onto {} without a checked source", target.display())]
+    NoSource { target: PathBuf },
+    /// The private staging directory mount(8) mounts on could not be prepared.
+    #[error(transparent)]
+    Staging(#[from] crate::mount::staging::StagingError),
+    #[error("the {vcs} agent at {} cannot be reached: {source}", socket.display())]
+    AgentUnreachable {
+        vcs: String,
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    /// An agent sidemount does not run (provider external) does not answer.
+    #[error("the {vcs} agent at {} does not answer ({source}); its container is not run by sidemount (provider external): check the VCS sidecar of the sidemount pod on this node", socket.display())]
+    ExternalAgentSilent {
+        vcs: String,
+        socket: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the {vcs} agent's pid is not visible here: the daemon needs the host's pid namespace (hostPID)")]
+    AgentPidHidden { vcs: String },
+    /// The agent's container could not be brought back (its provider's error).
+    #[error("the {vcs} agent at {} cannot be reached, and its container cannot be brought back: {source}", socket.display())]
+    Revive {
+        vcs: String,
+        socket: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The container engine failed the step `executor` asked of it.
+    #[error("{executor}: {source}")]
+    Engine {
+        executor: String,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("{executor}: container {container} is {state}")]
+    NotRunning {
+        executor: String,
+        container: String,
+        state: String,
+    },
+    #[error("{executor} runs no commands: `run` needs a volume-client container ({command})")]
+    NoCommands { executor: String, command: String },
+    /// `docker exec` as the engine API runs it passes no input.
+    #[error("{container}: input on stdin needs `mode: agent`; docker exec here passes none")]
+    NoStdin { container: String },
+    /// The agent could not be asked (no HTTP answer).
     #[error("{0}")]
-    Unavailable(String),
+    Unreachable(ClientError),
     /// The agent or Docker answered with an error of its own.
     #[error("{context}: {error}")]
     Remote { context: String, error: ApiError },
@@ -31,9 +133,23 @@ pub enum ExecError {
 impl ExecError {
     pub fn code(&self, failed: ErrorCode) -> ErrorCode {
         match self {
-            ExecError::Failed { .. } | ExecError::Spawn { .. } => failed,
+            ExecError::Failed { .. }
+            | ExecError::Spawn { .. }
+            | ExecError::Syscall(_)
+            | ExecError::Call { .. }
+            | ExecError::Replaced { .. }
+            | ExecError::NoSource { .. } => failed,
             ExecError::Timeout { .. } => ErrorCode::Timeout,
-            ExecError::Unavailable(_) => ErrorCode::ExecutorUnavailable,
+            ExecError::AgentUnreachable { .. }
+            | ExecError::ExternalAgentSilent { .. }
+            | ExecError::AgentPidHidden { .. }
+            | ExecError::Revive { .. }
+            | ExecError::Engine { .. }
+            | ExecError::NotRunning { .. }
+            | ExecError::NoCommands { .. }
+            | ExecError::NoStdin { .. }
+            | ExecError::Staging(_)
+            | ExecError::Unreachable(_) => ErrorCode::ExecutorUnavailable,
             ExecError::Remote { error, .. } => match error.code {
                 ErrorCode::MountFailed | ErrorCode::UnmountFailed => failed,
                 code => code,
@@ -44,8 +160,23 @@ impl ExecError {
     pub fn output(&self) -> &str {
         match self {
             ExecError::Failed { output, .. } => output,
+            ExecError::Call { said, .. } => said,
             ExecError::Remote { error, .. } => &error.output,
             _ => "",
+        }
+    }
+
+    /// The errno of the failing step, when it was a syscall or a system error.
+    pub fn errno(&self) -> Option<Errno> {
+        match self {
+            ExecError::Syscall(e) => Some(e.errno()),
+            ExecError::Call { source, .. } => Some(source.errno()),
+            ExecError::Spawn { source, .. }
+            | ExecError::AgentUnreachable { source, .. }
+            | ExecError::ExternalAgentSilent { source, .. } => {
+                source.raw_os_error().map(Errno::from_raw)
+            }
+            _ => None,
         }
     }
 }
@@ -64,7 +195,7 @@ pub fn finished(done: Executed) -> Result<String, ExecError> {
     } else {
         Err(ExecError::Failed {
             command: done.command,
-            status: format!("exit status: {}", done.exit_code),
+            status: Exit::Code(done.exit_code),
             output: done.output,
         })
     }

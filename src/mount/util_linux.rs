@@ -9,10 +9,12 @@ use tokio::process::Command;
 
 use super::exec::{combined, ExecError, UnmountFlags};
 use super::helper::{helper, Helper};
+use super::options::MountOptions;
 use crate::api::wire::MountRequest;
 
-/// mount(8)'s arguments for a request.
-pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
+/// mount(8)'s arguments for a request with its `options` (secrets included: they
+/// must reach the mount; [`shown`] leaves them out of messages).
+pub fn mount_args(req: &MountRequest, options: &MountOptions) -> Vec<OsString> {
     let mut args: Vec<OsString> = Vec::new();
     if helper("mount", &req.fstype) == Helper::Sidemount {
         args.push("-i".into());
@@ -20,8 +22,8 @@ pub fn mount_args(req: &MountRequest) -> Vec<OsString> {
     if !req.fstype.is_empty() {
         args.extend(["-t".into(), req.fstype.clone().into()]);
     }
-    if !req.options.is_empty() {
-        args.extend(["-o".into(), req.options.join(",").into()]);
+    if let Some(options) = options.argument() {
+        args.extend(["-o".into(), options.into()]);
     }
     args.extend([
         "--".into(),
@@ -82,7 +84,7 @@ pub async fn run(
     } else {
         Err(ExecError::Failed {
             command,
-            status: output.status.to_string(),
+            status: output.status.into(),
             output: text,
         })
     }
@@ -106,6 +108,7 @@ pub fn shown(args: &[OsString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::mount::exec::Exit;
 
     #[test]
     fn messages_never_show_options() {
@@ -125,9 +128,35 @@ mod tests {
         .await
         .unwrap_err();
         assert!(
-            matches!(&err, ExecError::Failed { output, .. } if output == "out\nerr\n"),
+            matches!(&err, ExecError::Failed { output, status: Exit::Code(3), .. } if output == "out\nerr\n"),
             "{err:?}"
         );
+        assert_eq!(
+            err.to_string(),
+            "sh -c echo out; echo err >&2; exit 3 failed (exit status: 3)"
+        );
+        let err = run(
+            "sh",
+            &["-c".into(), "kill -9 $$".into()],
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                &err,
+                ExecError::Failed {
+                    status: Exit::Signal(9),
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        let err = run("/nonexistent/mount", &[], Duration::from_secs(10))
+            .await
+            .unwrap_err();
+        assert!(matches!(&err, ExecError::Spawn { .. }), "{err:?}");
+        assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
         let err = run("sleep", &["10".into()], Duration::from_millis(50))
             .await
             .unwrap_err();

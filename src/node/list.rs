@@ -109,7 +109,8 @@ pub fn table_text(listing: &Listing) -> String {
             let line: Vec<String> = cells
                 .iter()
                 .zip(widths)
-                .map(|(c, w)| format!("{c:<w$}"))
+                // Padded by hand: a format width stops at 65,535.
+                .map(|(c, w)| format!("{c}{}", " ".repeat(w - c.chars().count())))
                 .collect();
             line.join(" ").trim_end().to_string() + "\n"
         })
@@ -135,5 +136,20 @@ mod tests {
         assert!(text.contains("/mnt/a\\040b"), "{text}");
         assert!(text.contains("master:1,unbindable"), "{text}");
         assert_eq!(listing(&t, Some(Path::new("/mnt"))).filesystems.len(), 1);
+    }
+
+    #[test]
+    fn fields_of_any_length_are_listed() {
+        let long = "a".repeat(70_000);
+        let text = format!(
+            "27 1 254:0 / /{long} rw - ext4 /dev/{long} rw\n28 27 0:5 / /b rw - tmpfs t rw\n"
+        );
+        let l = listing(&MountTable::parse(text.as_bytes()).unwrap(), None);
+        let lines: Vec<String> = table_text(&l).lines().map(str::to_owned).collect();
+        assert_eq!(lines.len(), 3);
+        assert!(lines[1].contains(&format!("/{long} /dev/{long} ext4")));
+        // Columns stay aligned past the long ones.
+        let at = |line: &str| line.find("tmpfs").or(line.find("ext4"));
+        assert_eq!(at(&lines[1]), at(&lines[2]));
     }
 }

@@ -1,6 +1,7 @@
 //! The read side of mounts: proc roots, mountinfo, statmount, namespaces and how
 //! propagation links them.
 
+pub mod beneath;
 pub mod mountinfo;
 pub mod namespace;
 pub mod propagation;

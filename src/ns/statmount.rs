@@ -138,6 +138,30 @@ pub fn mount_at(
     Ok(Some(mount))
 }
 
+/// The mount whose unique id (statx `STATX_MNT_ID_UNIQUE`) is `id`, in this
+/// process's mount namespace, as mountinfo would show it; `None` when it is gone
+/// (unmounted, or detached). How a mount made through a handle is found wherever
+/// it landed.
+pub fn by_id(id: u64) -> Result<Option<Mount>, StatmountError> {
+    let path = PathBuf::from(format!("mount {id}"));
+    match Entry::read(id, 0) {
+        Ok(entry) => entry.mount().map(Some).ok_or(StatmountError::Unsupported {
+            what: "a whole statmount(2) entry",
+            path,
+        }),
+        Err(Errno::ENOENT) => Ok(None),
+        Err(Errno::ENOSYS | Errno::EINVAL) => Err(StatmountError::Unsupported {
+            what: "statmount(2)",
+            path,
+        }),
+        Err(errno) => Err(StatmountError::Call {
+            step: "statmount",
+            path,
+            errno,
+        }),
+    }
+}
+
 /// `STATX_MNT_ID_UNIQUE` (Linux 6.8): the 64-bit mount id statmount(2) takes.
 const STATX_MNT_ID_UNIQUE: u32 = 0x4000;
 

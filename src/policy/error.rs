@@ -33,7 +33,7 @@ pub enum PolicyError {
     NotAbsolute { what: &'static str, path: PathBuf },
     #[error("{what} {path} contains '..'")]
     DotDot { what: &'static str, path: PathBuf },
-    #[error("{what} {path} is outside the allowed roots ({})", comma_list(.roots.iter().map(|r| r.display())))]
+    #[error("{what} {path} is outside the allowed roots ({}; configuration key `{}`)", comma_list(.roots.iter().map(|r| r.display())), roots_key(.what))]
     OutsideRoots {
         what: &'static str,
         path: PathBuf,
@@ -55,12 +55,23 @@ pub enum PolicyError {
     },
     #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
+    /// What may be mounted: the rule broken and the configuration key that allows it.
+    #[error("{}: refused by the {} rule (configuration key `{}` changes it)", .0.detail, .0.rule, .0.key)]
+    SourceRefused(crate::policy::sources::Refusal),
     #[error("cannot resolve {what} {path}: {errno}")]
     Unresolvable {
         what: &'static str,
         path: PathBuf,
         errno: Errno,
     },
+}
+
+/// The configuration key that lists the roots a `what` must lie below.
+fn roots_key(what: &str) -> &'static str {
+    match what {
+        "target" => "target_roots",
+        _ => "bind_source_roots",
+    }
 }
 
 /// A missing target reads as mount(8)'s "/x: mount point does not exist".
@@ -75,6 +86,10 @@ impl PolicyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
+            PolicyError::SourceRefused(_) => ErrorCode::SourceNotAllowed,
+            PolicyError::OutsideRoots { what, .. } if *what != "target" => {
+                ErrorCode::SourceNotAllowed
+            }
             PolicyError::OutsideRoots { .. }
             | PolicyError::IsRoot { .. }
             | PolicyError::Symlink { .. }

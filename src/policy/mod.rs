@@ -2,31 +2,41 @@
 //! sources may lie (resolved without following symlinks), what request fields may
 //! contain, and which option values must never be shown.
 
+mod checked;
 mod error;
 mod fields;
-mod redact;
 mod resolve;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::{MountRequest, UnmountRequest};
+use crate::mount::options::MountOptions;
+use crate::ns::beneath::Kind;
 
+pub use checked::{CheckedMount, CheckedSource, CheckedTarget};
 pub use error::PolicyError;
 pub use fields::check_fstype;
-pub use redact::{redacted_options, scrub};
+pub use sources::SourceRules;
 
 use fields::{check_fields, check_target_bytes};
-use resolve::resolve;
+use resolve::{resolve, resolve_source};
+use sources::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Policy {
     /// Directories mount targets must lie under (default: <kubelet-root>/pods and
     /// <kubelet-root>/plugins; the daemon builds this).
     pub target_roots: Vec<PathBuf>,
-    /// Directories a bind mount's source must lie under (default: the kubelet root).
+    /// Directories a bind, overlay-layer or loop-file source must lie under
+    /// (default: the kubelet root).
     pub bind_source_roots: Vec<PathBuf>,
     /// Peer uids allowed besides 0.
     pub allowed_uids: Vec<u32>,
+    /// What may be mounted from where (see [`sources`]).
+    pub sources: SourceRules,
+    /// Option keys whose values are secrets, besides the built-in ones.
+    pub sensitive_keys: Vec<String>,
 }
 
 impl Policy {
@@ -43,43 +53,77 @@ impl Policy {
         })
     }
 
-    /// Validates a mount request and returns its target as resolved: the requested
-    /// path, lexically normalized (no `.`, no trailing slash), which is where the
-    /// kernel found it since no component below its root is a symlink. Bind (and
-    /// move) sources are resolved the same way under `bind_source_roots`.
-    pub fn check_mount(&self, req: &MountRequest) -> Result<PathBuf, PolicyError> {
+    /// The request's options, parsed once where it enters, secrets marked: those the
+    /// caller marked, the built-in sensitive keys and the configured ones.
+    pub fn options(&self, req: &MountRequest) -> MountOptions {
+        MountOptions::of(req, &self.sensitive_keys)
+    }
+
+    /// Validates a mount request, with its parsed `options`, of a peer with `uid` and resolves its paths, once,
+    /// to handles: the target (a directory, or a file for a bind) beneath a target
+    /// root, and a bind, move or loop source, or each overlay layer, beneath a
+    /// source root. Its type and source must pass the source rules (see
+    /// [`sources`]). After this nothing resolves the request's names again.
+    pub fn check_mount(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        uid: u32,
+    ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
-        let target = resolve("target", &req.target, &self.target_roots, true)?;
-        if is_bind(req) {
-            resolve(
-                "source",
-                Path::new(&req.source),
-                &self.bind_source_roots,
-                false,
-            )?;
+        let bind = is_bind(req, options);
+        let kind = if bind { Kind::Any } else { Kind::Directory };
+        let target = resolve("target", &req.target, &self.target_roots, kind)?;
+        let source = match self.sources.check(req, options, bind, uid == 0) {
+            Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
+            Ok(Source::Path { path, .. }) => {
+                Some(resolve_source(&path, &self.bind_source_roots, Kind::Any)?)
+            }
+            Ok(Source::Name | Source::Device) => None,
+        };
+        let layers = sources::overlay_layers(options)
+            .into_iter()
+            .map(|(key, layer)| {
+                let checked = resolve_source(&layer, &self.bind_source_roots, Kind::Directory)?;
+                Ok((key, checked))
+            })
+            .collect::<Result<_, PolicyError>>()?;
+        Ok(CheckedMount {
+            target,
+            source,
+            layers,
+        })
+    }
+
+    /// The request as it is executed for a peer with `uid`: one that is not root
+    /// always gets `nosuid,nodev`.
+    pub fn enforced(&self, mut req: MountRequest, uid: u32) -> MountRequest {
+        if uid != 0 {
+            sources::force_nosuid_nodev(&mut req);
         }
-        Ok(target)
+        req
+    }
+
+    /// Resolves a target beneath `roots` (an agent's own view of the daemon's
+    /// target roots) with the same rules: no symlink, no `..`, strictly below.
+    pub fn resolve_target(path: &Path, roots: &[PathBuf]) -> Result<CheckedTarget, PolicyError> {
+        check_target_bytes(path)?;
+        resolve("target", path, roots, Kind::Any)
     }
 
     /// Validates an unmount request's target the same way (it must exist, lie below a
-    /// root and have no symlink components).
-    pub fn check_unmount(&self, req: &UnmountRequest) -> Result<PathBuf, PolicyError> {
+    /// root and have no symlink components) and resolves it to handles.
+    pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
-        resolve("target", &req.target, &self.target_roots, true)
+        resolve("target", &req.target, &self.target_roots, Kind::Any)
     }
 }
 
 /// Whether a mount request takes a path as its source: a bind mount (options contain
 /// "bind" or "rbind", or fstype is "none", "bind" or "rbind"), or a move (option
 /// "move"). Sensitive options count too: they reach mount(8)'s `-o` as well.
-pub fn is_bind(req: &MountRequest) -> bool {
-    matches!(req.fstype.as_str(), "none" | "bind" | "rbind")
-        || req
-            .options
-            .iter()
-            .chain(&req.sensitive_options)
-            .flat_map(|o| o.split(','))
-            .any(|piece| matches!(piece, "bind" | "rbind" | "move"))
+pub fn is_bind(req: &MountRequest, options: &MountOptions) -> bool {
+    matches!(req.fstype.as_str(), "none" | "bind" | "rbind") || options.binds()
 }
 
 #[cfg(test)]
@@ -87,11 +131,14 @@ mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
 
-    use nix::fcntl::{open, OFlag};
-    use nix::sys::stat::Mode;
-
     use crate::api::wire::{ApiError, ErrorCode};
-    use resolve::{walk, Fault};
+
+    impl Policy {
+        /// A root peer's request checked with its options, as the daemon parses them.
+        fn check(&self, req: &MountRequest) -> Result<CheckedMount, PolicyError> {
+            self.check_mount(req, &self.options(req), 0)
+        }
+    }
 
     use tempfile::TempDir;
 
@@ -108,6 +155,8 @@ mod tests {
             target_roots: vec![root.join("pods"), root.join("plugins")],
             bind_source_roots: vec![root.to_owned()],
             allowed_uids: vec![1000],
+            sources: SourceRules::default(),
+            sensitive_keys: vec![],
         };
         (dir, policy)
     }
@@ -145,20 +194,23 @@ mod tests {
         let volume = dir.path().join("pods/uid/volumes/v");
         let mut with_slash = volume.clone().into_os_string();
         with_slash.push("/");
-        assert_eq!(policy.check_mount(&mount(&with_slash)).unwrap(), volume);
+        assert_eq!(
+            policy.check(&mount(&with_slash)).unwrap().target.path,
+            volume
+        );
         let csi = dir.path().join("plugins/csi");
-        assert_eq!(policy.check_mount(&mount(&csi)).unwrap(), csi);
+        assert_eq!(policy.check(&mount(&csi)).unwrap().target.path, csi);
         let unmount = UnmountRequest {
             target: volume.clone(),
             ..Default::default()
         };
-        assert_eq!(policy.check_unmount(&unmount).unwrap(), volume);
+        assert_eq!(policy.check_unmount(&unmount).unwrap().path, volume);
     }
 
     #[test]
     fn refuses_targets_outside_the_roots() {
         let (dir, policy) = fixture();
-        let err = policy.check_mount(&mount("/etc/x")).unwrap_err();
+        let err = policy.check(&mount("/etc/x")).unwrap_err();
         assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::TargetNotAllowed);
         let pods = dir.path().join("pods");
@@ -171,7 +223,7 @@ mod tests {
         );
         // Whole components: podsX is not under pods.
         let sibling = dir.path().join("podsX/v");
-        let err = policy.check_mount(&mount(&sibling)).unwrap_err();
+        let err = policy.check(&mount(&sibling)).unwrap_err();
         assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
         assert_names(&err, &[&sibling.to_string_lossy()]);
     }
@@ -184,9 +236,7 @@ mod tests {
             ("pods/", "pods"),
             ("plugins/.", "plugins"),
         ] {
-            let err = policy
-                .check_mount(&mount(dir.path().join(target)))
-                .unwrap_err();
+            let err = policy.check(&mount(dir.path().join(target))).unwrap_err();
             assert!(
                 matches!(err, PolicyError::IsRoot { .. }),
                 "{target}: {err:?}"
@@ -204,7 +254,7 @@ mod tests {
     fn refuses_dot_dot() {
         let (dir, policy) = fixture();
         let target = dir.path().join("pods/uid/../../podsX/v");
-        let err = policy.check_mount(&mount(&target)).unwrap_err();
+        let err = policy.check(&mount(&target)).unwrap_err();
         assert!(matches!(err, PolicyError::DotDot { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
@@ -219,7 +269,7 @@ mod tests {
         symlink("/etc", dir.path().join("pods/uid/evil")).unwrap();
         let target = dir.path().join("pods/uid/evil");
         for target in [target.join("x"), target.join(".")] {
-            let err = policy.check_mount(&mount(&target)).unwrap_err();
+            let err = policy.check(&mount(&target)).unwrap_err();
             assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
             assert_eq!(err.code(), ErrorCode::TargetNotAllowed);
             assert_names(
@@ -238,7 +288,7 @@ mod tests {
         // Even one that points inside the root.
         let link = dir.path().join("pods/uid/link");
         symlink(dir.path().join("pods/uid/volumes/v"), &link).unwrap();
-        let err = policy.check_mount(&mount(&link)).unwrap_err();
+        let err = policy.check(&mount(&link)).unwrap_err();
         assert!(matches!(err, PolicyError::Symlink { ref component, .. } if component == "link"));
         assert_names(
             &err,
@@ -256,7 +306,7 @@ mod tests {
     fn refuses_missing_targets_and_files() {
         let (dir, policy) = fixture();
         let missing = dir.path().join("pods/uid/volumes/nope");
-        let err = policy.check_mount(&mount(&missing)).unwrap_err();
+        let err = policy.check(&mount(&missing)).unwrap_err();
         assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
         assert_eq!(err.code(), ErrorCode::BadRequest);
         assert_names(
@@ -274,41 +324,9 @@ mod tests {
         assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
 
         let file = dir.path().join("plugins/csi/file");
-        let err = policy.check_mount(&mount(&file)).unwrap_err();
+        let err = policy.check(&mount(&file)).unwrap_err();
         assert!(matches!(err, PolicyError::NotADirectory { .. }), "{err:?}");
         assert_names(&err, &["component 'file' is not a directory"]);
-    }
-
-    #[test]
-    fn walk_alone_is_as_strict() {
-        let (dir, _) = fixture();
-        symlink("/etc", dir.path().join("pods/evil")).unwrap();
-        let pods = open(
-            &dir.path().join("pods"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        assert_eq!(walk(&pods, Path::new("uid/volumes/v"), true), Ok(()));
-        assert_eq!(
-            walk(&pods, Path::new("evil/ssl"), true),
-            Err(Fault::Symlink("evil".into()))
-        );
-        assert_eq!(
-            walk(&pods, Path::new("uid/none"), true),
-            Err(Fault::Missing)
-        );
-        let plugins = open(
-            &dir.path().join("plugins"),
-            OFlag::O_PATH | OFlag::O_DIRECTORY,
-            Mode::empty(),
-        )
-        .unwrap();
-        assert_eq!(walk(&plugins, Path::new("csi/file"), false), Ok(()));
-        assert_eq!(
-            walk(&plugins, Path::new("csi/file/x"), false),
-            Err(Fault::NotADirectory("file".into()))
-        );
     }
 
     #[test]
@@ -333,7 +351,7 @@ mod tests {
             r.sensitive_options = vec![format!("password=x{bad}")];
             cases.push((r, "sensitive option 1 contains"));
             for (req, field) in cases.drain(..) {
-                let err = policy.check_mount(&req).unwrap_err();
+                let err = policy.check(&req).unwrap_err();
                 assert!(matches!(err, PolicyError::BadCharacter { .. }), "{err:?}");
                 assert_eq!(err.code(), ErrorCode::BadRequest);
                 assert_names(&err, &[field, what]);
@@ -353,7 +371,7 @@ mod tests {
         let (dir, policy) = fixture();
         let mut req = mount(dir.path().join("pods/uid/volumes/v"));
         req.source = "-oremount".into();
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(matches!(err, PolicyError::DashSource { .. }), "{err:?}");
         assert_eq!(err.to_string(), "source '-oremount' begins with '-'");
         assert_eq!(err.code(), ErrorCode::BadRequest);
@@ -365,9 +383,9 @@ mod tests {
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
         let ok = bind(file.to_str().unwrap(), &target);
-        assert_eq!(policy.check_mount(&ok).unwrap(), target);
+        assert_eq!(policy.check(&ok).unwrap().target.path, target);
 
-        let err = policy.check_mount(&bind("/etc", &target)).unwrap_err();
+        let err = policy.check(&bind("/etc", &target)).unwrap_err();
         assert!(
             matches!(err, PolicyError::OutsideRoots { what: "source", .. }),
             "{err:?}"
@@ -377,7 +395,7 @@ mod tests {
         symlink("/etc", dir.path().join("plugins/etc")).unwrap();
         let via_link = dir.path().join("plugins/etc/passwd");
         let err = policy
-            .check_mount(&bind(via_link.to_str().unwrap(), &target))
+            .check(&bind(via_link.to_str().unwrap(), &target))
             .unwrap_err();
         assert!(
             matches!(err, PolicyError::Symlink { what: "source", .. }),
@@ -385,9 +403,7 @@ mod tests {
         );
         assert_names(&err, &["component 'etc' is a symbolic link"]);
 
-        let err = policy
-            .check_mount(&bind("plugins/csi", &target))
-            .unwrap_err();
+        let err = policy.check(&bind("plugins/csi", &target)).unwrap_err();
         assert!(matches!(err, PolicyError::NotAbsolute { .. }), "{err:?}");
         assert_names(&err, &["source plugins/csi is not an absolute path"]);
 
@@ -395,7 +411,7 @@ mod tests {
         let mut hidden = mount(&target);
         hidden.source = "/etc".into();
         hidden.sensitive_options = vec!["ro,rbind".into()];
-        let err = policy.check_mount(&hidden).unwrap_err();
+        let err = policy.check(&hidden).unwrap_err();
         assert!(
             matches!(err, PolicyError::OutsideRoots { what: "source", .. }),
             "{err:?}"
@@ -409,13 +425,14 @@ mod tests {
             options: options.iter().map(|o| o.to_string()).collect(),
             ..Default::default()
         };
-        assert!(is_bind(&req("", &["bind"])));
-        assert!(is_bind(&req("", &["ro,rbind"])));
-        assert!(is_bind(&req("", &["move"])));
-        assert!(is_bind(&req("none", &[])));
-        assert!(is_bind(&req("bind", &["ro"])));
-        assert!(!is_bind(&req("tmpfs", &["size=1m", "binding=x"])));
-        assert!(!is_bind(&req("", &[])));
+        let is_bind = |r: MountRequest| is_bind(&r, &MountOptions::of(&r, &[]));
+        assert!(is_bind(req("", &["bind"])));
+        assert!(is_bind(req("", &["ro,rbind"])));
+        assert!(is_bind(req("", &["move"])));
+        assert!(is_bind(req("none", &[])));
+        assert!(is_bind(req("bind", &["ro"])));
+        assert!(!is_bind(req("tmpfs", &["size=1m", "binding=x"])));
+        assert!(!is_bind(req("", &[])));
     }
 
     #[test]
@@ -425,12 +442,12 @@ mod tests {
         for good in ["", "ext4", "fuse.sshfs", "nfs4", "ceph_x+y-z"] {
             let mut req = mount(&target);
             req.fstype = good.into();
-            policy.check_mount(&req).unwrap();
+            policy.check(&req).unwrap();
         }
         for bad in ["a b", "EXT4", "fuse/x"] {
             let mut req = mount(&target);
             req.fstype = bad.into();
-            let err = policy.check_mount(&req).unwrap_err();
+            let err = policy.check(&req).unwrap_err();
             assert!(matches!(err, PolicyError::BadFstype { .. }), "{err:?}");
             assert_eq!(
                 err.to_string(),
@@ -439,7 +456,7 @@ mod tests {
         }
         let mut req = mount(&target);
         req.fstype = "a".repeat(65);
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(
             matches!(err, PolicyError::TooLong { max: 64, .. }),
             "{err:?}"
@@ -454,7 +471,7 @@ mod tests {
         let mut req = mount(&target);
         req.options = vec!["ro".into(); 60];
         req.sensitive_options = vec!["password=x".into(); 5];
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(
             matches!(err, PolicyError::TooManyOptions { count: 65 }),
             "{err:?}"
@@ -462,7 +479,7 @@ mod tests {
 
         let mut req = mount(&target);
         req.options.push("x".repeat(4097));
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert_eq!(
             err.to_string(),
             "option 3 is 4097 bytes long (at most 4096)"
@@ -470,13 +487,13 @@ mod tests {
 
         let mut req = mount(&target);
         req.options.insert(1, String::new());
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert!(matches!(err, PolicyError::EmptyOption { .. }), "{err:?}");
         assert_eq!(err.to_string(), "option 2 is empty");
 
         let mut req = mount(&target);
         req.source = "s".repeat(4097);
-        let err = policy.check_mount(&req).unwrap_err();
+        let err = policy.check(&req).unwrap_err();
         assert_eq!(err.to_string(), "source is 4097 bytes long (at most 4096)");
     }
 

@@ -219,6 +219,13 @@ impl Daemon {
         let socket = run.join("sidemount.sock");
         let state_dir = run.join("state");
         let log = run.join(format!("daemon-{}.log", std::process::id()));
+        // The tests mount loop devices, which no default pattern allows.
+        let loops = run.join("loop-devices.yaml");
+        std::fs::write(&loops, "block_device_patterns: [/dev/loop*]\n").unwrap();
+        let config: &[&str] = match extra.contains(&"--config") {
+            true => &[],
+            false => &["--config", loops.to_str().unwrap()],
+        };
         let log_file = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -232,6 +239,7 @@ impl Daemon {
             .arg(root)
             .arg("--state-dir")
             .arg(&state_dir)
+            .args(config)
             .args(extra)
             .envs(env.iter().copied())
             .stderr(log_file)

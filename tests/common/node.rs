@@ -85,7 +85,10 @@ impl Node {
             "mount -t tmpfs sidemount-e2e {0} && mount --make-rshared {0}",
             quote(&scratch)
         ));
-        let token = format!("{:x}", std::process::id());
+        // Unique per node: tests of one binary share its pid when run in threads.
+        static NODES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NODES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let token = format!("{:x}{n:x}", std::process::id());
         Some(Node {
             host: Host { scratch },
             token,
@@ -210,7 +213,9 @@ impl Node {
         std::fs::write(
             &path,
             format!(
-                "kubelet_root: {}\nrequest_timeout_seconds: 30\nvcs:\n{vcs}",
+                // The tests' block volumes are loop devices, which no default
+                // pattern allows.
+                "kubelet_root: {}\nrequest_timeout_seconds: 30\nblock_device_patterns: [/dev/loop*]\nvcs:\n{vcs}",
                 self.kubelet_root().display()
             ),
         )

@@ -1,5 +1,6 @@
-//! What the node itself offers: the capability to mount, and a kubelet root whose
-//! mounts propagate between the host's namespace, this one and dockerd's.
+//! What the node itself offers: the capability to mount, the kernel's way to mount
+//! onto a handle, and a kubelet root whose mounts propagate between the host's
+//! namespace, this one and dockerd's.
 
 use std::path::Path;
 
@@ -8,6 +9,9 @@ use crate::ns::namespace::Namespace;
 use crate::ns::propagation::{link, Link};
 
 use super::{fail, pass, Item, Node};
+
+/// How messages name the namespace the check runs in.
+const CHECKER: &str = "checker's";
 
 pub(super) fn capability() -> Item {
     use caps::{CapSet, Capability};
@@ -26,10 +30,23 @@ pub(super) fn capability() -> Item {
     }
 }
 
+/// How mounts reach a checked handle on this kernel: the new mount API, or
+/// mount(2) onto `/proc/thread-self/fd/N` where it is missing.
+pub(super) fn mount_api() -> Item {
+    pass(
+        "mount by handle",
+        format!(
+            "mounts land on checked handles by {}",
+            crate::mount::by_handle::api()
+        ),
+    )
+}
+
 pub(super) fn host_peer_group(node: &Node) -> Item {
     const NAME: &str = "host peer group";
     let host = Namespace::new("host", node.host_proc.clone(), Some(1));
-    let this = Namespace::new("this", node.proc.clone(), None);
+    // Named for what it is: messages read "in the checker's namespace".
+    let this = Namespace::new(CHECKER, node.proc.clone(), None);
     match link(&node.kubelet_root, &host, &this) {
         Ok(Link::SameMount { mount_id }) => pass(
             NAME,
@@ -37,7 +54,7 @@ pub(super) fn host_peer_group(node: &Node) -> Item {
         ),
         Ok(Link::PeerGroup { group }) => pass(
             NAME,
-            format!("host and this namespace share peer group {group}"),
+            format!("host and {CHECKER} namespace share peer group {group}"),
         ),
         Ok(Link::Broken(b)) => fail(NAME, b.to_string(), b.remedy()),
         Err(e) => fail(
@@ -93,4 +110,41 @@ pub fn find_process(proc: &ProcRoot, comm: &str) -> Option<u32> {
         .collect();
     pids.sort_unstable();
     pids.first().copied()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns::mountinfo::fixture::proc_with;
+
+    #[test]
+    fn a_break_names_the_checkers_namespace() {
+        let host_dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(host_dir.path().join("1")).unwrap();
+        std::fs::write(
+            host_dir.path().join("1/mountinfo"),
+            "27 1 254:0 / / rw shared:1 - ext4 /dev/vda rw\n",
+        )
+        .unwrap();
+        let (_dir, proc) = proc_with("40 1 254:0 / / rw - ext4 /dev/vda rw\n");
+        let node = Node {
+            kubelet_root: "/var/lib/kubelet".into(),
+            proc,
+            host_proc: ProcRoot::new(host_dir.path()),
+            daemon: None,
+            helper_dirs: vec![],
+            binary: "/usr/bin/sidemount".into(),
+        };
+        let item = host_peer_group(&node);
+        assert!(!item.ok, "{item:?}");
+        assert!(
+            item.detail
+                .contains("is private in the checker's namespace"),
+            "{item:?}"
+        );
+        assert_eq!(
+            item.remedy.as_deref(),
+            Some("run `sidemount share /var/lib/kubelet` in the checker's namespace")
+        );
+    }
 }

@@ -4,6 +4,7 @@
 mod parse;
 mod proc_root;
 
+use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::io::{self, Read};
@@ -132,20 +133,26 @@ impl MountTable {
         })
     }
 
-    /// Parses mountinfo text. Errors name the 1-based line and what is wrong.
+    /// Parses mountinfo text. Errors name the 1-based line and what is wrong,
+    /// including a mount id listed twice or parent ids that form a cycle: every walk
+    /// over the parents of a table that parsed ends.
     pub fn parse(text: &[u8]) -> Result<Self, LineError> {
-        let mounts = text
+        let lines: Vec<(usize, Mount)> = text
             .split(|&b| b == b'\n')
             .enumerate()
             .filter(|(_, line)| !line.is_empty())
             .map(|(i, line)| {
-                parse_line(line).map_err(|reason| LineError {
+                let line_error = |reason| LineError {
                     line: i + 1,
                     reason,
-                })
+                };
+                parse_line(line).map(|m| (i + 1, m)).map_err(line_error)
             })
             .collect::<Result<_, _>>()?;
-        Ok(MountTable { mounts })
+        check_links(&lines)?;
+        Ok(MountTable {
+            mounts: lines.into_iter().map(|(_, m)| m).collect(),
+        })
     }
 
     /// The mount that holds `path`. Of the mounts whose targets are whole-component
@@ -169,7 +176,13 @@ impl MountTable {
                 .min_by_key(|m| m.target.as_os_str().len())
         };
         let mut holder = deepest_child(None)?;
+        // Each mount at most once: a table not read by `parse` may hold a cycle.
+        let mut seen = vec![holder.id];
         while let Some(child) = deepest_child(Some(holder.id)) {
+            if seen.contains(&child.id) {
+                break;
+            }
+            seen.push(child.id);
             holder = child;
         }
         Some(holder)
@@ -233,6 +246,56 @@ impl LineError {
             reason: self.reason,
         }
     }
+}
+
+/// Each mount id once, and no cycle of parent ids (a mount that is its own parent,
+/// as the initial rootfs may be, ends a walk and is no cycle). `lines`: each mount
+/// with its line number.
+fn check_links(lines: &[(usize, Mount)]) -> Result<(), LineError> {
+    let mut index: HashMap<u32, usize> = HashMap::with_capacity(lines.len());
+    for (i, (line, m)) in lines.iter().enumerate() {
+        if let Some(&first) = index.get(&m.id) {
+            return Err(LineError {
+                line: *line,
+                reason: format!(
+                    "mount id {} is listed twice (line {} too)",
+                    m.id, lines[first].0
+                ),
+            });
+        }
+        index.insert(m.id, i);
+    }
+    // 0: not walked yet, 1: on the walk under way, 2: its walk ended.
+    let mut state = vec![0u8; lines.len()];
+    for start in 0..lines.len() {
+        let mut walk = Vec::new();
+        let mut i = start;
+        while state[i] == 0 {
+            state[i] = 1;
+            walk.push(i);
+            match index.get(&lines[i].1.parent) {
+                Some(&parent) if parent != i => i = parent,
+                _ => break,
+            }
+        }
+        // Back at a mount of this walk other than where it stopped: a cycle.
+        if state[i] == 1 && walk.last() != Some(&i) {
+            let from = walk.iter().position(|&j| j == i).unwrap_or(0);
+            let ids: Vec<String> = walk[from..]
+                .iter()
+                .chain(std::iter::once(&i))
+                .map(|&j| lines[j].1.id.to_string())
+                .collect();
+            return Err(LineError {
+                line: lines[i].0,
+                reason: format!("parent ids form a cycle: {}", ids.join(" -> ")),
+            });
+        }
+        for j in walk {
+            state[j] = 2;
+        }
+    }
+    Ok(())
 }
 
 /// Lexical normalization: drops `.` and trailing slashes. `..` is kept (callers that
@@ -449,9 +512,48 @@ mod tests {
         // A regular file gives at most the buffer per read(2), as mountinfo gives a
         // page: this one takes several.
         let long = dir.path().join("long");
-        std::fs::write(&long, line.repeat(2000)).unwrap();
+        let lines: String = (0..2000)
+            .map(|i| line.replacen("36", &(10_000 + i).to_string(), 1))
+            .collect();
+        std::fs::write(&long, &lines).unwrap();
         let (text, snapshot) = read_counting(&long).unwrap();
-        assert_eq!((text.len(), snapshot), (line.len() * 2000, false));
+        assert_eq!((text.len(), snapshot), (lines.len(), false));
         assert_eq!(MountTable::read_path(&long).unwrap().mounts.len(), 2000);
+    }
+
+    #[test]
+    fn duplicated_ids_and_parent_cycles_are_refused_by_name() {
+        // 40 -> 41 -> 42 -> 41: a duplicated id would make the walk down loop.
+        let cyclic = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                      41 42 0:5 / /a rw - tmpfs t rw\n\
+                      42 41 0:6 / /a/b rw - tmpfs t rw\n";
+        let err = MountTable::parse(cyclic.as_bytes()).unwrap_err();
+        assert_eq!(err.line, 2, "{err}");
+        assert_eq!(err.reason, "parent ids form a cycle: 41 -> 42 -> 41");
+        let twice = "27 1 254:0 / / rw - ext4 /dev/vda rw\n\
+                     41 27 0:5 / /a rw - tmpfs t rw\n\
+                     42 41 0:6 / /a/b rw - tmpfs t rw\n\
+                     41 42 0:7 / /a/b/c rw - tmpfs t rw\n";
+        let err = MountTable::parse(twice.as_bytes()).unwrap_err();
+        assert_eq!(
+            (err.line, err.reason.as_str()),
+            (4, "mount id 41 is listed twice (line 2 too)")
+        );
+        // Read from a proc root, the error names the file too.
+        let (_dir, proc) = fixture::proc_with(twice);
+        let err = MountTable::read(&proc, None).unwrap_err().to_string();
+        assert!(err.contains("self/mountinfo line 4: mount id 41"), "{err}");
+        // A rootfs that is its own parent is no cycle.
+        let rootfs = "1 1 0:2 / / rw - rootfs rootfs rw\n27 1 254:0 / / rw - ext4 /dev/vda rw\n";
+        let t = MountTable::parse(rootfs.as_bytes()).unwrap();
+        assert_eq!(t.containing(Path::new("/x")).unwrap().id, 27);
+        // A table made by hand with such a cycle still ends a walk.
+        let mut lines = twice.lines();
+        let mounts = lines
+            .by_ref()
+            .map(|l| parse::parse_line(l.as_bytes()).unwrap())
+            .collect();
+        let t = MountTable { mounts };
+        assert!(t.containing(Path::new("/a/b/c/d")).is_some());
     }
 }

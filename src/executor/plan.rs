@@ -1,0 +1,202 @@
+//! What a request asks of the kernel, decided once from its options: a bind of
+//! the checked source, a move, a change of the mount on the target, or a new
+//! filesystem; and a new overlay's layers as their checked handles.
+
+use std::ffi::{OsStr, OsString};
+
+use crate::api::wire::MountRequest;
+use crate::mount::options::{MountOptions, VFS_OPTIONS};
+use crate::mount::syscall::MsFlags;
+use crate::ns::beneath::fd_path;
+use crate::policy::CheckedSource;
+
+/// What a request asks of the kernel, decided from its options.
+pub(super) enum Plan {
+    /// A bind (rbind: `recursive`) of the checked source, with mount flags and a
+    /// propagation change after it.
+    Bind {
+        recursive: bool,
+        flags: MsFlags,
+        propagation: Option<(MsFlags, bool)>,
+    },
+    /// A move of the checked source's mount.
+    Move,
+    /// A change of the mount on the target (remount, propagation): one mount(2)
+    /// on the target's handle.
+    Change { flags: MsFlags, data: OsString },
+    /// A new filesystem: one fsmount when that is all mount(8) would do, else
+    /// mount(8) on a staging point.
+    New,
+}
+
+/// Propagation options: name, flag, recursive.
+const PROPAGATION: &[(&str, MsFlags, bool)] = &[
+    ("shared", MsFlags::MS_SHARED, false),
+    ("rshared", MsFlags::MS_SHARED, true),
+    ("slave", MsFlags::MS_SLAVE, false),
+    ("rslave", MsFlags::MS_SLAVE, true),
+    ("private", MsFlags::MS_PRIVATE, false),
+    ("rprivate", MsFlags::MS_PRIVATE, true),
+    ("unbindable", MsFlags::MS_UNBINDABLE, false),
+    ("runbindable", MsFlags::MS_UNBINDABLE, true),
+];
+
+/// What `req`, with its parsed `options`, asks of the kernel.
+pub(super) fn plan(req: &MountRequest, options: &MountOptions) -> Plan {
+    let pieces: Vec<&str> = options.iter().map(|o| o.text()).collect();
+    let has = |name: &str| options.has(name);
+    let bind_type = matches!(req.fstype.as_str(), "none" | "bind" | "rbind");
+    let recursive = has("rbind") || req.fstype == "rbind";
+    let mut flags = MsFlags::empty();
+    let mut data = Vec::new();
+    let mut propagation = None;
+    for piece in &pieces {
+        let name = piece.strip_prefix("make-").unwrap_or(piece);
+        if let Some((_, flag, set)) = VFS_OPTIONS.iter().find(|(n, ..)| *n == name) {
+            flags.set(*flag, *set);
+        } else if let Some((_, flag, rec)) = PROPAGATION.iter().find(|(n, ..)| *n == name) {
+            propagation = Some((*flag, *rec));
+        } else if !matches!(name, "bind" | "rbind" | "remount" | "move") {
+            data.push(*piece);
+        }
+    }
+    if has("move") {
+        Plan::Move
+    } else if has("remount") {
+        let mut flags = flags | MsFlags::MS_REMOUNT;
+        flags.set(MsFlags::MS_BIND, has("bind"));
+        Plan::Change {
+            flags,
+            data: data.join(",").into(),
+        }
+    } else if has("bind") || recursive || bind_type {
+        Plan::Bind {
+            recursive,
+            flags,
+            propagation,
+        }
+    } else if let (Some((flag, rec)), true) =
+        (propagation, req.source.is_empty() || data.is_empty())
+    {
+        let mut flags = flag;
+        flags.set(MsFlags::MS_REC, rec);
+        Plan::Change {
+            flags,
+            data: OsString::new(),
+        }
+    } else {
+        Plan::New
+    }
+}
+
+/// The filesystem's own options with each overlay layer replaced by its checked
+/// handle's magic link (`lowerdir=/proc/thread-self/fd/7:/proc/thread-self/fd/8`),
+/// so the kernel takes the layers that were checked, not their names again. Must
+/// be used on the thread that makes the mount.
+pub(super) fn with_layers(data: &str, layers: &[(String, CheckedSource)]) -> Vec<OsString> {
+    if layers.is_empty() {
+        return data.split(',').map(OsString::from).collect();
+    }
+    let keys: Vec<&str> = layers.iter().map(|(k, _)| k.as_str()).collect();
+    let mut pieces: Vec<OsString> = data
+        .split(',')
+        .filter(|p| !p.split_once('=').is_some_and(|(k, _)| keys.contains(&k)))
+        .map(OsString::from)
+        .collect();
+    let link = |layer: &CheckedSource| fd_path(layer.fd()).into_os_string();
+    let lower: Vec<OsString> = layers
+        .iter()
+        .filter(|(k, _)| k == "lowerdir")
+        .map(|(_, l)| link(l))
+        .collect();
+    if !lower.is_empty() {
+        let mut piece = OsString::from("lowerdir=");
+        piece.push(lower.join(OsStr::new(":")));
+        pieces.push(piece);
+    }
+    for (key, layer) in layers.iter().filter(|(k, _)| k != "lowerdir") {
+        let mut piece = OsString::from(format!("{key}="));
+        piece.push(link(layer));
+        pieces.push(piece);
+    }
+    pieces
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn plan(req: &MountRequest) -> Plan {
+        super::plan(req, &MountOptions::of(req, &[]))
+    }
+
+    fn req(fstype: &str, options: &[&str]) -> MountRequest {
+        MountRequest {
+            source: "/k/plugins/src".into(),
+            target: "/k/pods/p/v".into(),
+            fstype: fstype.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+            ..MountRequest::default()
+        }
+    }
+
+    #[test]
+    fn overlay_layers_are_given_as_their_handles() {
+        use std::os::fd::AsRawFd;
+        let dir = tempfile::tempdir().unwrap();
+        let layer = |name: &str| {
+            let path = dir.path().join(name);
+            std::fs::create_dir(&path).unwrap();
+            let fd = crate::ns::beneath::open_root(&path).unwrap();
+            CheckedSource { path, fd }
+        };
+        let layers = vec![
+            ("lowerdir".to_string(), layer("a")),
+            ("lowerdir".to_string(), layer("b")),
+            ("upperdir".to_string(), layer("u")),
+            ("workdir".to_string(), layer("w")),
+        ];
+        let fd = |i: usize| layers[i].1.fd.as_raw_fd();
+        let data = with_layers("lowerdir=/x:/y,index=off,upperdir=/u,workdir=/w", &layers);
+        let want = [
+            "index=off".to_string(),
+            format!(
+                "lowerdir=/proc/thread-self/fd/{}:/proc/thread-self/fd/{}",
+                fd(0),
+                fd(1)
+            ),
+            format!("upperdir=/proc/thread-self/fd/{}", fd(2)),
+            format!("workdir=/proc/thread-self/fd/{}", fd(3)),
+        ];
+        assert_eq!(data, want.map(OsString::from).to_vec());
+        assert_eq!(with_layers("size=1m", &[]), vec![OsString::from("size=1m")]);
+    }
+
+    #[test]
+    fn options_decide_the_kernel_calls() {
+        let bind = plan(&req("", &["bind,ro,nosuid", "private"]));
+        assert!(
+            matches!(bind, Plan::Bind { recursive: false, flags, propagation: Some((MsFlags::MS_PRIVATE, false)) }
+            if flags == MsFlags::MS_RDONLY | MsFlags::MS_NOSUID)
+        );
+        assert!(matches!(
+            plan(&req("rbind", &[])),
+            Plan::Bind {
+                recursive: true,
+                ..
+            }
+        ));
+        assert!(matches!(plan(&req("", &["move"])), Plan::Move));
+        let remount = plan(&req("", &["bind,remount,ro"]));
+        assert!(matches!(remount, Plan::Change { flags, .. }
+            if flags == MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY));
+        let private = plan(&MountRequest {
+            source: String::new(),
+            ..req("", &["make-rprivate"])
+        });
+        assert!(
+            matches!(private, Plan::Change { flags, .. } if flags == MsFlags::MS_PRIVATE | MsFlags::MS_REC)
+        );
+        assert!(matches!(plan(&req("tmpfs", &["size=1m", "ro"])), Plan::New));
+    }
+}

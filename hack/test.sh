@@ -61,8 +61,8 @@ left=$(timeout 30 docker ps -aq --filter "label=$demo_label")$(timeout 30 docker
 [ -z "$left" ] || die "hack/down.sh left containers: $left"
 
 # Last, the VM node tier: a Debian VM with its own kernel runs a node against real
-# NFS and iSCSI servers (about 15 minutes from nothing under TCG; less once its
-# image and tarballs are cached under target/vm). On its deadline it stops its qemu
-# by pid and removes what it made (its EXIT trap).
+# NFS and iSCSI servers (about 25 minutes from nothing under TCG on two busy cores;
+# less once its image and tarballs are cached under target/vm). On its deadline it
+# stops its qemu by pid and removes what it made (its EXIT trap).
 step "the VM node tier: hack/test-vm.sh"
 timeout 2700 bash hack/test-vm.sh

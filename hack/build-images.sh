@@ -22,16 +22,9 @@ base=sidemount/base:bookworm
 tmp=$(mktemp -d /tmp/sidemount-images.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 
-# The apt sources of this machine, passed to mmdebstrap one file each: with no mirror
-# argument it would use deb.debian.org and security.debian.org rather than this
-# machine's sources. A file argument (one-line .list or deb822 .sources) is copied
-# into the image's /etc/apt, so apt inside the image builds uses the same sources.
-sources=()
-[ -s /etc/apt/sources.list ] && sources+=(/etc/apt/sources.list)
-for f in /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
-  [ -s "$f" ] && sources+=("$f")
-done
-[ ${#sources[@]} -gt 0 ] || die "no apt sources in /etc/apt/sources.list{,.d/}"
+# The apt sources of this machine, passed to mmdebstrap one file each.
+mapfile -t sources < <(apt_source_files)
+[ ${#sources[@]} -gt 0 ] || die "no apt sources"
 
 # The base recipe: what mmdebstrap makes (the sources are appended) and the
 # configuration docker import gives it (the PATH and CMD of the debian image).

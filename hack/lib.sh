@@ -72,3 +72,15 @@ stop_pid() {
   kill -9 "$1" 2>/dev/null || true
   wait_until 10 pid_gone "$1" || true
 }
+
+# apt_source_files: this machine's apt sources, one file a line (a one-line .list or
+# deb822 .sources each), as mmdebstrap takes them: with no mirror argument it would
+# use deb.debian.org rather than this machine's sources. mmdebstrap copies each into
+# the new root's /etc/apt, so apt inside it uses the same sources.
+apt_source_files() {
+  local f found=
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -s "$f" ] && { echo "$f"; found=1; }
+  done
+  [ -n "$found" ] || die "no apt sources in /etc/apt/sources.list{,.d/}"
+}

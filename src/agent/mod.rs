@@ -10,6 +10,7 @@ pub mod reaper;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +21,7 @@ use axum::Router;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use tokio::net::UnixListener;
-use tracing::info;
+use tracing::{info, warn};
 
 use crate::agent::reaper::Reaper;
 use crate::api::http::{self, body, peer, Answer, PeerInfo};
@@ -50,6 +51,8 @@ pub struct Agent {
     timeout: Duration,
     /// The only uid besides 0 that may ask: the agent's own.
     uid: u32,
+    /// Set by `stop`: daemons are no longer started again.
+    stopping: Arc<AtomicBool>,
 }
 
 impl Agent {
@@ -64,7 +67,34 @@ impl Agent {
             reaper,
             timeout,
             uid: nix::unistd::geteuid().as_raw(),
+            stopping: Arc::default(),
         })
+    }
+
+    /// Keeps `command` (`iscsid -f`, split at whitespace) running for as long as the
+    /// agent runs: starts it now, and again a second after each exit.
+    pub fn keep_running(&self, command: &str) {
+        let argv: Vec<String> = command.split_whitespace().map(String::from).collect();
+        let reaper = self.reaper.clone();
+        let stopping = self.stopping.clone();
+        let command = command.to_owned();
+        tokio::spawn(async move {
+            while !stopping.load(Ordering::SeqCst) {
+                match reaper.start_daemon(&argv) {
+                    Ok(exited) => {
+                        info!(daemon = %command, "started");
+                        let status = exited.await;
+                        if !stopping.load(Ordering::SeqCst) {
+                            warn!(daemon = %command, ?status, "exited; starting it again in 1 s");
+                        }
+                    }
+                    Err(e) => {
+                        warn!(daemon = %command, error = %e, "cannot start; trying again in 1 s")
+                    }
+                }
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        });
     }
 
     /// Resolves the target beneath the roots the daemon named, in this
@@ -125,9 +155,20 @@ impl Agent {
             return Err(ApiError::new(ErrorCode::BadRequest, "command is empty"));
         };
         let args = args.iter().map(OsString::from).collect();
+        if req
+            .stdin
+            .as_ref()
+            .is_some_and(|s| s.len() > wire::MAX_STDIN)
+        {
+            return Err(ApiError::new(
+                ErrorCode::BadRequest,
+                format!("stdin is over {} bytes", wire::MAX_STDIN),
+            ));
+        }
         self.execute(
             program,
             args,
+            req.stdin.map(String::into_bytes),
             wire::deadline(req.timeout_seconds, self.timeout),
         )
         .await
@@ -137,6 +178,7 @@ impl Agent {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<Vec<u8>>,
         deadline: Duration,
     ) -> Result<Executed, ApiError> {
         let command = format!("{program} {}", shown(&args));
@@ -144,7 +186,7 @@ impl Agent {
         argv.extend(args);
         let done = self
             .reaper
-            .run(&argv, &command, deadline)
+            .run(&argv, &command, stdin, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         info!(command = %command, exit_code = done.exit_code(), "ran");
@@ -202,6 +244,7 @@ impl Agent {
     /// On SIGTERM: passes it on to every command it started and, as PID 1, to every
     /// process of the container; then waits a little for them to end.
     pub async fn stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
         self.reaper.signal_running(Signal::SIGTERM);
         // FUSE daemons that forked away were reparented to the agent (PID 1, or a
         // subreaper when the pod shares the host's pids): they are its children.
@@ -234,7 +277,7 @@ impl Runner for Reaped {
         let command = format!("{program} {}", shown(&args));
         let mut argv = vec![OsString::from(program)];
         argv.extend(args);
-        let done = self.0.run(&argv, &command, deadline).await?;
+        let done = self.0.run(&argv, &command, None, deadline).await?;
         info!(command = %command, exit_code = done.exit_code(), "ran");
         finished(Executed {
             command,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::ffi::OsString;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::fd::OwnedFd;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{ExitStatus, Stdio};
@@ -105,12 +105,14 @@ impl Reaper {
         }
     }
 
-    /// Runs `argv` in its own process group with stdout and stderr combined; kills
-    /// the group when `deadline` passes. `shown` is how messages name the command.
+    /// Runs `argv` in its own process group with stdout and stderr combined and
+    /// `stdin` as its input (none: /dev/null); kills the group when `deadline`
+    /// passes. `shown` is how messages name the command.
     pub async fn run(
         &self,
         argv: &[OsString],
         shown: &str,
+        stdin: Option<Vec<u8>>,
         deadline: Duration,
     ) -> Result<Finished, ExecError> {
         let spawn_err = |source| ExecError::Spawn {
@@ -122,31 +124,27 @@ impl Reaper {
             .ok_or_else(|| spawn_err(std::io::Error::other("empty command")))?;
         let (reader, writer) = std::io::pipe().map_err(spawn_err)?;
         let writer = OwnedFd::from(writer);
-        let child = std::process::Command::new(program)
+        let mut child = std::process::Command::new(program)
             .args(args)
             .env("LC_ALL", "C")
-            .stdin(Stdio::null())
+            .stdin(match stdin {
+                Some(_) => Stdio::piped(),
+                None => Stdio::null(),
+            })
             .stdout(writer.try_clone().map_err(spawn_err)?)
             .stderr(writer)
             .process_group(0)
             .spawn()
             .map_err(spawn_err)?;
         let pid = child.id() as i32;
+        // The input is written from a thread of its own, so a command that does
+        // not read it all still ends (the write then fails, EPIPE).
+        if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            std::thread::spawn(move || pipe.write_all(&input));
+        }
         // The pipe's write ends now live only in the child.
         drop(child);
-        let (tx, rx) = oneshot::channel();
-        {
-            let mut t = self.table.lock().unwrap();
-            match t.early.remove(&pid) {
-                Some(status) => {
-                    let _ = tx.send(status);
-                }
-                None => {
-                    t.waiting.insert(pid, tx);
-                    t.running.push(pid);
-                }
-            }
-        }
+        let rx = self.register(pid);
         let output = tokio::task::spawn_blocking(move || {
             let mut buf = Vec::new();
             let _ = reader.take(MAX_OUTPUT as u64).read_to_end(&mut buf);
@@ -168,6 +166,37 @@ impl Reaper {
             _ => String::new(),
         };
         Ok(Finished { status, output })
+    }
+
+    /// Starts `argv`, a daemon of the VCS (iscsid), in its own process group with
+    /// the agent's stdout and stderr; the receiver gets its exit status.
+    pub fn start_daemon(&self, argv: &[String]) -> std::io::Result<oneshot::Receiver<ExitStatus>> {
+        let (program, args) = argv
+            .split_first()
+            .ok_or_else(|| std::io::Error::other("empty command"))?;
+        let child = std::process::Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .process_group(0)
+            .spawn()?;
+        Ok(self.register(child.id() as i32))
+    }
+
+    /// Registers `pid`, just started, for its exit status (it may be reaped already)
+    /// and as running.
+    fn register(&self, pid: i32) -> oneshot::Receiver<ExitStatus> {
+        let (tx, rx) = oneshot::channel();
+        let mut t = self.table.lock().unwrap();
+        match t.early.remove(&pid) {
+            Some(status) => {
+                let _ = tx.send(status);
+            }
+            None => {
+                t.waiting.insert(pid, tx);
+                t.running.push(pid);
+            }
+        }
+        rx
     }
 
     /// Whether any command is still running.

@@ -119,14 +119,22 @@ pub fn deadline(asked: Option<u64>, limit: Duration) -> Duration {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunRequest {
-    /// The VCS to run it in (the agent ignores it: it is its own).
+    /// The VCS to run it in (the agent ignores it: it is its own); empty: the one
+    /// whose `run` list allows the program (a command shim names none).
     #[serde(default)]
     pub vcs: String,
     /// Program and arguments; the program must be in the VCS's `run` list.
     pub command: Vec<String>,
+    /// What the command reads on stdin (a shim passes its own); none: /dev/null.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdin: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,
 }
+
+/// The most stdin a `/v1/run` request carries: its body must stay below
+/// [`MAX_BODY`] once JSON-escaped.
+pub const MAX_STDIN: usize = 16 * 1024;
 
 /// A command that ran to its end, whatever its exit code: the answer to `/v1/run`,
 /// and the agent's answer to mounts and unmounts.
@@ -174,6 +182,9 @@ pub struct VcsStatus {
     pub mode: String,
     /// The container (docker provider) or agent socket (external).
     pub reached_at: String,
+    /// The programs `sidemount run` and command shims may execute there.
+    #[serde(default)]
+    pub run: Vec<String>,
     pub healthy: bool,
     /// Why it is not healthy, or that its configuration changed since it was made.
     #[serde(default, skip_serializing_if = "String::is_empty")]

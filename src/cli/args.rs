@@ -35,6 +35,10 @@ pub enum Command {
         /// Longest any command may run.
         #[arg(long, default_value_t = 120)]
         timeout_seconds: u64,
+        /// A daemon of the client to keep running beside the agent (`iscsid -f`):
+        /// started at once and again whenever it exits. Repeatable.
+        #[arg(long = "daemon", value_name = "COMMAND")]
+        daemons: Vec<String>,
     },
     /// Run a command the VCS allows in its container (`rbd map ...`): prints its
     /// combined output and exits with its exit code.
@@ -95,13 +99,17 @@ pub enum Command {
         verbose: bool,
         target: PathBuf,
     },
-    /// Create mount.TYPE/umount.TYPE links to this binary, so mount(8) calls it.
+    /// Create mount.TYPE/umount.TYPE links to this binary, so mount(8) calls it,
+    /// and command shims (`iscsiadm`) that forward to a VCS's `run`.
     InstallHelpers {
         #[arg(long, default_value = "/sbin")]
         dir: PathBuf,
         /// Comma-separated filesystem types: nfs,nfs4,fuse.sshfs
-        #[arg(long, value_delimiter = ',', required = true)]
+        #[arg(long, value_delimiter = ',', required_unless_present = "commands")]
         types: Vec<String>,
+        /// Comma-separated programs the kubelet execs by name: iscsiadm,rbd
+        #[arg(long, value_delimiter = ',')]
+        commands: Vec<String>,
         /// The binary the links point at (default: this one).
         #[arg(long)]
         binary: Option<PathBuf>,

@@ -14,7 +14,7 @@ use crate::api::wire::{
     UpgradeResponse,
 };
 use crate::cli::helper_args::{self, Invocation};
-use crate::cli::{mounter, unmount_plan};
+use crate::cli::{mounter, shim, unmount_plan};
 use crate::mount::options::split_all;
 use crate::mount::syscall;
 use crate::node::{check, install, list, share};
@@ -56,6 +56,10 @@ pub fn main() -> ExitCode {
                 ExitCode::from(mounter::USAGE)
             }
         };
+    }
+    // Invoked as a command shim (`iscsiadm`)?
+    if let Some(program) = shim::program(&program) {
+        return shim::run(program, &args[1..]);
     }
     let mut args = args;
     let seed_flags = match vcs::take_mount_container_flags(&mut args) {
@@ -158,7 +162,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             vcs,
             socket,
             timeout_seconds,
-        } => run_agent(vcs, socket, Duration::from_secs(timeout_seconds)),
+            daemons,
+        } => run_agent(vcs, socket, Duration::from_secs(timeout_seconds), daemons),
         Command::Run {
             vcs,
             socket,
@@ -167,6 +172,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let req = RunRequest {
                 vcs,
                 command,
+                stdin: None,
                 timeout_seconds: None,
             };
             let done: Executed = ask(
@@ -269,12 +275,17 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             });
             Ok(forward(invs.collect()))
         }
-        Command::InstallHelpers { dir, types, binary } => {
+        Command::InstallHelpers {
+            dir,
+            types,
+            commands,
+            binary,
+        } => {
             let binary = match binary {
                 Some(b) => b,
                 None => std::env::current_exe().context("cannot find this binary")?,
             };
-            for done in install::install_helpers(&dir, &binary, &types)? {
+            for done in install::install_helpers(&dir, &binary, &types, &commands)? {
                 let how = if done.created {
                     "created"
                 } else {
@@ -377,6 +388,7 @@ mod tests {
             provider: "docker".into(),
             mode: "agent".into(),
             reached_at: "sidemount-vcs-nfs".into(),
+            run: vec![],
             healthy: false,
             note: "agent gone".into(),
         });

@@ -7,6 +7,7 @@ mod exact;
 pub mod helper_args;
 pub mod mounter;
 mod serve;
+mod shim;
 mod unmount_plan;
 
 pub use command::main;

@@ -160,13 +160,21 @@ fn connection_budget(asked: u64) -> usize {
     usize::try_from(asked.min(room)).unwrap_or(usize::MAX)
 }
 
-pub fn run_agent(vcs: String, socket: PathBuf, timeout: Duration) -> anyhow::Result<ExitCode> {
+pub fn run_agent(
+    vcs: String,
+    socket: PathBuf,
+    timeout: Duration,
+    daemons: Vec<String>,
+) -> anyhow::Result<ExitCode> {
     init_logging();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         let agent = Arc::new(Agent::start(vcs.clone(), timeout)?);
+        for daemon in &daemons {
+            agent.keep_running(daemon);
+        }
         let listener = routes::bind(&socket)?;
         tracing::info!(vcs = %vcs, socket = %socket.display(), pid = std::process::id(), "agent serving");
         agent::serve(listener, agent.clone(), shutdown_signal()).await?;

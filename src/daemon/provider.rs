@@ -119,6 +119,7 @@ impl Handle {
             provider: format!("{:?}", self.vcs.provider).to_lowercase(),
             mode: format!("{:?}", self.vcs.mode).to_lowercase(),
             reached_at: String::new(),
+            run: self.vcs.run.clone(),
             healthy: true,
             note: String::new(),
         };

@@ -4,6 +4,7 @@
 use tracing::info;
 
 use crate::api::wire::{self, ApiError, ErrorCode, Executed, Peer, RunRequest};
+use crate::daemon::provider::Handle;
 use crate::daemon::Daemon;
 
 impl Daemon {
@@ -11,8 +12,11 @@ impl Daemon {
     /// RunContainerInSidecarContainer.
     pub async fn run(&self, peer: Peer, req: RunRequest) -> Result<Executed, ApiError> {
         self.policy.check_peer(peer.uid)?;
-        let handle = self.handle(&req.vcs)?;
         let program = req.command.first().map(String::as_str).unwrap_or("");
+        let handle = match req.vcs.as_str() {
+            "" => self.handle_allowing(program)?,
+            name => self.handle(name)?,
+        };
         if !handle.vcs.allows(program) {
             return Err(ApiError::new(
                 ErrorCode::NotAllowed,
@@ -26,6 +30,7 @@ impl Daemon {
             .executor
             .run(
                 &req.command,
+                req.stdin.as_deref(),
                 wire::deadline(req.timeout_seconds, self.timeout),
             )
             .await
@@ -34,5 +39,20 @@ impl Daemon {
             })?;
         info!(vcs = %handle.vcs.name, command = %done.command, exit_code = done.exit_code, "ran");
         Ok(done)
+    }
+
+    /// The VCS whose `run` list allows `program`: a command shim names no VCS.
+    fn handle_allowing(&self, program: &str) -> Result<&Handle, ApiError> {
+        self.vcs
+            .iter()
+            .find(|h| h.vcs.allows(program))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::NotAllowed,
+                    format!(
+                        "no vcs allows running {program:?}: add it to the `run` list of the vcs whose image has it"
+                    ),
+                )
+            })
     }
 }

@@ -228,10 +228,16 @@ impl Executor for AgentClient {
         finished(self.call(wire::UNMOUNTS, &req, deadline).await?)
     }
 
-    async fn run(&self, command: &[String], deadline: Duration) -> Result<Executed, ExecError> {
+    async fn run(
+        &self,
+        command: &[String],
+        stdin: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Executed, ExecError> {
         let req = RunRequest {
             vcs: String::new(),
             command: command.to_vec(),
+            stdin: stdin.map(str::to_owned),
             timeout_seconds: Some(deadline.as_secs().max(1)),
         };
         self.call(wire::RUN, &req, deadline).await

@@ -311,7 +311,17 @@ impl Executor for DockerExec {
         Ok(String::new())
     }
 
-    async fn run(&self, command: &[String], deadline: Duration) -> Result<Executed, ExecError> {
+    async fn run(
+        &self,
+        command: &[String],
+        stdin: Option<&str>,
+        deadline: Duration,
+    ) -> Result<Executed, ExecError> {
+        if stdin.is_some_and(|s| !s.is_empty()) {
+            return Err(ExecError::NoStdin {
+                container: self.spec.container_name(),
+            });
+        }
         self.exec(command.to_vec(), deadline).await
     }
 }

@@ -84,8 +84,14 @@ pub trait Executor: Send + Sync {
     async fn undo(&self, _made: &Made) -> bool {
         false
     }
-    /// Runs a VCS command that is not a mount (`sidemount run`).
-    async fn run(&self, command: &[String], _deadline: Duration) -> Result<Executed, ExecError> {
+    /// Runs a VCS command that is not a mount (`sidemount run`, a command shim),
+    /// with `stdin` as its input.
+    async fn run(
+        &self,
+        command: &[String],
+        _stdin: Option<&str>,
+        _deadline: Duration,
+    ) -> Result<Executed, ExecError> {
         Err(ExecError::NoCommands {
             executor: self.name().to_owned(),
             command: command.first().cloned().unwrap_or_default(),

@@ -65,6 +65,26 @@ pub fn installed_names(fstype: &FsType) -> Vec<String> {
     names
 }
 
+/// Whether `name`, the file name sidemount was started as, makes it a command shim
+/// (`iscsiadm`, see `install-helpers --commands`): neither sidemount's own name
+/// (`sidemount`, `sidemount-static`) nor a mount helper's.
+pub fn is_shim_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with("sidemount")
+        && !name.starts_with("mount.")
+        && !name.starts_with("umount.")
+}
+
+/// Whether `name` may be installed as a command shim: a shim name (see
+/// [`is_shim_name`]) of letters, digits and `. _ + -`, not hidden.
+pub fn is_command_name(name: &str) -> bool {
+    is_shim_name(name)
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+}
+
 /// Whether the helper at `path` is `binary`: a symlink whose text is `binary`, or
 /// a path that resolves to the same file.
 pub fn is_ours(path: &Path, binary: &Path) -> bool {
@@ -100,6 +120,27 @@ mod tests {
             assert!(lookup_names(kind, sshfs.as_str()).contains(&name), "{name}");
         }
         assert!(HELPER_DIRS.contains(&"/usr/sbin"));
+    }
+
+    #[test]
+    fn shim_names_are_neither_sidemount_nor_helpers() {
+        for shim in ["iscsiadm", "rbd", "mkfs.ext4", "gluster"] {
+            assert!(is_shim_name(shim), "{shim}");
+            assert!(is_command_name(shim), "{shim}");
+        }
+        for not in [
+            "sidemount",
+            "sidemount-static",
+            "mount.nfs",
+            "umount.fuse",
+            "",
+        ] {
+            assert!(!is_shim_name(not), "{not:?}");
+            assert!(!is_command_name(not), "{not:?}");
+        }
+        for bad in ["a/b", ".hidden", "x y", "..", "rbd\0"] {
+            assert!(!is_command_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

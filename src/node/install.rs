@@ -1,5 +1,6 @@
 //! Creates the `mount.TYPE`/`umount.TYPE` links that make mount(8) call sidemount,
-//! without ever overwriting a helper that is not sidemount's.
+//! and the command shims (`iscsiadm`) the kubelet execs by name, without ever
+//! overwriting a file that is not sidemount's.
 
 use std::fs;
 use std::io;
@@ -7,12 +8,16 @@ use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
 
 use crate::api::fstype::FsType;
-use crate::mount::helper::{installed_names, is_ours};
+use crate::mount::helper::{installed_names, is_command_name, is_ours};
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
     #[error("invalid type '{0}': want one or more of a-z 0-9 . _ + -")]
     InvalidType(String),
+    #[error(
+        "invalid command '{0}': want a program name of letters, digits and . _ + -, not sidemount's own nor a mount helper's"
+    )]
+    InvalidCommand(String),
     #[error("binary {0} is not an absolute path")]
     RelativeBinary(PathBuf),
     #[error(
@@ -37,24 +42,34 @@ pub struct Installed {
 /// canonicalizes to the same file, is left as is (created=false). Anything else at
 /// one of those paths is an error, and then nothing is created for any type: all
 /// paths are checked before any is created. Creates DIR if missing.
+/// Each of `commands` (`iscsiadm`) becomes DIR/COMMAND, a command shim, the same way.
 pub fn install_helpers(
     dir: &Path,
     binary: &Path,
     types: &[String],
+    commands: &[String],
 ) -> Result<Vec<Installed>, InstallError> {
     if !binary.is_absolute() {
         return Err(InstallError::RelativeBinary(binary.to_owned()));
     }
-    let mut plan: Vec<Installed> = Vec::new();
+    let mut names = Vec::new();
     for fstype in types {
         let fstype =
             FsType::new(fstype).map_err(|_| InstallError::InvalidType(fstype.to_owned()))?;
-        for name in installed_names(&fstype) {
-            let path = dir.join(name);
-            if plan.iter().all(|i| i.path != path) {
-                let created = !is_our_link(&path, binary)?;
-                plan.push(Installed { path, created });
-            }
+        names.extend(installed_names(&fstype));
+    }
+    for command in commands {
+        if !is_command_name(command) {
+            return Err(InstallError::InvalidCommand(command.to_owned()));
+        }
+        names.push(command.to_owned());
+    }
+    let mut plan: Vec<Installed> = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        if plan.iter().all(|i| i.path != path) {
+            let created = !is_our_link(&path, binary)?;
+            plan.push(Installed { path, created });
         }
     }
     fs::create_dir_all(dir).map_err(io_at(dir))?;
@@ -153,7 +168,7 @@ mod tests {
             "umount.fuse",
         ]
         .map(|n| dir.join(n));
-        let first = install_helpers(&dir, &binary, &wanted).unwrap();
+        let first = install_helpers(&dir, &binary, &wanted, &[]).unwrap();
         let made = |created| {
             paths
                 .iter()
@@ -178,7 +193,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            install_helpers(&dir, &binary, &wanted).unwrap(),
+            install_helpers(&dir, &binary, &wanted, &[]).unwrap(),
             made(false)
         );
     }
@@ -188,7 +203,7 @@ mod tests {
         let (_tmp, binary, dir) = setup();
         fs::create_dir(&dir).unwrap();
         symlink("../sidemount", dir.join("mount.nfs")).unwrap();
-        let got = install_helpers(&dir, &binary, &types(&["nfs", "nfs"])).unwrap();
+        let got = install_helpers(&dir, &binary, &types(&["nfs", "nfs"]), &[]).unwrap();
         assert_eq!(
             got,
             [
@@ -214,7 +229,8 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let theirs = dir.join("umount.cifs");
         fs::write(&theirs, "real helper").unwrap();
-        let err = install_helpers(&dir, &binary, &types(&["nfs", "cifs", "ceph"])).unwrap_err();
+        let err =
+            install_helpers(&dir, &binary, &types(&["nfs", "cifs", "ceph"]), &[]).unwrap_err();
         assert_eq!(
             err.to_string(),
             format!(
@@ -231,14 +247,14 @@ mod tests {
         let (_tmp, binary, dir) = setup();
         fs::create_dir(&dir).unwrap();
         symlink("/bin/true", dir.join("mount.nfs")).unwrap();
-        let err = install_helpers(&dir, &binary, &types(&["nfs"])).unwrap_err();
+        let err = install_helpers(&dir, &binary, &types(&["nfs"]), &[]).unwrap_err();
         assert!(
             err.to_string()
                 .ends_with("mount.nfs exists and is not sidemount's (a symlink to /bin/true): remove it first or pick another --dir"),
             "{err}"
         );
         fs::create_dir(dir.join("umount.cifs")).unwrap();
-        let err = install_helpers(&dir, &binary, &types(&["cifs"])).unwrap_err();
+        let err = install_helpers(&dir, &binary, &types(&["cifs"]), &[]).unwrap_err();
         assert!(
             err.to_string()
                 .contains("umount.cifs exists and is not sidemount's (a directory)"),
@@ -251,15 +267,50 @@ mod tests {
     fn invalid_types_and_relative_binaries_create_nothing() {
         let (_tmp, binary, dir) = setup();
         for bad in ["a/b", "", "NFS", "nfs "] {
-            let err = install_helpers(&dir, &binary, &types(&["nfs", bad])).unwrap_err();
+            let err = install_helpers(&dir, &binary, &types(&["nfs", bad]), &[]).unwrap_err();
             assert_eq!(
                 err.to_string(),
                 format!("invalid type '{bad}': want one or more of a-z 0-9 . _ + -")
             );
         }
-        let err = install_helpers(&dir, Path::new("sidemount"), &types(&["nfs"])).unwrap_err();
+        let err = install_helpers(&dir, Path::new("sidemount"), &types(&["nfs"]), &[]).unwrap_err();
         assert_eq!(err.to_string(), "binary sidemount is not an absolute path");
         assert!(!dir.exists());
+    }
+
+    #[test]
+    fn command_shims_are_links_like_helpers() {
+        let (_tmp, binary, dir) = setup();
+        let commands = types(&["iscsiadm", "rbd"]);
+        let got = install_helpers(&dir, &binary, &[], &commands).unwrap();
+        assert!(got.iter().all(|i| i.created), "{got:?}");
+        assert_eq!(names(&dir), ["iscsiadm", "rbd"]);
+        assert_eq!(fs::read_link(dir.join("iscsiadm")).unwrap(), binary);
+        // Idempotent, beside helpers.
+        let again = install_helpers(&dir, &binary, &types(&["nfs"]), &commands).unwrap();
+        assert_eq!(
+            again.iter().filter(|i| i.created).count(),
+            2,
+            "only the nfs helpers are new: {again:?}"
+        );
+        // Never over another program's file, and then nothing is made.
+        fs::write(dir.join("gluster"), "the real one").unwrap();
+        let err =
+            install_helpers(&dir, &binary, &types(&["ceph"]), &types(&["gluster"])).unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("gluster exists and is not sidemount's (a regular file)"),
+            "{err}"
+        );
+        assert!(!dir.join("mount.ceph").exists());
+        for bad in ["sidemount", "mount.nfs", "a/b", ".x", ""] {
+            let err = install_helpers(&dir, &binary, &[], &types(&[bad])).unwrap_err();
+            assert!(
+                err.to_string()
+                    .starts_with(&format!("invalid command '{bad}'")),
+                "{err}"
+            );
+        }
     }
 
     #[test]
@@ -268,7 +319,7 @@ mod tests {
         fs::create_dir(&dir).unwrap();
         let stale = dir.join(format!(".mount.nfs.sidemount-{}", std::process::id()));
         symlink("/bin/false", &stale).unwrap();
-        install_helpers(&dir, &binary, &types(&["nfs"])).unwrap();
+        install_helpers(&dir, &binary, &types(&["nfs"]), &[]).unwrap();
         assert_eq!(fs::read_link(dir.join("mount.nfs")).unwrap(), binary);
         assert_eq!(names(&dir), ["mount.nfs", "umount.nfs"]);
     }

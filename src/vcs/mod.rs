@@ -18,7 +18,9 @@ pub struct Vcs {
     /// Names the executor, the container and the agent socket (see [`executor_name`],
     /// [`container_name`] and [`socket_path`]).
     pub name: String,
-    /// The filesystem types it mounts, as mount(8) names them: `nfs`, `fuse.sshfs`.
+    /// The filesystem types it mounts, as mount(8) names them: `nfs`, `fuse.sshfs`;
+    /// none for a VCS that only runs commands (iSCSI: `iscsiadm`).
+    #[serde(default)]
     pub types: Vec<FsType>,
     /// A tag or a digest.
     pub image: String,
@@ -34,7 +36,8 @@ pub struct Vcs {
     pub security: Security,
     #[serde(default)]
     pub host_network: bool,
-    /// Extra read-only binds, `HOST_PATH` or `HOST_PATH:CONTAINER_PATH`
+    /// Extra binds, `HOST_PATH` or `HOST_PATH:CONTAINER_PATH`, read-only unless
+    /// they end in `:rw` (state the client keeps, like iscsid's node database)
     /// (`/lib/modules`, `/etc/ceph`).
     #[serde(default)]
     pub binds: Vec<String>,
@@ -43,6 +46,10 @@ pub struct Vcs {
     /// The programs `sidemount run` may execute in it (`rbd`, `iscsiadm`).
     #[serde(default)]
     pub run: Vec<String>,
+    /// Daemons of the client the agent keeps running (`iscsid -f`: iscsiadm
+    /// needs it), each `PROGRAM ARGS...` split at whitespace.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub daemons: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -114,6 +121,7 @@ impl Vcs {
             binds: Vec::new(),
             env: BTreeMap::new(),
             run: Vec::new(),
+            daemons: Vec::new(),
         })
     }
 
@@ -146,10 +154,10 @@ impl Vcs {
                 ),
             ));
         }
-        if self.types.is_empty() {
+        if self.types.is_empty() && self.run.is_empty() {
             return Err((
                 key("types"),
-                "must name at least one filesystem type".into(),
+                "must name at least one filesystem type (or, for a VCS that only runs commands, a `run` program)".into(),
             ));
         }
         if self.image.trim().is_empty() || self.image.contains(char::is_whitespace) {
@@ -171,7 +179,7 @@ impl Vcs {
         if let Some(b) = self.binds.iter().find(|b| bind_parts(b).is_none()) {
             return Err((
                 key("binds"),
-                format!("{b:?} is not HOST_PATH or HOST_PATH:CONTAINER_PATH (absolute)"),
+                format!("{b:?} is not HOST_PATH[:CONTAINER_PATH][:rw] (absolute paths)"),
             ));
         }
         if let Some(d) = s.devices.iter().find(|d| !d.is_absolute()) {
@@ -190,6 +198,19 @@ impl Vcs {
         if let Some(r) = self.run.iter().find(|r| r.is_empty() || r.contains('\0')) {
             return Err((key("run"), format!("{r:?} is not a program")));
         }
+        if let Some(d) = self
+            .daemons
+            .iter()
+            .find(|d| d.trim().is_empty() || d.contains('\0'))
+        {
+            return Err((key("daemons"), format!("{d:?} is not a command")));
+        }
+        if !self.daemons.is_empty() && self.mode == Mode::Exec {
+            return Err((
+                key("daemons"),
+                "need mode: agent (the agent keeps them running)".into(),
+            ));
+        }
         Ok(())
     }
 
@@ -199,10 +220,16 @@ impl Vcs {
     }
 }
 
-/// `HOST_PATH[:CONTAINER_PATH]` as (host, container), both absolute.
-pub fn bind_parts(bind: &str) -> Option<(&str, &str)> {
-    let (host, inside) = bind.split_once(':').unwrap_or((bind, bind));
-    (host.starts_with('/') && inside.starts_with('/')).then_some((host, inside))
+/// `HOST_PATH[:CONTAINER_PATH][:rw|:ro]` as Docker's `HOST:CONTAINER:MODE`, both
+/// paths absolute; read-only unless `:rw`.
+pub fn bind_parts(bind: &str) -> Option<String> {
+    let (paths, mode) = match bind.rsplit_once(':') {
+        Some((paths, mode @ ("rw" | "ro"))) => (paths, mode),
+        _ => (bind, "ro"),
+    };
+    let (host, inside) = paths.split_once(':').unwrap_or((paths, paths));
+    (host.starts_with('/') && inside.starts_with('/') && !inside.contains(':'))
+        .then(|| format!("{host}:{inside}:{mode}"))
 }
 
 /// The filesystem types a kubelet plugin mounts, for the seed's forms.
@@ -327,8 +354,25 @@ mod tests {
         v.mode = Mode::Exec;
         assert_eq!(v.validate().unwrap_err().0, "vcs[nfs].mode");
         assert!(Vcs::for_plugin("nfs", "img").unwrap().validate().is_ok());
-        assert_eq!(bind_parts("/a:/b"), Some(("/a", "/b")));
-        assert_eq!(bind_parts("/a"), Some(("/a", "/a")));
+        // A VCS that mounts nothing must at least run something.
+        let mut v = Vcs::for_plugin("iscsi", "img").unwrap();
+        v.types.clear();
+        assert_eq!(v.validate().unwrap_err().0, "vcs[iscsi].types");
+        v.run = vec!["iscsiadm".into()];
+        assert!(v.validate().is_ok());
+        v.daemons = vec![" ".into()];
+        assert_eq!(v.validate().unwrap_err().0, "vcs[iscsi].daemons");
+        v.daemons = vec!["iscsid -f".into()];
+        assert!(v.validate().is_ok());
+        v.mode = Mode::Exec;
+        assert_eq!(v.validate().unwrap_err().0, "vcs[iscsi].daemons");
+        assert_eq!(bind_parts("/a:/b").as_deref(), Some("/a:/b:ro"));
+        assert_eq!(bind_parts("/a").as_deref(), Some("/a:/a:ro"));
+        assert_eq!(bind_parts("/a:rw").as_deref(), Some("/a:/a:rw"));
+        assert_eq!(bind_parts("/a:/b:rw").as_deref(), Some("/a:/b:rw"));
+        assert_eq!(bind_parts("/a:/b:ro").as_deref(), Some("/a:/b:ro"));
+        assert_eq!(bind_parts("/a:/b:/c"), None);
+        assert_eq!(bind_parts("/a:b:rw"), None);
     }
 
     #[test]

@@ -1,12 +1,13 @@
 //! What the running daemon says about itself: whether it answers, the health of
-//! each VCS and of each watched mount, and whether every type a VCS serves has
-//! sidemount's helpers where mount(8) looks.
+//! each VCS and of each watched mount, whether every type a VCS serves has
+//! sidemount's helpers where mount(8) looks, and whether every command shim has a
+//! VCS to run in.
 
 use std::path::{Path, PathBuf};
 
 use crate::api::fstype::FsType;
 use crate::api::wire::{Health, MountHealth};
-use crate::mount::helper::{installed_names, is_ours};
+use crate::mount::helper::{installed_names, is_ours, is_shim_name};
 
 use super::{fail, pass, DaemonAnswer, Item};
 
@@ -67,7 +68,47 @@ pub(super) fn daemon(answer: &DaemonAnswer, helper_dirs: &[PathBuf], binary: &Pa
     items.extend(status.health.iter().filter_map(mount_health));
     let types: Vec<&FsType> = status.vcs.iter().flat_map(|v| &v.types).collect();
     items.push(helpers(&types, helper_dirs, binary));
+    let run: Vec<&str> = status
+        .vcs
+        .iter()
+        .flat_map(|v| &v.run)
+        .map(String::as_str)
+        .collect();
+    items.push(shims(&run, helper_dirs, binary));
     items
+}
+
+/// Every command shim (a link to `binary` under a program's name, see
+/// `install-helpers --commands`) in `dirs` has a VCS whose `run` list allows it.
+fn shims(run: &[&str], dirs: &[PathBuf], binary: &Path) -> Item {
+    const NAME: &str = "shims";
+    let mut found: Vec<String> = dirs
+        .iter()
+        .filter_map(|d| std::fs::read_dir(d).ok())
+        .flatten()
+        .filter_map(|e| {
+            let e = e.ok()?;
+            let name = e.file_name().into_string().ok()?;
+            let link = e.file_type().ok()?.is_symlink();
+            (link && is_shim_name(&name) && is_ours(&e.path(), binary)).then_some(name)
+        })
+        .collect();
+    found.sort();
+    found.dedup();
+    let orphans: Vec<&str> = found
+        .iter()
+        .map(String::as_str)
+        .filter(|s| !run.contains(s))
+        .collect();
+    match (found.is_empty(), orphans.is_empty()) {
+        (true, _) => pass(NAME, "no command shims".into()),
+        (false, true) => pass(NAME, format!("{} run in the VCS that allows them", found.join(", "))),
+        (false, false) => fail(
+            NAME,
+            format!("no VCS allows {}: their shims exit 127", orphans.join(", ")),
+            format!("add them to the `run` list of the VCS whose image has them, or remove the shims ({})", orphans.join(", ")),
+        ),
+    }
 }
 
 /// A failed item for a watched mount that is not healthy, with what mends it.
@@ -157,6 +198,7 @@ mod tests {
             provider: "external".into(),
             mode: "agent".into(),
             reached_at: format!("/run/sidemount/agents/{name}.sock"),
+            run: vec![],
             healthy,
             note: note.into(),
         }
@@ -347,5 +389,27 @@ mod tests {
             "{item:?}"
         );
         assert!(helpers(&[], &dirs, &binary).ok);
+    }
+
+    #[test]
+    fn every_shim_needs_a_vcs_that_runs_it() {
+        let dir = helper_dir("sidemount", &["iscsiadm", "rbd", "mount.nfs"]);
+        let binary = dir.path().join("sidemount");
+        let other = dir.path().join("gluster");
+        std::os::unix::fs::symlink("/bin/true", &other).unwrap();
+        let dirs = [dir.path().to_owned()];
+        let item = shims(&["iscsiadm", "rbd", "mkfs.ext4"], &dirs, &binary);
+        assert!(
+            item.ok && item.detail == "iscsiadm, rbd run in the VCS that allows them",
+            "{item:?}"
+        );
+        let item = shims(&["iscsiadm"], &dirs, &binary);
+        assert!(
+            !item.ok && item.detail == "no VCS allows rbd: their shims exit 127",
+            "{item:?}"
+        );
+        assert!(item.remedy.unwrap().contains("`run` list"));
+        let empty = tempfile::tempdir().unwrap();
+        assert!(shims(&[], &[empty.path().to_owned()], &binary).ok);
     }
 }

@@ -85,16 +85,16 @@ impl Spec {
                     "--socket",
                     &socket,
                 ];
-                (argv.map(String::from).to_vec(), vec![], false)
+                let mut argv = argv.map(String::from).to_vec();
+                for daemon in &v.daemons {
+                    argv.extend(["--daemon".into(), daemon.clone()]);
+                }
+                (argv, vec![], false)
             }
             // No agent: a long sleep under Docker's init, which reaps the clients.
             Mode::Exec => (vec!["sleep".into()], vec!["infinity".into()], true),
         };
-        binds.extend(
-            v.binds
-                .iter()
-                .filter_map(|b| bind_parts(b).map(|(host, inside)| format!("{host}:{inside}:ro"))),
-        );
+        binds.extend(v.binds.iter().filter_map(|b| bind_parts(b)));
         let devices = s
             .devices
             .iter()
@@ -151,7 +151,11 @@ mod tests {
             devices: vec!["/dev/fuse".into()],
             unconfined: true,
         };
-        vcs.binds = vec!["/keys".into(), "/etc/ceph:/conf".into()];
+        vcs.binds = vec![
+            "/keys".into(),
+            "/etc/ceph:/conf".into(),
+            "/var/lib/iscsi:/etc/iscsi:rw".into(),
+        ];
         Spec {
             vcs,
             kubelet_root: "/var/lib/kubelet".into(),
@@ -173,6 +177,7 @@ mod tests {
                 "/usr/local/bin/sidemount:/.sidemount/sidemount:ro",
                 "/keys:/keys:ro",
                 "/etc/ceph:/conf:ro",
+                "/var/lib/iscsi:/etc/iscsi:rw",
             ]
         );
         assert_eq!(
@@ -208,5 +213,11 @@ mod tests {
         let body = c.body();
         assert_eq!(body.entrypoint.unwrap(), ["sleep"]);
         assert_eq!(body.host_config.unwrap().init, Some(true));
+        // The daemons it keeps are part of the agent's command line, so of the hash.
+        let mut d = spec();
+        d.vcs.daemons = vec!["iscsid -f".into()];
+        assert_ne!(a.config_hash(), d.config_hash());
+        let argv = d.body().entrypoint.unwrap();
+        assert_eq!(argv[argv.len() - 2..], ["--daemon", "iscsid -f"]);
     }
 }

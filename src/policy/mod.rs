@@ -71,8 +71,15 @@ impl Policy {
         uid: u32,
     ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
-        let bind = is_bind(req, options);
-        let kind = if bind { Kind::Any } else { Kind::Directory };
+        // A remount names no source the kernel uses: one given is checked as for a
+        // new mount, none is needed.
+        let remount = options.has("remount");
+        let bind = is_bind(req, options) && !(remount && req.source.is_empty());
+        let kind = if bind || remount {
+            Kind::Any
+        } else {
+            Kind::Directory
+        };
         let target = resolve("target", &req.target, &self.target_roots, kind)?;
         let source = match self.sources.check(req, options, bind, uid == 0) {
             Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),

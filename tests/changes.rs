@@ -87,6 +87,10 @@ privileged_test! {
         ok(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o size=1m,nosuid tmpfs {q}"));
         let (id, options, _, stacked) = seen(&v);
         assert!(has(&options, "rw") && has(&options, "nosuid") && stacked == 1, "{options}");
+        // Another new mount there is refused in mount(8)'s words.
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o size=2m tmpfs {q}"));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains(&format!("tmpfs already mounted on {}", v.display())), "{err}");
 
         // The mounter path, with and without a source: read-only, still nosuid.
         ok(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o remount,ro tmpfs {q}"));

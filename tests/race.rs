@@ -8,62 +8,15 @@ mod common;
 
 use std::os::unix::fs::symlink;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::Duration;
 
+use common::swap::Swapper;
 use common::{mount_points_under, quote, sh, Daemon, Host};
-use rustix::fs::{renameat_with, RenameFlags, CWD};
 use sidemount::api::client::Client;
 use sidemount::api::wire::{self, MountRequest, MountResponse, UnmountRequest, UnmountResponse};
 
 /// Tries per attack.
 const TRIES: usize = 300;
-
-/// Swaps `a` and `b` (a directory and a symlink) until dropped; counts the swaps.
-struct Swapper {
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<usize>>,
-    a: PathBuf,
-    b: PathBuf,
-}
-
-impl Swapper {
-    fn start(a: &Path, b: &Path) -> Swapper {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (flag, x, y) = (stop.clone(), a.to_owned(), b.to_owned());
-        let thread = std::thread::spawn(move || {
-            let mut swaps = 0;
-            while !flag.load(Ordering::Relaxed) {
-                // EBUSY while one of them is a mount point: the attack waits.
-                if renameat_with(CWD, &x, CWD, &y, RenameFlags::EXCHANGE).is_ok() {
-                    swaps += 1;
-                }
-            }
-            swaps
-        });
-        Swapper {
-            stop,
-            thread: Some(thread),
-            a: a.to_owned(),
-            b: b.to_owned(),
-        }
-    }
-
-    /// Stops swapping and puts the directory back at `a`; the number of swaps.
-    fn stop(mut self) -> usize {
-        self.stop.store(true, Ordering::Relaxed);
-        let swaps = self.thread.take().unwrap().join().unwrap();
-        if std::fs::symlink_metadata(&self.a)
-            .unwrap()
-            .file_type()
-            .is_symlink()
-        {
-            renameat_with(CWD, &self.a, CWD, &self.b, RenameFlags::EXCHANGE).unwrap();
-        }
-        swaps
-    }
-}
 
 /// The daemon's API, called directly (no process start per try).
 struct Api {
@@ -225,6 +178,62 @@ privileged_test! {
         assert!(swaps > 0 && bound > 0, "the attack or the binds never ran");
         assert_eq!(leaked, 0, "binds of the directory outside the roots");
         recorded_equals_mounted(&daemon, &root);
+    }
+}
+
+privileged_test! {
+    fn a_swapped_loop_file_directory_never_mounts_a_file_outside_the_roots(host: &Host) {
+        let (root, outside) = node(host);
+        // Two ext4 images of one name, told apart by what they hold: one below the
+        // roots, one outside them where a symlink in the roots points.
+        let image = |dir: &Path, says: &str| {
+            let content = host.dir(&format!("content-{says}"));
+            std::fs::write(content.join("secret"), says).unwrap();
+            sh(&format!(
+                "truncate -s 8M {0} && mkfs.ext4 -q -d {1} {0}",
+                quote(&dir.join("disk.img")),
+                quote(&content)
+            ));
+        };
+        let plugins = host.dir("var/lib/kubelet/plugins/images");
+        let images = plugins.join("dir");
+        std::fs::create_dir(&images).unwrap();
+        image(&images, "inside");
+        image(&outside, "outside");
+        let link = plugins.join("link");
+        symlink(&outside, &link).unwrap();
+        let target = host.dir("var/lib/kubelet/pods/p/volumes/kubernetes.io~test/v");
+        let daemon = Daemon::start(host, &root, &[]);
+        let api = Api::new(&daemon);
+        let swapper = Swapper::start(&images, &link);
+        let looped = MountRequest {
+            source: images.join("disk.img").display().to_string(),
+            target: target.clone(),
+            fstype: "ext4".into(),
+            options: vec!["loop,ro".into()],
+            ..Default::default()
+        };
+        let (mut mounted, mut leaked) = (0, 0);
+        for _ in 0..TRIES / 3 {
+            if api.mount(&looped).is_some() {
+                mounted += 1;
+                let seen = std::fs::read_to_string(target.join("secret")).unwrap();
+                if seen != "inside" {
+                    leaked += 1;
+                }
+                assert!(api.unmount(&target), "unmount of a loop mount");
+            }
+        }
+        let swaps = swapper.stop();
+        eprintln!("{} tries, {mounted} mounted, {swaps} swaps", TRIES / 3);
+        assert!(swaps > 0 && mounted > 0, "the attack or the mounts never ran");
+        assert_eq!(leaked, 0, "loop mounts of the image outside the roots");
+        recorded_equals_mounted(&daemon, &root);
+        // Every loop device was released with its mount.
+        for dir in [&images, &outside] {
+            let attached = sh(&format!("losetup -n -j {}", quote(&dir.join("disk.img"))));
+            assert_eq!(attached.trim(), "", "a loop device outlived its mount");
+        }
     }
 }
 

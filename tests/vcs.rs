@@ -86,6 +86,73 @@ fn sshfs_through_docker_exec_reaches_host_and_kubelet() {
     );
 }
 
+/// Mounts of fuse.sshfs in the namespace of `pid` outside `root`.
+fn sshfs_outside(pid: u32, root: &Path) -> Vec<PathBuf> {
+    use sidemount::ns::mountinfo::{MountTable, ProcRoot};
+    MountTable::read(&ProcRoot::default(), Some(pid))
+        .unwrap()
+        .mounts
+        .into_iter()
+        .filter(|m| m.fstype == "fuse.sshfs" && !m.target.starts_with(root))
+        .map(|m| m.target)
+        .collect()
+}
+
+#[test]
+fn exec_mode_never_mounts_outside_the_roots_when_the_target_is_swapped() {
+    let Some(mut node) =
+        Node::new("exec_mode_never_mounts_outside_the_roots_when_the_target_is_swapped")
+    else {
+        return;
+    };
+    let port = node.sshd();
+    let vcs = node.vcs("sshfs");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "exec"));
+    let daemon = node.start_daemon(&config);
+    let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
+    let target = node.volume("p1");
+    // A pod swaps the volume directory with a symlink to a directory outside the
+    // roots that exists in the VCS container, where mount(8) runs.
+    docker_ok(&["exec", &container, "mkdir", "-p", "/tmp/escape"]);
+    let link = target.with_file_name("link");
+    std::os::unix::fs::symlink("/tmp/escape", &link).unwrap();
+    let vcs_pid: u32 = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &container])
+        .trim()
+        .parse()
+        .unwrap();
+    let root = node.kubelet_root();
+    let swapper = common::swap::Swapper::start(&target, &link);
+    let (tries, mut mounted) = (30, 0);
+    for _ in 0..tries {
+        if kubelet
+            .run(&node.mount_line(port, &target))
+            .status
+            .success()
+        {
+            mounted += 1;
+            // Retried until the swap leaves the path whole.
+            common::wait_until("the volume unmounts", || {
+                kubelet
+                    .run(&format!("umount {}", quote(&target)))
+                    .status
+                    .success()
+            });
+        }
+        assert_eq!(sshfs_outside(vcs_pid, &root), Vec::<PathBuf>::new());
+    }
+    let swaps = swapper.stop();
+    eprintln!("{tries} tries, {mounted} mounted, {swaps} swaps");
+    assert!(
+        swaps > 0 && mounted > 0,
+        "the attack or the mounts never ran"
+    );
+    assert_eq!(sshfs_outside(vcs_pid, &root), Vec::<PathBuf>::new());
+    assert!(mount_points_under(None, &root).is_empty());
+    assert!(daemon.recorded().is_empty());
+}
+
 #[test]
 fn restart_adopts_and_upgrade_waits_for_long_running_mounts() {
     let Some(mut node) = Node::new("restart_adopts_and_upgrade_waits_for_long_running_mounts")

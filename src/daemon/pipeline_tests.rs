@@ -255,13 +255,14 @@ async fn what_the_executor_cannot_undo_is_detached_and_else_left_announced() {
         exec.calls(),
         vec![format!("mount {t}"), format!("unmount {t} lazy=true")]
     );
-    assert_eq!(
-        syscall.calls(),
-        vec![Call::Umount {
-            target: node.target.clone(),
-            flags: MntFlags::MNT_DETACH,
-        }]
-    );
+    // Lazily, beneath the checked parent's handle, never following a symlink.
+    let calls = syscall.calls();
+    let [Call::Umount { target, flags }] = calls.as_slice() else {
+        panic!("one umount2 expected: {calls:?}");
+    };
+    assert_eq!(*flags, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW);
+    assert!(target.starts_with("/proc/thread-self/fd"), "{target:?}");
+    assert_eq!(target.file_name(), node.target.file_name());
     assert_eq!((node.files("mounts"), node.files("intents")), (0, 1));
     drop(d);
 

@@ -200,6 +200,7 @@ impl Executor for AgentClient {
             output: finished(done)?,
             mount: None,
             reported,
+            held: None,
         })
     }
 

@@ -1,24 +1,46 @@
 //! The exec executor: `docker exec` of mount(8)/umount(8) in a VCS container, for
-//! images that cannot run the agent. Costs a Docker round trip per request.
+//! images that cannot run the agent. Costs a Docker round trip per request. The
+//! daemon keeps the agent's guarantee itself: mount(8) mounts on a private
+//! staging tmpfs in the container, and a thread of the daemon that enters the
+//! container's mount namespace resolves the target there beneath the kubelet root
+//! and moves the mount onto that handle.
 
 use std::ffi::OsString;
+use std::os::fd::{AsFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::host::unmount_checked;
+use super::step::{self, blocking};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
+use crate::mount::by_handle;
 use crate::mount::exec::finished;
 use crate::mount::options::MountOptions;
-use crate::mount::util_linux::{mount_args, shown, unmount_args};
+use crate::mount::staging::{Point, Staging};
+use crate::mount::syscall::{Linux, Syscall};
+use crate::mount::util_linux::{mount_args, shown};
+use crate::ns::beneath::mountinfo_id;
+use crate::ns::enter::MountNamespace;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
-use crate::policy::{CheckedMount, CheckedTarget};
+use crate::policy::{CheckedMount, CheckedTarget, Policy};
 use crate::vcs::docker::{Docker, DockerError, Spec};
+
+/// Where the staging tmpfs goes in the container.
+const STAGING: &str = "/run/sidemount-exec";
+/// How long detaching a mount in the container may take.
+const UNDO_DEADLINE: Duration = Duration::from_secs(30);
 
 pub struct DockerExec {
     name: String,
     docker: Docker,
     spec: Spec,
     proc: ProcRoot,
+    /// The staging tmpfs of the container's current process (by its pid): a
+    /// container started again needs a new one.
+    staging: Mutex<Option<(u32, Arc<Staging>)>>,
 }
 
 impl DockerExec {
@@ -28,6 +50,88 @@ impl DockerExec {
             docker,
             spec,
             proc,
+            staging: Mutex::new(None),
+        }
+    }
+
+    /// The container's mount namespace, to act in by a thread of the daemon.
+    async fn enter(&self) -> Result<(Arc<MountNamespace>, u32), ExecError> {
+        let pid = self
+            .namespace()
+            .await?
+            .pid
+            .expect("a container's namespace has a pid");
+        let name = format!("{} (pid {pid})", self.spec.container_name());
+        let ns = MountNamespace::of(self.proc.path(), pid, name)
+            .map_err(|e| self.in_container("entering its mount namespace", e))?;
+        Ok((Arc::new(ns), pid))
+    }
+
+    /// A fresh staging point in the container (`pid`'s namespace `ns`), on its
+    /// staging tmpfs, prepared at the first use by this process of the container.
+    async fn staging_point(
+        &self,
+        ns: &Arc<MountNamespace>,
+        pid: u32,
+        deadline: Duration,
+    ) -> Result<PathBuf, ExecError> {
+        let known = self.staging.lock().unwrap().clone();
+        let staging = match known {
+            Some((p, staging)) if p == pid => staging,
+            _ => {
+                let ns2 = ns.clone();
+                let made = blocking("prepare the staging tmpfs".into(), deadline, move || {
+                    ns2.run(|| Staging::prepare(&Linux, Path::new(STAGING)))
+                        .map_err(|e| ExecError::InContainer {
+                            executor: String::new(),
+                            step: "entering its mount namespace",
+                            source: Box::new(e),
+                        })?
+                        .map_err(ExecError::from)
+                })
+                .await
+                .map_err(|e| self.named(e))?;
+                let staging = Arc::new(made);
+                *self.staging.lock().unwrap() = Some((pid, staging.clone()));
+                staging
+            }
+        };
+        let ns2 = ns.clone();
+        blocking("make a staging point".into(), deadline, move || {
+            let point = ns2
+                .run(|| staging.point().map(Point::into_path))
+                .map_err(|e| ExecError::InContainer {
+                    executor: String::new(),
+                    step: "entering its mount namespace",
+                    source: Box::new(e),
+                })?;
+            Ok(point?)
+        })
+        .await
+        .map_err(|e| self.named(e))
+    }
+
+    fn in_container(
+        &self,
+        step: &'static str,
+        e: impl std::error::Error + Send + Sync + 'static,
+    ) -> ExecError {
+        ExecError::InContainer {
+            executor: self.name.clone(),
+            step,
+            source: Box::new(e),
+        }
+    }
+
+    /// Names this executor in an error made on a thread that did not know it.
+    fn named(&self, e: ExecError) -> ExecError {
+        match e {
+            ExecError::InContainer { step, source, .. } => ExecError::InContainer {
+                executor: self.name.clone(),
+                step,
+                source,
+            },
+            other => other,
         }
     }
 
@@ -102,41 +206,176 @@ impl Executor for DockerExec {
         Ok(namespace_of(&self.name, &self.proc, Some(pid)))
     }
 
-    /// mount(8) in the container resolves the target by name: exec mode is for
-    /// images that cannot run the agent, which resolves it to a handle.
+    /// mount(8) in the container on a staging point, then the mount moved onto
+    /// the target resolved beneath the kubelet root in the container's namespace.
     async fn mount(
         &self,
         req: &MountRequest,
         options: &MountOptions,
-        _checked: &CheckedMount,
+        checked: &CheckedMount,
         deadline: Duration,
     ) -> Result<Made, ExecError> {
-        let output = self
-            .tool("mount", mount_args(req, options), deadline)
-            .await?;
+        let (ns, pid) = self.enter().await?;
+        let point = self.staging_point(&ns, pid, deadline).await?;
+        let staged = MountRequest {
+            target: point.clone(),
+            ..req.clone()
+        };
+        let made = self
+            .tool("mount", mount_args(&staged, options), deadline)
+            .await
+            .map_err(|e| step::on_target(e, &point, &checked.target.path));
+        let (target, root) = (checked.target.path.clone(), checked.target.root.clone());
+        let moved = blocking(format!("move onto {}", target.display()), deadline, {
+            let failed = made.is_err();
+            move || {
+                ns.run(|| move_onto_target(&Linux, Point { path: point }, &target, &root, failed))
+                    .map_err(|e| ExecError::InContainer {
+                        executor: String::new(),
+                        step: "entering its mount namespace",
+                        source: Box::new(e),
+                    })?
+            }
+        })
+        .await
+        .map_err(|e| self.named(e));
+        let output = made?;
+        let (held, id) = moved?;
         Ok(Made {
             output,
             mount: None,
-            reported: None,
+            reported: Some(id),
+            held: Some(held),
         })
     }
 
+    /// Detaches the mount made by its handle, inside the container's namespace.
+    async fn undo(&self, made: &Made) -> bool {
+        let (Some(held), Ok((ns, _))) = (&made.held, self.enter().await) else {
+            return false;
+        };
+        let Ok(held) = held.try_clone() else {
+            return false;
+        };
+        let detached = blocking("detach".into(), UNDO_DEADLINE, move || {
+            Ok(ns.run(|| by_handle::detach(&Linux, held.as_fd())))
+        })
+        .await;
+        matches!(detached, Ok(Ok(Ok(()))))
+    }
+
+    /// umount2(2) beneath the target's parent, resolved in the container's
+    /// namespace, when the mount there is the one `expected` names.
     async fn unmount(
         &self,
         target: CheckedTarget,
-        _expected: Option<u32>,
+        expected: Option<u32>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        // A handle held here on the mount would keep it busy.
-        let CheckedTarget { path, fd, .. } = target;
-        drop(fd);
-        self.tool("umount", unmount_args(&path, "", flags), deadline)
-            .await
+        let (ns, _) = self.enter().await?;
+        // The daemon's handles name its own namespace: the container's are opened
+        // there. Held here, they would keep the mount (a peer of that one) busy.
+        let CheckedTarget {
+            path,
+            root,
+            fd,
+            parent,
+            ..
+        } = target;
+        drop((fd, parent));
+        blocking(
+            format!("umount2(2) of {}", path.display()),
+            deadline,
+            move || {
+                let unmounted = ns.run(|| {
+                    let there = Policy::resolve_target(&path, &[root]).map_err(|e| {
+                        ExecError::InContainer {
+                            executor: String::new(),
+                            step: "resolving the target beneath the kubelet root",
+                            source: Box::new(e),
+                        }
+                    })?;
+                    unmount_checked(&Linux, there, expected, flags)
+                });
+                unmounted.map_err(|e| ExecError::InContainer {
+                    executor: String::new(),
+                    step: "entering its mount namespace",
+                    source: Box::new(e),
+                })?
+            },
+        )
+        .await
+        .map_err(|e| self.named(e))?;
+        Ok(String::new())
     }
 
     async fn run(&self, command: &[String], deadline: Duration) -> Result<Executed, ExecError> {
         self.exec(command.to_vec(), deadline).await
     }
+}
+
+/// In the container's namespace: the mount on the staging `point` moved onto
+/// `target`, resolved beneath `root` there without following a symlink; the
+/// point removed (with what is left on it detached). `failed`: mount(8) failed,
+/// only the point goes. The moved mount's handle and its id there.
+fn move_onto_target(
+    sys: &dyn Syscall,
+    point: Point,
+    target: &Path,
+    root: &Path,
+    failed: bool,
+) -> Result<(OwnedFd, u32), ExecError> {
+    let mount = point.mounted();
+    let detach = |mount: &OwnedFd| {
+        let _ = by_handle::detach(sys, mount.as_fd());
+    };
+    if failed {
+        if let Some(mount) = &mount {
+            detach(mount);
+        }
+        return Err(ExecError::InContainer {
+            executor: String::new(),
+            step: "cleaning the staging point after mount(8) failed",
+            source: "nothing to move".into(),
+        });
+    }
+    let Some(mount) = mount else {
+        return Err(ExecError::InContainer {
+            executor: String::new(),
+            step: "finding what mount(8) made",
+            source: format!(
+                "mount(8) succeeded but left no mount on its staging point {}",
+                point.path.display()
+            )
+            .into(),
+        });
+    };
+    let checked = match Policy::resolve_target(target, &[root.to_owned()]) {
+        Ok(checked) => checked,
+        Err(e) => {
+            detach(&mount);
+            return Err(ExecError::InContainer {
+                executor: String::new(),
+                step: "resolving the target beneath the kubelet root",
+                source: Box::new(e),
+            });
+        }
+    };
+    if let Err(e) = by_handle::move_onto(sys, mount.as_fd(), checked.fd.as_fd()) {
+        detach(&mount);
+        return Err(ExecError::Call {
+            call: "mount",
+            said: format!("mount: {}: {}.\n", target.display(), e.errno().desc()),
+            target: target.to_owned(),
+            source: Box::new(e),
+        });
+    }
+    let id = mountinfo_id(mount.as_fd()).map_err(|e| ExecError::InContainer {
+        executor: String::new(),
+        step: "reading the id of the moved mount",
+        source: Box::new(e),
+    })?;
+    Ok((mount, id))
 }

@@ -12,12 +12,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::plan::{keep_current, plan, with_layers, Plan};
+use super::step::{self, blocking};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
 use crate::mount::credentials;
 use crate::mount::exec::Exit;
 use crate::mount::kernel;
+use crate::mount::loop_device::{self, Backing, LOOP_OPTIONS};
 use crate::mount::options::MountOptions;
 use crate::mount::staging::Staging;
 use crate::mount::syscall::{Errno, Linux, MntFlags, MsFlags, Syscall, SyscallError};
@@ -127,25 +129,11 @@ impl Host {
                 Some(file)
             }
         };
-        // mount(8) names the staging point; the caller knows the target.
-        let staging_path = point.path.display().to_string();
-        let target_path = checked.target.path.display().to_string();
         let output = self
             .runner
             .run("mount", mount_args(&staged, &staged_options), deadline)
             .await
-            .map_err(|e| match e {
-                ExecError::Failed {
-                    command,
-                    status,
-                    output,
-                } => ExecError::Failed {
-                    command: command.replace(&staging_path, &target_path),
-                    status,
-                    output: output.replace(&staging_path, &target_path),
-                },
-                other => other,
-            })?;
+            .map_err(|e| step::on_target(e, &point.path, &checked.target.path))?;
         let mount = point.mounted().ok_or_else(|| ExecError::Failed {
             command: "mount".into(),
             status: Exit::Code(0),
@@ -163,6 +151,7 @@ impl Host {
             output,
             mount: Some(mount),
             reported: None,
+            held: None,
         })
     }
 }
@@ -174,26 +163,6 @@ fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecError {
         said: format!("mount: {}: {}.\n", target.path.display(), e.errno().desc()),
         target: target.path.clone(),
         source: Box::new(e),
-    }
-}
-
-/// Runs `call` on a blocking thread within `deadline`: the handles it needs are
-/// copies, so the thread may outlive the request.
-async fn blocking<T: Send + 'static>(
-    what: String,
-    deadline: Duration,
-    call: impl FnOnce() -> Result<T, ExecError> + Send + 'static,
-) -> Result<T, ExecError> {
-    match tokio::time::timeout(deadline, tokio::task::spawn_blocking(call)).await {
-        Ok(Ok(done)) => done,
-        Ok(Err(join)) => Err(ExecError::Spawn {
-            command: what,
-            source: std::io::Error::other(join),
-        }),
-        Err(_) => Err(ExecError::Timeout {
-            command: what,
-            after: deadline,
-        }),
     }
 }
 
@@ -231,7 +200,36 @@ impl Executor for Host {
         let api = by_handle::api();
         let what = format!("mount on {}", checked.target.path.display());
         let sys = self.sys.clone();
-        match plan(req, options) {
+        let plan = plan(req, options);
+        // A new filesystem from a checked file: a loop device attached to that
+        // file's handle, then the device mounted.
+        if let (Plan::New, Some(file)) = (&plan, &checked.source) {
+            let backing = Backing::of(options)?;
+            let file = file.try_clone().map_err(|source| ExecError::Spawn {
+                command: "dup of the checked loop file".into(),
+                source,
+            })?;
+            let device = blocking(what, deadline, move || {
+                Ok(loop_device::attach(file.fd(), &file.path, backing)?)
+            })
+            .await?;
+            let on_device = MountRequest {
+                source: device.path.display().to_string(),
+                ..req.clone()
+            };
+            let target = copies(checked)?.target;
+            let on_device_checked = CheckedMount {
+                target,
+                source: None,
+                layers: Vec::new(),
+            };
+            let options = options.without(LOOP_OPTIONS);
+            // The device is released with its mount, or here when nothing mounted it.
+            return self
+                .mount(&on_device, &options, &on_device_checked, deadline)
+                .await;
+        }
+        match plan {
             Plan::Bind {
                 recursive,
                 flags,
@@ -339,33 +337,7 @@ impl Executor for Host {
         let what = format!("umount2(2) of {}", target.path.display());
         let sys = self.sys.clone();
         blocking(what, deadline, move || {
-            check_mount_id(&target, expected)?;
-            // The target's own fd would keep the mount busy: only its parent's stays.
-            let CheckedTarget {
-                path,
-                parent,
-                name,
-                fd,
-                ..
-            } = target;
-            drop(fd);
-            let mut mnt = MntFlags::empty();
-            mnt.set(MntFlags::MNT_DETACH, flags.lazy);
-            mnt.set(MntFlags::MNT_FORCE, flags.force);
-            by_handle::unmount(&*sys, parent.as_fd(), &name, mnt).map_err(|e| {
-                // In umount(8)'s words: callers match them.
-                let said = match e.errno() {
-                    Errno::EBUSY => "target is busy.",
-                    Errno::EINVAL => "not mounted.",
-                    errno => errno.desc(),
-                };
-                ExecError::Call {
-                    call: "umount",
-                    said: format!("umount: {}: {said}\n", path.display()),
-                    target: path,
-                    source: Box::new(e),
-                }
-            })?;
+            unmount_checked(&*sys, target, expected, flags)?;
             Ok(String::new())
         })
         .await
@@ -413,6 +385,43 @@ fn current_flags(
     let table = MountTable::read(proc, None).map_err(|_| failed(Errno::EIO))?;
     let mount = table.by_id(id).ok_or_else(|| failed(Errno::EINVAL))?;
     Ok(mount.options.clone())
+}
+
+/// Unmounts the mount on the checked `target` when it is the one `expected`
+/// names, beneath the target's parent handle, never following a symlink.
+pub(super) fn unmount_checked(
+    sys: &dyn Syscall,
+    target: CheckedTarget,
+    expected: Option<u32>,
+    flags: UnmountFlags,
+) -> Result<(), ExecError> {
+    check_mount_id(&target, expected)?;
+    // The target's own fd would keep the mount busy: only its parent's stays.
+    let CheckedTarget {
+        path,
+        parent,
+        name,
+        fd,
+        ..
+    } = target;
+    drop(fd);
+    let mut mnt = MntFlags::empty();
+    mnt.set(MntFlags::MNT_DETACH, flags.lazy);
+    mnt.set(MntFlags::MNT_FORCE, flags.force);
+    by_handle::unmount(sys, parent.as_fd(), &name, mnt).map_err(|e| {
+        // In umount(8)'s words: callers match them.
+        let said = match e.errno() {
+            Errno::EBUSY => "target is busy.",
+            Errno::EINVAL => "not mounted.",
+            errno => errno.desc(),
+        };
+        ExecError::Call {
+            call: "umount",
+            said: format!("umount: {}: {said}\n", path.display()),
+            target: path,
+            source: Box::new(e),
+        }
+    })
 }
 
 /// The mount on the target now must be the one `expected` names (the record's

@@ -6,6 +6,7 @@ mod agent_client;
 mod docker_exec;
 mod host;
 mod plan;
+mod step;
 
 use std::os::fd::OwnedFd;
 use std::time::Duration;
@@ -32,8 +33,11 @@ pub struct Made {
     /// verification finds it by its id and an undo detaches exactly it, wherever it
     /// landed.
     pub mount: Option<OwnedFd>,
-    /// The id of the mount an agent made and reported, in its own namespace.
+    /// The id of the mount an agent or a container made, in its own namespace.
     pub reported: Option<u32>,
+    /// The new mount's fd in a container's namespace, where the executor made
+    /// it: its undo detaches exactly it, from inside that namespace.
+    pub held: Option<OwnedFd>,
 }
 
 impl Made {

@@ -80,6 +80,17 @@ pub enum ExecError {
     /// A bind or move reached an executor without a checked source.
     #[error("a bind or move onto {} without a checked source", target.display())]
     NoSource { target: PathBuf },
+    /// A step taken in a VCS container's mount namespace failed: entering it,
+    /// resolving the target there, or moving the mount onto it.
+    #[error("{executor}: {step}: {source}")]
+    InContainer {
+        executor: String,
+        step: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The loop device for a checked loop file could not be set up.
+    #[error(transparent)]
+    Loop(#[from] crate::mount::loop_device::LoopError),
     /// The private staging directory mount(8) mounts on could not be prepared.
     #[error(transparent)]
     Staging(#[from] crate::mount::staging::StagingError),
@@ -135,7 +146,9 @@ impl ExecError {
             | ExecError::Syscall(_)
             | ExecError::Call { .. }
             | ExecError::Replaced { .. }
-            | ExecError::NoSource { .. } => failed,
+            | ExecError::NoSource { .. }
+            | ExecError::Loop(_)
+            | ExecError::InContainer { .. } => failed,
             ExecError::Timeout { .. } => ErrorCode::Timeout,
             ExecError::AgentUnreachable { .. }
             | ExecError::ExternalAgentSilent { .. }

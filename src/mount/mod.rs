@@ -7,6 +7,7 @@ pub mod credentials;
 pub mod exec;
 pub mod helper;
 pub mod kernel;
+pub mod loop_device;
 pub mod options;
 pub mod staging;
 pub mod syscall;

@@ -276,6 +276,18 @@ impl MountOptions {
         self.options.iter().any(|o| o.name() == name)
     }
 
+    /// These options without any named in `names` (with or without a value).
+    pub fn without(&self, names: &[&str]) -> MountOptions {
+        MountOptions {
+            options: self
+                .options
+                .iter()
+                .filter(|o| !names.contains(&o.name()))
+                .cloned()
+                .collect(),
+        }
+    }
+
     /// Whether the mount takes a path as its source: a bind or a move.
     pub fn binds(&self) -> bool {
         ["bind", "rbind", "move"].iter().any(|o| self.has(o))

@@ -114,6 +114,14 @@ impl Staging {
 }
 
 impl Point {
+    /// The point as it is named once this value is gone: it is left in place,
+    /// for a step that removes it itself (in another mount namespace).
+    pub fn into_path(self) -> PathBuf {
+        let path = self.path.clone();
+        std::mem::forget(self);
+        path
+    }
+
     /// The root of what was mounted on this point, to move it away: `None` when
     /// nothing is mounted here.
     pub fn mounted(&self) -> Option<OwnedFd> {

@@ -112,7 +112,21 @@ pub fn walk(root: BorrowedFd<'_>, rest: &Path, kind: Kind) -> Result<OwnedFd, Fa
 /// magic link the kernel resolves to exactly the handle's mount and dentry, as
 /// runc does. Valid in this thread for as long as the fd is open.
 pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
-    PathBuf::from(format!("/proc/thread-self/fd/{}", fd.as_raw_fd()))
+    let dir = if FDS_FROM_CWD.get() { "" } else { "/proc/" };
+    PathBuf::from(format!("{dir}thread-self/fd/{}", fd.as_raw_fd()))
+}
+
+thread_local! {
+    /// Set in a thread that entered another mount namespace, whose `/proc` is not
+    /// this process's: its working directory is this process's procfs instead,
+    /// and handles are named relative to it (see [`crate::ns::enter`]).
+    static FDS_FROM_CWD: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Names this thread's handles relative to its working directory, which the
+/// caller has made this process's procfs.
+pub(crate) fn name_fds_from_cwd() {
+    FDS_FROM_CWD.set(true);
 }
 
 /// What statx(2) says about the mount a handle lies on.

@@ -2,6 +2,7 @@
 //! propagation links them.
 
 pub mod beneath;
+pub mod enter;
 pub mod mountinfo;
 pub mod namespace;
 pub mod propagation;

@@ -7,6 +7,7 @@
 
 pub mod fixtures;
 pub mod node;
+pub mod swap;
 
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;

@@ -187,3 +187,35 @@ privileged_test! {
         sh(&format!("umount -i {}", quote(&outside)));
     }
 }
+
+privileged_test! {
+    fn a_file_binds_onto_a_file_and_never_through_a_link(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let source = root.join("plugins/subpath/file");
+        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+        std::fs::write(&source, "one file").unwrap();
+        let dir = volume(&root, "files");
+        let target = dir.join("target");
+        std::fs::write(&target, "").unwrap();
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o bind,ro {} {}", quote(&source), quote(&target)));
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "one file");
+        assert!(std::fs::write(&target, "x").is_err(), "read-only");
+        assert_eq!(daemon.recorded(), vec![target.display().to_string()]);
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&target)));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!is_mounted(&target));
+        // A target file that is a link to a file outside the roots is refused.
+        let outside = host.dir("outside").join("file");
+        std::fs::write(&outside, "outside").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o bind {} {}", quote(&source), quote(&link)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("symbolic link") || err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "outside");
+        assert!(!is_mounted(&outside));
+        assert!(daemon.recorded().is_empty());
+    }
+}

@@ -256,6 +256,9 @@ pub enum Health {
     Unresponsive,
     /// Failed with another error.
     Failed,
+    /// No mount of its type is on the target any more: its client unmounted it
+    /// as it exited (sshfs does when its connection drops).
+    Vanished,
 }
 
 impl Health {
@@ -266,6 +269,7 @@ impl Health {
             Health::Corrupted => "corrupted",
             Health::Unresponsive => "unresponsive",
             Health::Failed => "failed",
+            Health::Vanished => "vanished",
         }
     }
 }
@@ -285,6 +289,30 @@ pub struct MountHealth {
     /// When it was last checked, in seconds since the Unix epoch.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checked_at: Option<u64>,
+    /// The last heal of the mount on this target, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_heal: Option<HealReport>,
+}
+
+/// How a corrupted mount was last healed (mounted afresh through its VCS and put
+/// in place of the stale one).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HealReport {
+    /// When it ended, in seconds since the Unix epoch.
+    pub at: u64,
+    /// `healed`, `failed` or `not_healable`.
+    pub result: String,
+    /// The stale mount's id (the record's).
+    pub stale_mount_id: u32,
+    /// The fresh mount's id, when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mount_id: Option<u32>,
+    /// The namespaces whose stale mount was replaced ("daemon", "pid 4242: /data").
+    #[serde(default)]
+    pub touched: Vec<String>,
+    /// Why it failed or cannot be done.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
 }
 
 /// Stable error codes: clients and operators match on these, never on messages.

@@ -1,7 +1,7 @@
-//! What can go wrong in the mount and unmount pipelines, one variant per step,
-//! each keeping the error of the layer below (the command and its output, the
-//! break verification found, the record file), until the one place where it
-//! becomes the wire's `ApiError`, with secrets scrubbed.
+//! What can go wrong in the mount and unmount pipelines, and in a heal, one
+//! variant per step, each keeping the error of the layer below (the command and
+//! its output, the break verification found, the record file), until the one
+//! place where it becomes the wire's `ApiError`, with secrets scrubbed.
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -11,6 +11,8 @@ use crate::daemon::record::RecordError;
 use crate::daemon::verify::VerifyError;
 use crate::executor::ExecError;
 use crate::mount::options::MountOptions;
+use crate::mount::rebind::RebindError;
+use crate::mount::staging::StagingError;
 use crate::ns::mountinfo::MountinfoError;
 use crate::policy::PolicyError;
 
@@ -105,15 +107,9 @@ impl PipelineError {
             Self::AlreadyMounted { .. } => ErrorCode::AlreadyMounted,
             Self::UnknownExecutor { .. } => ErrorCode::ExecutorUnavailable,
             Self::NotReady(e) | Self::Namespaces(e) | Self::Execute(e) => e.code(failed),
-            Self::Verify { source, .. } | Self::Change { source, .. } => match source {
-                VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
-                VerifyError::NotMounted { .. }
-                | VerifyError::NotSame { .. }
-                | VerifyError::Unchanged { .. } => failed,
-                VerifyError::StillMounted { .. }
-                | VerifyError::Elsewhere { .. }
-                | VerifyError::Read(_) => ErrorCode::Internal,
-            },
+            Self::Verify { source, .. } | Self::Change { source, .. } => {
+                verify_code(source, failed)
+            }
             Self::StillMounted { executor_gone, .. } => match executor_gone {
                 true => ErrorCode::PropagationBroken,
                 false => failed,
@@ -135,14 +131,111 @@ impl PipelineError {
         let output = match self {
             Self::NotReady(e) | Self::Namespaces(e) | Self::Execute(e) => e.output(),
             Self::Verify { source, output } | Self::Change { source, output } => {
-                if let Some(remedy) = source.remedy() {
-                    message.push_str(&format!("; fix: {remedy}"));
-                }
+                with_remedy(&mut message, source);
                 output
             }
             Self::StillMounted { output, .. } => output,
             _ => "",
         };
         ApiError::new(self.code(op), message).with_output(options.scrub(output))
+    }
+}
+
+/// What can go wrong in a heal: the steps it shares with the mount pipeline keep
+/// their error; the others are its own.
+#[derive(Debug, thiserror::Error)]
+pub enum HealError {
+    #[error(transparent)]
+    Step(Box<PipelineError>),
+    #[error("the mount on {target} changed while it was looked up")]
+    Changed { target: PathBuf },
+    #[error(transparent)]
+    Staging(#[from] StagingError),
+    #[error("cannot make the staging point {path}: {source}")]
+    StagingPoint {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the fresh mount on {staging} did not reach the daemon's namespace")]
+    NotPropagated { staging: PathBuf },
+    #[error("cannot open the daemon's procfs {path}: {source}")]
+    Proc {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot put the fresh mount in place of the stale one on {target}: {source}")]
+    Swap {
+        target: PathBuf,
+        source: RebindError,
+    },
+    #[error(transparent)]
+    Verify(VerifyError),
+    #[error("{target} still holds the stale mount")]
+    StillStale { target: PathBuf },
+    #[error("cannot give the record of {target} the fresh mount's id: {source}")]
+    Record {
+        target: PathBuf,
+        source: RecordError,
+    },
+    #[error("the {step} of {target} ended abnormally: {source}")]
+    Task {
+        step: &'static str,
+        target: PathBuf,
+        source: tokio::task::JoinError,
+    },
+}
+
+impl From<PipelineError> for HealError {
+    fn from(e: PipelineError) -> Self {
+        Self::Step(Box::new(e))
+    }
+}
+
+impl HealError {
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::Step(e) => e.code(Operation::Mount),
+            Self::Changed { .. } => ErrorCode::Busy,
+            Self::NotPropagated { .. } => ErrorCode::PropagationBroken,
+            Self::Verify(source) => verify_code(source, ErrorCode::MountFailed),
+            Self::Swap { .. } | Self::StillStale { .. } => ErrorCode::MountFailed,
+            Self::Staging(_)
+            | Self::StagingPoint { .. }
+            | Self::Proc { .. }
+            | Self::Record { .. }
+            | Self::Task { .. } => ErrorCode::Internal,
+        }
+    }
+
+    /// The wire's error, with the request's secrets (`options`) scrubbed.
+    pub fn to_api(&self, options: &MountOptions) -> ApiError {
+        if let Self::Step(e) = self {
+            return e.to_api(Operation::Mount, options);
+        }
+        let mut message = options.scrub(&self.to_string());
+        if let Self::Verify(source) = self {
+            with_remedy(&mut message, source);
+        }
+        ApiError::new(self.code(), message)
+    }
+}
+
+/// The code of a failed verification; `failed`: the operation's own failure.
+fn verify_code(source: &VerifyError, failed: ErrorCode) -> ErrorCode {
+    match source {
+        VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
+        VerifyError::NotMounted { .. }
+        | VerifyError::NotSame { .. }
+        | VerifyError::Unchanged { .. } => failed,
+        VerifyError::StillMounted { .. } | VerifyError::Elsewhere { .. } | VerifyError::Read(_) => {
+            ErrorCode::Internal
+        }
+    }
+}
+
+/// Appends the remedy of a broken propagation, if verification found one.
+fn with_remedy(message: &mut String, source: &VerifyError) {
+    if let Some(remedy) = source.remedy() {
+        message.push_str(&format!("; fix: {remedy}"));
     }
 }

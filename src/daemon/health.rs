@@ -32,8 +32,11 @@ pub const CORRUPTED: [Errno; 7] = [
     Errno::ENODEV,
 ];
 
+/// How often the agents of long-running VCS are asked whether they answer.
+const AGENT_POLL: Duration = Duration::from_secs(1);
+
 /// The longest one stat may take before its mount is called unresponsive.
-const STAT_TIMEOUT: Duration = Duration::from_secs(5);
+pub(super) const STAT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// The health of a stat's outcome, and the error it met.
 pub fn classify(stat: Result<(), Errno>) -> (Health, String) {
@@ -78,7 +81,7 @@ async fn probe(
     }
 }
 
-fn now() -> u64 {
+pub(super) fn now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -91,21 +94,68 @@ impl Daemon {
         self.watched()
             .into_iter()
             .filter_map(|m| found.get(&m.mount_id).cloned())
+            .map(|h| MountHealth {
+                last_heal: self.healer.last(&h.target),
+                ..h
+            })
             .collect()
     }
 
     /// Checks the watched mounts every `every`, and at once when woken (see
     /// [`Daemon::wake_health`]). Runs until dropped.
     pub async fn watch_health(&self, every: Duration) {
+        self.sweep_staging();
+        let checks = async {
+            loop {
+                self.check_and_heal(STAT_TIMEOUT.min(every)).await;
+                let _ = tokio::time::timeout(every, self.health.wake.notified()).await;
+            }
+        };
+        tokio::join!(checks, self.watch_agents());
+    }
+
+    /// Wakes the watch when the agent of a long-running VCS answers again after it
+    /// did not (its container or sidecar restarted): its mounts lost their client.
+    async fn watch_agents(&self) {
+        let agents: Vec<_> = self
+            .vcs
+            .iter()
+            .filter(|h| h.vcs.long_running)
+            .filter_map(|h| Some((h.vcs.name.clone(), h.agent.clone()?)))
+            .collect();
+        let mut up = vec![true; agents.len()];
         loop {
-            self.check_health(STAT_TIMEOUT.min(every)).await;
-            let _ = tokio::time::timeout(every, self.health.wake.notified()).await;
+            tokio::time::sleep(AGENT_POLL).await;
+            for ((name, agent), was_up) in agents.iter().zip(up.iter_mut()) {
+                let is_up = agent.status(AGENT_POLL).await.is_ok();
+                if is_up && !*was_up {
+                    info!(vcs = %name, "the agent answers again: checking its mounts");
+                    self.wake_health();
+                }
+                *was_up = is_up;
+            }
         }
+    }
+
+    /// Checks the watched mounts, then heals the corrupted ones (see
+    /// [`Daemon::heal_corrupted`]).
+    pub(super) async fn check_and_heal(&self, timeout: Duration) {
+        self.check_health(timeout).await;
+        self.heal_corrupted().await;
     }
 
     /// Asks for a check now: a volume client may have restarted.
     pub(super) fn wake_health(&self) {
         self.health.wake.notify_one();
+    }
+
+    /// Whether a mount of the record's type is still on its target, as the daemon
+    /// sees it (statx and statmount: nothing reaches the filesystem's server).
+    fn still_mounted(&self, m: &MountRecord) -> bool {
+        match self.own_namespace().mount_at(&m.target) {
+            Ok(found) => found.is_some_and(|f| f.fstype == m.fstype),
+            Err(_) => true,
+        }
     }
 
     /// The records of mounts made by long-running VCS.
@@ -130,6 +180,10 @@ impl Daemon {
         let found = futures_util::future::join_all(watched.iter().map(|m| async move {
             let stat = probe(running, m.mount_id, m.target.clone(), timeout).await;
             let (health, error) = match stat {
+                Some(Ok(())) if !self.still_mounted(m) => (
+                    Health::Vanished,
+                    format!("no {} mount is on the target any more", m.fstype),
+                ),
                 Some(result) => classify(result),
                 None => (
                     Health::Unresponsive,
@@ -143,6 +197,7 @@ impl Daemon {
                 health,
                 error,
                 checked_at: Some(now()),
+                last_heal: None,
             }
         }))
         .await;
@@ -171,8 +226,10 @@ fn log_change(before: Option<Health>, h: &MountHealth) {
         Health::Healthy if before.is_none() => {}
         Health::Healthy => info!(target = %target, mount_id = h.mount_id, executor = %h.executor,
             "mount is healthy again"),
-        Health::Corrupted => warn!(target = %target, mount_id = h.mount_id, executor = %h.executor,
-            error = %h.error, "mount is corrupted: its volume client lost it"),
+        Health::Corrupted | Health::Vanished => {
+            warn!(target = %target, mount_id = h.mount_id, executor = %h.executor,
+            error = %h.error, "mount is corrupted: its volume client lost it")
+        }
         _ => warn!(target = %target, mount_id = h.mount_id, executor = %h.executor,
             health = h.health.as_str(), error = %h.error, "mount does not answer as it should"),
     }

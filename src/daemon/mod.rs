@@ -6,6 +6,10 @@ mod change;
 mod claims;
 pub mod config;
 mod error;
+mod heal;
+mod heal_binds;
+mod heal_staging;
+mod healer;
 pub mod health;
 pub mod metrics;
 mod mount;
@@ -67,6 +71,8 @@ pub struct Daemon {
     changed: tokio::sync::Notify,
     metrics: metrics::Metrics,
     health: health::Board,
+    /// What heals remember: requests with their secrets, backoff, last heals.
+    healer: healer::Healer,
 }
 
 /// Where the daemon finds things.
@@ -133,6 +139,7 @@ impl Daemon {
             changed: tokio::sync::Notify::new(),
             metrics: metrics::Metrics::new(),
             health: health::Board::default(),
+            healer: healer::Healer::default(),
         })
     }
 

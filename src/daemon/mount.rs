@@ -142,6 +142,8 @@ impl Daemon {
                 source,
             });
         }
+        self.healer.remember(req);
+        self.healer.set_device(target, (mount.major, mount.minor));
         self.changed.notify_one();
         info!(target = %target.display(), executor = exec.name(), fstype = %record.fstype,
             source = %record.source, options = ?record.options, mount_id = mount.id, "mounted and verified");
@@ -187,12 +189,14 @@ impl Daemon {
                     output: String::new(),
                 }));
             }
-            // Not on top: still there under another mount, or gone.
+            // Not on top: still there under another mount, or gone. An id names
+            // a mount of the executor's namespace, which a restarted container
+            // has made anew: there it is the recorded mount only on its target.
             let table = views
                 .executor
                 .table()
                 .map_err(|source| lookup_error(target, &views.executor, source))?;
-            if table.by_id(id).is_some() {
+            if table.by_id(id).is_some_and(|m| m.target == target) {
                 return Err(already_mounted(entry));
             }
             self.record

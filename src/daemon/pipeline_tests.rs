@@ -318,3 +318,57 @@ async fn a_mount_that_cannot_be_recorded_is_undone() {
     let host = std::fs::read_to_string(node.table("host")).unwrap();
     assert_eq!(host, PLAIN, "nothing left on the host");
 }
+
+#[tokio::test]
+async fn a_recorded_id_that_names_another_mount_after_a_restart_is_forgotten() {
+    let node = Node::new();
+    let exec = Fake::new(&node, &["exec", "host", "own"], false);
+    let d = node
+        .daemon(exec.clone(), Arc::new(Recording::default()))
+        .await;
+    let t = node.target.display().to_string();
+    // The executor's namespace made anew (its container restarted): its copy of
+    // the mount `id` has another id, and `id` names a mount elsewhere now.
+    let restarted = |id: u32, copy: Option<u32>| {
+        let table = node.table("exec");
+        let line = format!("{id} 27 0:{id} / {t} rw shared:7 - tmpfs tmpfs rw\n");
+        let copy = copy.map_or(String::new(), |c| {
+            line.replacen(&id.to_string(), &c.to_string(), 1)
+        });
+        let text = std::fs::read_to_string(&table)
+            .unwrap()
+            .replace(&line, &copy);
+        let elsewhere = format!("{id} 27 0:9 / /elsewhere rw - tmpfs tmpfs rw\n");
+        std::fs::write(&table, text + &elsewhere).unwrap();
+    };
+
+    assert_eq!(
+        d.mount(ROOT, node.request("tmpfs"))
+            .await
+            .unwrap()
+            .record
+            .mount_id,
+        100
+    );
+    restarted(100, Some(200));
+    let unmount = UnmountRequest {
+        target: node.target.clone(),
+        ..UnmountRequest::default()
+    };
+    d.unmount(ROOT, unmount).await.unwrap();
+    assert!(d.mounts().is_empty(), "{:?}", d.mounts());
+
+    // Gone from the new namespace before any unmount: a new request mounts.
+    assert_eq!(
+        d.mount(ROOT, node.request("tmpfs"))
+            .await
+            .unwrap()
+            .record
+            .mount_id,
+        101
+    );
+    restarted(101, None);
+    let done = d.mount(ROOT, node.request("other")).await.unwrap();
+    assert_eq!(done.record.mount_id, 102);
+    assert_eq!(d.mounts(), vec![done.record]);
+}

@@ -307,6 +307,27 @@ impl Record {
             })
     }
 
+    /// Gives the record of the mount `old` the id of the mount made in its place
+    /// (a heal). The new entry's file is written durably before the old one is
+    /// removed, so a kill between the two leaves both, and a restart drops the one
+    /// whose mount is gone. False when no record has that id.
+    pub fn replace_mount_id(&self, old: u32, new: u32) -> Result<bool, RecordError> {
+        let Some(entry) = self.get(old) else {
+            return Ok(false);
+        };
+        if old != new {
+            self.write(Entry {
+                record: MountRecord {
+                    mount_id: new,
+                    ..entry.record
+                },
+                ..entry
+            })?;
+            self.remove(old)?;
+        }
+        Ok(true)
+    }
+
     /// Drops the record of the mount `id` (its mount is gone).
     pub fn remove(&self, id: u32) -> Result<(), RecordError> {
         let name = mount_file(id);
@@ -496,6 +517,35 @@ mod tests {
             Recovery::default()
         );
         assert_eq!(r.mounts().len(), 2);
+    }
+
+    #[test]
+    fn a_heal_gives_the_record_the_new_mount_id_durably() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = open(dir.path());
+        let (a, b) = (entry("/k/pods/a", 40), entry("/k/pods/b", 41));
+        for e in [&a, &b] {
+            r.commit(r.intend(e).unwrap(), e.clone()).unwrap();
+        }
+        assert!(r.replace_mount_id(40, 77).unwrap());
+        assert!(!r.replace_mount_id(40, 78).unwrap());
+        // The same id again (the kernel reused it): the record stays.
+        assert!(r.replace_mount_id(41, 41).unwrap());
+        let healed = MountRecord {
+            mount_id: 77,
+            ..a.record.clone()
+        };
+        assert_eq!(r.get(40), None);
+        assert_eq!(
+            r.on_target(Path::new("/k/pods/a"))
+                .into_iter()
+                .map(|e| e.record)
+                .collect::<Vec<_>>(),
+            vec![healed.clone()]
+        );
+        drop(r);
+        let (r, _) = open(dir.path());
+        assert_eq!(r.mounts(), vec![healed, b.record]);
     }
 
     #[test]

@@ -121,13 +121,18 @@ impl Daemon {
     /// Forgets the record of the mount `id` just unmounted from `target`. When
     /// the record holds another id (the mount was made in a namespace that has
     /// since been replaced, as an agent's is when it restarts), the records on
-    /// `target` whose mount is no longer in the executor's namespace go.
+    /// `target` whose mount is no longer on it in the executor's namespace go (an
+    /// id there may name another mount now: ids are reused).
     fn forget(&self, target: &Path, id: u32, ns: &Namespace) -> Result<(), PipelineError> {
         let forget_err = |source| PipelineError::Forget {
             target: target.to_owned(),
             source,
         };
-        let gone: Vec<u32> = if self.record.get(id).is_some() {
+        let recorded_here = self
+            .record
+            .get(id)
+            .is_some_and(|e| e.record.target == target);
+        let gone: Vec<u32> = if recorded_here {
             vec![id]
         } else {
             let recorded = self.record.on_target(target);
@@ -140,11 +145,14 @@ impl Daemon {
             recorded
                 .iter()
                 .map(|e| e.record.mount_id)
-                .filter(|&id| table.by_id(id).is_none())
+                .filter(|&id| table.by_id(id).is_none_or(|m| m.target != target))
                 .collect()
         };
-        for id in gone {
+        for &id in &gone {
             self.record.remove(id).map_err(forget_err)?;
+        }
+        if !gone.is_empty() {
+            self.healer.forget(target);
         }
         self.changed.notify_one();
         Ok(())

@@ -65,9 +65,12 @@ impl Daemon {
                 .await
                 .map_err(|e| ApiError::new(ErrorCode::ExecutorUnavailable, e.to_string()))?;
         }
-        self.changed.notify_one();
-        self.wake_health();
         warn!(vcs = %req.vcs, container = %spec.container_name(), mounts = mounts.len(), "volume-client container replaced");
+        // Its long-running mounts lost their client: healed now, by the path the
+        // health watch takes.
+        self.check_and_heal(crate::daemon::health::STAT_TIMEOUT)
+            .await;
+        self.changed.notify_one();
         Ok(UpgradeResponse {
             vcs: req.vcs,
             container: spec.container_name(),

@@ -9,7 +9,7 @@ use nix::mount::MsFlags;
 use crate::api::wire::MountRequest;
 
 /// What a secret is replaced with wherever options are shown.
-const REDACTED: &str = "<redacted>";
+pub const REDACTED: &str = "<redacted>";
 
 /// Option keys whose values are secrets (compared case-insensitively).
 const SENSITIVE_KEYS: &[&str] = &[

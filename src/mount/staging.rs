@@ -55,16 +55,7 @@ impl Staging {
             path: dir.to_owned(),
             source,
         };
-        match std::fs::DirBuilder::new()
-            .mode(0o700)
-            .recursive(true)
-            .create(dir)
-        {
-            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
-            _ => {}
-        }
-        let meta = std::fs::symlink_metadata(dir).map_err(io)?;
-        check_owner(dir, &meta)?;
+        root_only_dir(dir)?;
         let fd = open_root(dir).map_err(|e| io(e.into()))?;
         let mounted = on_mount(fd.as_fd()).is_ok_and(|m| m.root);
         drop(fd);
@@ -128,6 +119,25 @@ impl Point {
         let fd = open_root(&self.path).ok()?;
         on_mount(fd.as_fd()).ok()?.root.then_some(fd)
     }
+}
+
+/// Makes `dir` (created 0700 if missing) and checks that it is a root-owned
+/// directory of mode 0700, not a symlink: only root can write in it, so no caller
+/// can plant or swap anything below it.
+pub fn root_only_dir(dir: &Path) -> Result<(), StagingError> {
+    let io = |source| StagingError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    match std::fs::DirBuilder::new()
+        .mode(0o700)
+        .recursive(true)
+        .create(dir)
+    {
+        Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(io(e)),
+        _ => {}
+    }
+    check_owner(dir, &std::fs::symlink_metadata(dir).map_err(io)?)
 }
 
 fn check_owner(dir: &Path, meta: &std::fs::Metadata) -> Result<(), StagingError> {

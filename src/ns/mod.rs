@@ -3,6 +3,7 @@
 
 pub mod beneath;
 pub mod enter;
+pub mod holders;
 pub mod mountinfo;
 pub mod namespace;
 pub mod propagation;

@@ -70,6 +70,29 @@ impl Policy {
         options: &MountOptions,
         uid: u32,
     ) -> Result<CheckedMount, PolicyError> {
+        self.check_mount_beneath(req, options, uid, &self.target_roots)
+    }
+
+    /// [`Policy::check_mount`] of a request the daemon makes again on a staging
+    /// point of its own (a heal): the target is resolved beneath `staging`, a
+    /// directory only root can write, instead of the target roots; the rest is
+    /// checked as the caller's request was.
+    pub fn check_staged(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        staging: &Path,
+    ) -> Result<CheckedMount, PolicyError> {
+        self.check_mount_beneath(req, options, 0, &[staging.to_owned()])
+    }
+
+    fn check_mount_beneath(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        uid: u32,
+        roots: &[PathBuf],
+    ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
         // A remount names no source the kernel uses: one given is checked as for a
         // new mount, none is needed.
@@ -80,7 +103,7 @@ impl Policy {
         } else {
             Kind::Directory
         };
-        let target = resolve("target", &req.target, &self.target_roots, kind)?;
+        let target = resolve("target", &req.target, roots, kind)?;
         let source = match self.sources.check(req, options, bind, uid == 0) {
             Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
             Ok(Source::Path { path, .. }) => {

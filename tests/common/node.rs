@@ -141,10 +141,17 @@ impl Node {
             ),
         )
         .unwrap();
+        self.start_sshd(port);
+        port
+    }
+
+    /// Starts the sshd that [`Node::sshd`] configured, on its `port`.
+    pub fn start_sshd(&mut self, port: u16) {
+        let ssh = self.dir("ssh");
         let child = Command::new("/usr/sbin/sshd")
             .arg("-D")
             .arg("-f")
-            .arg(&config)
+            .arg(ssh.join("config"))
             .arg("-E")
             .arg(ssh.join("log"))
             .spawn()
@@ -153,7 +160,31 @@ impl Node {
         super::wait_until("sshd listens", || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        port
+    }
+
+    /// Stops sshd and every session it serves (by pid): its clients' connections
+    /// drop.
+    pub fn stop_sshd(&mut self) {
+        let Some(mut c) = self.sshd.take() else {
+            return;
+        };
+        let mut pids = vec![c.id()];
+        let mut i = 0;
+        while i < pids.len() {
+            let children = format!("/proc/{0}/task/{0}/children", pids[i]);
+            let found = std::fs::read_to_string(children).unwrap_or_default();
+            pids.extend(
+                found
+                    .split_whitespace()
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+            i += 1;
+        }
+        for pid in pids {
+            let pid = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        }
+        let _ = c.wait();
     }
 
     /// mount(8) options for sshfs against `port` with the test key, as the VCS
@@ -349,7 +380,12 @@ impl Node {
     /// Starts a pod container that binds the volume directory `volume` at /data
     /// with `rslave` propagation, as the kubelet's runtime does for a pod volume.
     pub fn pod(&mut self, pod: &str, volume: &Path) -> Kubelet {
-        let data = format!("{}:/data:rslave", volume.display());
+        self.pod_bound(pod, volume, "rslave")
+    }
+
+    /// [`Node::pod`] with the bind's `propagation` (`rprivate`, `rslave`, ...).
+    pub fn pod_bound(&mut self, pod: &str, volume: &Path, propagation: &str) -> Kubelet {
+        let data = format!("{}:/data:{propagation}", volume.display());
         let name = self.run(
             pod,
             &[

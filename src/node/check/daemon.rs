@@ -82,10 +82,16 @@ fn mount_health(h: &MountHealth) -> Option<Item> {
     );
     let remedy = match h.health {
         Health::Healthy | Health::Unknown => return None,
-        Health::Corrupted => format!(
-            "its volume client lost it (the {} container or its FUSE process restarted): unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
-            h.executor
-        ),
+        Health::Corrupted | Health::Vanished => match &h.last_heal {
+            Some(heal) if heal.result == "not_healable" => format!(
+                "the daemon cannot heal it ({}): unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
+                heal.error
+            ),
+            _ => format!(
+                "its volume client lost it (the {} container or its FUSE process restarted); the daemon heals it (see `last_heal` in `sidemount status`); if it stays so, unmount it (`umount {target}`) and let the kubelet mount it again (delete the pod using it)",
+                h.executor
+            ),
+        },
         Health::Unresponsive => {
             "its server does not answer: check the volume server and the network to it".to_owned()
         }
@@ -179,6 +185,37 @@ mod tests {
     }
 
     #[test]
+    fn a_mount_that_cannot_be_healed_is_named_with_why_and_the_remedy() {
+        let heal = |result: &str, error: &str| crate::api::wire::HealReport {
+            at: 1,
+            result: result.into(),
+            stale_mount_id: 7,
+            mount_id: None,
+            touched: vec![],
+            error: error.into(),
+        };
+        let health = |last_heal| MountHealth {
+            target: "/k/pods/a/v".into(),
+            mount_id: 7,
+            executor: "vcs/sshfs".into(),
+            health: Health::Corrupted,
+            error: "ENOTCONN: Transport endpoint is not connected".into(),
+            checked_at: Some(1),
+            last_heal,
+        };
+        let lost = mount_health(&health(Some(heal("not_healable", "it needs secrets")))).unwrap();
+        assert!(!lost.ok);
+        let remedy = lost.remedy.unwrap();
+        assert!(
+            remedy.contains("cannot heal it (it needs secrets)"),
+            "{remedy}"
+        );
+        assert!(remedy.contains("`umount /k/pods/a/v`"), "{remedy}");
+        let healing = mount_health(&health(Some(heal("failed", "connection refused")))).unwrap();
+        assert!(healing.remedy.unwrap().contains("the daemon heals it"));
+    }
+
+    #[test]
     fn corrupted_mounts_fail_with_the_remedy_and_healthy_ones_pass() {
         let health = |target: &str, health: Health, error: &str| MountHealth {
             target: target.into(),
@@ -187,6 +224,7 @@ mod tests {
             health,
             error: error.into(),
             checked_at: Some(1),
+            last_heal: None,
         };
         let mut a = answer(vec![]);
         if let Ok(s) = &mut a.status {

@@ -151,3 +151,71 @@ privileged_test! {
         assert!(daemon.recorded().is_empty());
     }
 }
+
+privileged_test! {
+    fn umount_through_a_symlink_below_the_roots_only(host: &Host) {
+        let root = kubelet_root(host);
+        sh(&install_helpers_line(host, "tmpfs"));
+        let daemon = Daemon::start(host, &root, &[]);
+        let v = volume(&root, "v");
+        let dir = v.parent().unwrap().to_owned();
+        std::os::unix::fs::symlink(&v, dir.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../kubernetes.io~test/v", dir.join("rel")).unwrap();
+        let mount = || {
+            let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs tmpfs {}", quote(&v)));
+            assert_eq!(code, Some(0), "{err}");
+        };
+        for line in [
+            format!("{SIDEMOUNT} umount {}", quote(&dir.join("abs"))),
+            format!("{SIDEMOUNT} umount {}", quote(&dir.join("rel"))),
+            format!("umount -t tmpfs {}", quote(&dir.join("abs"))),
+        ] {
+            mount();
+            let (code, err) = run(&daemon, &line);
+            assert_eq!(code, Some(0), "{line}: {err}");
+            assert!(!is_mounted(&v), "{line}");
+            assert!(daemon.recorded().is_empty(), "{line}");
+        }
+        // A link that leads out of the roots, to a mount sidemount did not make.
+        let outside = host.dir("outside");
+        sh(&format!("mount -i -t tmpfs outside {}", quote(&outside)));
+        std::os::unix::fs::symlink(&outside, dir.join("out")).unwrap();
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&dir.join("out"))));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("outside"), "{err}");
+        assert!(is_mounted(&outside));
+        sh(&format!("umount -i {}", quote(&outside)));
+    }
+}
+
+privileged_test! {
+    fn a_file_binds_onto_a_file_and_never_through_a_link(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let source = root.join("plugins/subpath/file");
+        std::fs::create_dir_all(source.parent().unwrap()).unwrap();
+        std::fs::write(&source, "one file").unwrap();
+        let dir = volume(&root, "files");
+        let target = dir.join("target");
+        std::fs::write(&target, "").unwrap();
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o bind,ro {} {}", quote(&source), quote(&target)));
+        assert_eq!(code, Some(0), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "one file");
+        assert!(std::fs::write(&target, "x").is_err(), "read-only");
+        assert_eq!(daemon.recorded(), vec![target.display().to_string()]);
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&target)));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!is_mounted(&target));
+        // A target file that is a link to a file outside the roots is refused.
+        let outside = host.dir("outside").join("file");
+        std::fs::write(&outside, "outside").unwrap();
+        let link = dir.join("link");
+        std::os::unix::fs::symlink(&outside, &link).unwrap();
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o bind {} {}", quote(&source), quote(&link)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("symbolic link") || err.contains("symlink"), "{err}");
+        assert_eq!(std::fs::read_to_string(&outside).unwrap(), "outside");
+        assert!(!is_mounted(&outside));
+        assert!(daemon.recorded().is_empty());
+    }
+}

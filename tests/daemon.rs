@@ -442,8 +442,9 @@ privileged_test! {
             sh(&format!("chmod +x {}", quote(&shim)));
         }
         let path = format!("{}:{}", shims.display(), std::env::var("PATH").unwrap());
-        let daemon = Daemon::start_with_env(host, &root, &[], &[("PATH", &path)]);
+        let daemon = Daemon::start_with_env(host, &root, &[], &[("PATH", &path), ("SIDEMOUNT_LOG", "sidemount=debug")]);
         let logged = || std::fs::read_to_string(&log).unwrap_or_default();
+        let fell_back = "the one-call mount failed";
         let client = |args: &[&str]| {
             Command::new(SIDEMOUNT).args(args)
                 .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
@@ -469,6 +470,14 @@ privileged_test! {
         assert_eq!(logged(), "", "no util-linux for a bind");
         expect_success("umount", client(&["umount", bind.to_str().unwrap()]));
 
+        // Options only libmount knows go to mount(8) at once: the kernel never
+        // sees them (no "Unknown parameter" in its log, no failed call first).
+        expect_success("tmpfs", client(&["mount", "-t", "tmpfs", "-o", "nousers,uid=nobody,size=1m", "tmpfs", t]));
+        assert!(logged().contains("nousers,uid=nobody,size=1m"), "{}", logged());
+        assert!(findmnt(&tmp).contains("uid=65534"), "{}", findmnt(&tmp));
+        assert!(!daemon.log_text().contains(fell_back), "{}", daemon.log_text());
+        expect_success("umount", client(&["umount", t]));
+
         // A failed call goes to mount(8), whose own error the caller reads.
         let out = client(&["mount", "-t", "tmpfs", "-o", "size=banana", "tmpfs", bad.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
@@ -476,6 +485,7 @@ privileged_test! {
         assert!(err.contains("mount: ") && err.contains("bad option"), "{err}");
         assert!(logged().contains("mount -t tmpfs -o size=banana -- tmpfs "), "{}", logged());
         assert!(!is_mounted(None, &bad), "nothing half done");
+        assert!(daemon.log_text().contains(fell_back), "{}", daemon.log_text());
         assert!(daemon.recorded().is_empty());
     }
 }

@@ -83,8 +83,11 @@ pub enum Command {
         sensitive: Vec<String>,
         #[arg(short, long)]
         verbose: bool,
+        #[command(flatten)]
+        make: MakeFlags,
+        /// The source; alone, the mount point of a remount or a propagation change.
         source: String,
-        target: PathBuf,
+        target: Option<PathBuf>,
     },
     /// Unmount through the daemon: a mount point, or the latest mount of a device.
     Umount {
@@ -209,4 +212,46 @@ pub struct ServeArgs {
     /// and its body after the head.
     #[arg(long, value_name = "MS", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
     pub read_timeout_ms: u64,
+}
+
+/// mount(8)'s propagation flags (`--make-private DIR`), each a change of the
+/// mount on the target.
+#[derive(clap::Args, Debug, Default)]
+pub struct MakeFlags {
+    #[arg(long = "make-shared")]
+    shared: bool,
+    #[arg(long = "make-slave")]
+    slave: bool,
+    #[arg(long = "make-private")]
+    private: bool,
+    #[arg(long = "make-unbindable")]
+    unbindable: bool,
+    #[arg(long = "make-rshared")]
+    rshared: bool,
+    #[arg(long = "make-rslave")]
+    rslave: bool,
+    #[arg(long = "make-rprivate")]
+    rprivate: bool,
+    #[arg(long = "make-runbindable")]
+    runbindable: bool,
+}
+
+impl MakeFlags {
+    /// The flags given, as the options that ask for them (`make-private`).
+    pub fn options(&self) -> Vec<String> {
+        [
+            (self.shared, "make-shared"),
+            (self.slave, "make-slave"),
+            (self.private, "make-private"),
+            (self.unbindable, "make-unbindable"),
+            (self.rshared, "make-rshared"),
+            (self.rslave, "make-rslave"),
+            (self.rprivate, "make-rprivate"),
+            (self.runbindable, "make-runbindable"),
+        ]
+        .into_iter()
+        .filter(|(given, _)| *given)
+        .map(|(_, option)| option.to_owned())
+        .collect()
+    }
 }

@@ -15,7 +15,8 @@ use crate::api::wire::{
 };
 use crate::cli::helper_args::{self, Invocation};
 use crate::cli::{mounter, shim, unmount_plan};
-use crate::mount::options::split_all;
+use crate::executor;
+use crate::mount::options::{split_all, MountOptions};
 use crate::mount::syscall;
 use crate::node::{check, install, list, share};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
@@ -227,19 +228,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             options,
             sensitive,
             verbose,
+            make,
             source,
             target,
         } => {
+            let mut options = split_all(options.iter().map(String::as_str));
+            options.extend(make.options());
+            // `mount -o remount,ro DIR`, `mount --make-private DIR`: no source.
+            let (source, target) = match target {
+                Some(target) => (source, target),
+                None => (String::new(), PathBuf::from(source)),
+            };
             let request = MountRequest {
                 beneath: Vec::new(),
                 source,
                 target,
                 fstype,
-                options: split_all(options.iter().map(String::as_str)),
+                options,
                 sensitive_options: split_all(sensitive.iter().map(String::as_str)),
                 caller_pid: None,
                 timeout_seconds: None,
             };
+            let parsed = MountOptions::of(&request, &[]);
+            if request.source.is_empty() && !executor::changes(&request, &parsed) {
+                eprintln!(
+                    "sidemount: mount {}: a source and a mount point are needed (the mount point alone only for a remount or a propagation change)",
+                    request.target.display()
+                );
+                return Ok(ExitCode::from(mounter::USAGE));
+            }
             Ok(forward(vec![Invocation::Mount {
                 request,
                 fake: false,

@@ -30,7 +30,8 @@ pub enum PipelineError {
     Policy(#[from] PolicyError),
     #[error("{target}: target is busy (another operation on it did not end within {waited:?})")]
     Busy { target: PathBuf, waited: Duration },
-    #[error("{target} already holds mount {mount_id} that this daemon made from another request (source {from:?}, type {fstype}, options {options:?}); unmount it first")]
+    /// mount(8)'s words ("SOURCE already mounted on TARGET"), which callers match.
+    #[error("{from} already mounted on {target} (mount {mount_id}, type {fstype}, options {options:?}, made by this daemon from another request); unmount it first")]
     AlreadyMounted {
         target: PathBuf,
         mount_id: u32,
@@ -64,6 +65,18 @@ pub enum PipelineError {
         target: PathBuf,
         source: RecordError,
     },
+    /// mount(8)'s words for a change of a target that holds no mount.
+    #[error("{target}: mount point not mounted or bad option (no mount on it in the {namespace} namespace)")]
+    NotAMountPoint { target: PathBuf, namespace: String },
+    /// A change was made but is not seen as asked; nothing is undone (the mount
+    /// was there before).
+    #[error("{source}")]
+    Change { source: VerifyError, output: String },
+    #[error("cannot record the change of the mount on {target}: {source}")]
+    Update {
+        target: PathBuf,
+        source: RecordError,
+    },
     /// umount(8)'s words: callers (mount-utils) match "not mounted".
     #[error("{target}: not mounted (no mount point there in the {namespace} namespace)")]
     NotMounted { target: PathBuf, namespace: String },
@@ -94,15 +107,18 @@ impl PipelineError {
             Self::AlreadyMounted { .. } => ErrorCode::AlreadyMounted,
             Self::UnknownExecutor { .. } => ErrorCode::ExecutorUnavailable,
             Self::NotReady(e) | Self::Namespaces(e) | Self::Execute(e) => e.code(failed),
-            Self::Verify { source, .. } => verify_code(source, failed),
+            Self::Verify { source, .. } | Self::Change { source, .. } => {
+                verify_code(source, failed)
+            }
             Self::StillMounted { executor_gone, .. } => match executor_gone {
                 true => ErrorCode::PropagationBroken,
                 false => failed,
             },
-            Self::NotMounted { .. } => ErrorCode::NotMounted,
+            Self::NotMounted { .. } | Self::NotAMountPoint { .. } => ErrorCode::NotMounted,
             Self::Lookup { .. }
             | Self::Intent { .. }
             | Self::Record { .. }
+            | Self::Update { .. }
             | Self::Forget { .. } => ErrorCode::Internal,
         }
     }
@@ -114,7 +130,7 @@ impl PipelineError {
         let mut message = options.scrub(&self.to_string());
         let output = match self {
             Self::NotReady(e) | Self::Namespaces(e) | Self::Execute(e) => e.output(),
-            Self::Verify { source, output } => {
+            Self::Verify { source, output } | Self::Change { source, output } => {
                 with_remedy(&mut message, source);
                 output
             }
@@ -202,7 +218,9 @@ impl HealError {
 fn verify_code(source: &VerifyError, failed: ErrorCode) -> ErrorCode {
     match source {
         VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
-        VerifyError::NotMounted { .. } => failed,
+        VerifyError::NotMounted { .. }
+        | VerifyError::NotSame { .. }
+        | VerifyError::Unchanged { .. } => failed,
         VerifyError::StillMounted { .. } | VerifyError::Elsewhere { .. } | VerifyError::Read(_) => {
             ErrorCode::Internal
         }

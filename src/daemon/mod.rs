@@ -2,6 +2,7 @@
 //! execution, proof from mountinfo in every namespace, record; and the undo that
 //! leaves nothing behind when any step fails.
 
+mod change;
 mod claims;
 pub mod config;
 mod error;

@@ -11,7 +11,7 @@ use crate::daemon::error::{Operation, PipelineError};
 use crate::daemon::record::Entry;
 use crate::daemon::verify::{self, Views};
 use crate::daemon::Daemon;
-use crate::executor::{Executor, Made};
+use crate::executor::{self, Executor, Made};
 use crate::mount::options::MountOptions;
 use crate::ns::namespace::Namespace;
 use crate::policy::CheckedTarget;
@@ -57,6 +57,19 @@ impl Daemon {
             .await
             .map_err(PipelineError::Namespaces)?;
         let before = self.before(&views.executor, target)?;
+        // A remount or a propagation change acts on the mount already there.
+        if executor::changes(req, options) {
+            let change = self.change(
+                req,
+                options,
+                exec.as_ref(),
+                &checked,
+                &views,
+                &before,
+                deadline,
+            );
+            return change.await;
+        }
         // 4. A mount the daemon made there already: a retry of the same request
         //    is answered again, another request refused.
         if let Some(done) = self.made_before(req, options, exec.as_ref(), &views, &before)? {

@@ -290,6 +290,12 @@ impl Record {
         Ok(())
     }
 
+    /// Rewrites the record of a mount the daemon made, after a change to it (a
+    /// remount, a propagation change): still one record, by its mount id.
+    pub fn update(&self, entry: Entry) -> Result<(), RecordError> {
+        self.write(entry)
+    }
+
     /// Forgets an intent whose attempt left nothing.
     pub fn abandon(&self, intent: Intent) -> Result<(), RecordError> {
         let name = intent_file(intent.id);

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use crate::api::wire::Sighting;
 use crate::executor::Made;
+use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::{normalize, Mount, MountinfoError};
 use crate::ns::namespace::{tables, Namespace};
 use crate::ns::propagation::{link_mounts, Link};
@@ -31,6 +32,20 @@ pub enum VerifyError {
     },
     #[error("the mount made for {target} landed on {found}")]
     Elsewhere { target: String, found: String },
+    #[error("{target} holds mount {now} in the {namespace} namespace after the change, not mount {before} that was changed")]
+    NotSame {
+        target: String,
+        namespace: String,
+        before: u32,
+        now: String,
+    },
+    /// `shows`: what it shows, and what was asked.
+    #[error("the mount on {target} in the {namespace} namespace shows {shows} after the change")]
+    Unchanged {
+        target: String,
+        namespace: String,
+        shows: String,
+    },
     #[error(transparent)]
     Read(#[from] MountinfoError),
 }
@@ -144,6 +159,130 @@ fn missing(
     })
 }
 
+/// What a change asks the mount on its target to show: per-mount options present
+/// or absent (a remount), and a propagation.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wanted {
+    present: Vec<&'static str>,
+    absent: Vec<&'static str>,
+    propagation: Option<&'static str>,
+}
+
+/// A remount's VFS options as mountinfo shows their effect: option, shown
+/// option, whether it is shown.
+const SHOWN: &[(&str, &str, bool)] = &[
+    ("ro", "ro", true),
+    ("rw", "ro", false),
+    ("nosuid", "nosuid", true),
+    ("suid", "nosuid", false),
+    ("nodev", "nodev", true),
+    ("dev", "nodev", false),
+    ("noexec", "noexec", true),
+    ("exec", "noexec", false),
+    ("noatime", "noatime", true),
+    ("relatime", "relatime", true),
+    ("nodiratime", "nodiratime", true),
+];
+
+/// Propagation options, with or without `make-` and `r`, as the kind they set.
+const PROPAGATION: &[&str] = &["shared", "slave", "private", "unbindable"];
+
+impl Wanted {
+    /// What `options` of a change ask for; the last of each kind counts.
+    pub fn of(options: &MountOptions) -> Wanted {
+        let mut wanted = Wanted::default();
+        let remount = options.has("remount");
+        for option in options.iter() {
+            let name = option.name().strip_prefix("make-").unwrap_or(option.name());
+            let flat = name.strip_prefix('r').unwrap_or(name);
+            if let Some(kind) = PROPAGATION.iter().find(|k| **k == flat || **k == name) {
+                wanted.propagation = Some(kind);
+            }
+            if let Some((_, shown, on)) =
+                SHOWN.iter().find(|(n, ..)| *n == name).filter(|_| remount)
+            {
+                wanted.present.retain(|s| s != shown);
+                wanted.absent.retain(|s| s != shown);
+                match on {
+                    true => wanted.present.push(shown),
+                    false => wanted.absent.push(shown),
+                }
+            }
+        }
+        wanted
+    }
+
+    /// Whether `mount` shows what was asked.
+    fn shown_by(&self, mount: &Mount) -> bool {
+        let options: Vec<&str> = mount.options.split(',').collect();
+        let p = &mount.propagation;
+        self.present.iter().all(|o| options.contains(o))
+            && !self.absent.iter().any(|o| options.contains(o))
+            && match self.propagation {
+                None => true,
+                Some("shared") => p.shared.is_some(),
+                Some("unbindable") => p.unbindable,
+                // A slave of nothing is private: both only leave their peers.
+                Some("slave") => p.shared.is_none() && !p.unbindable,
+                Some(_) => p.is_private() && !p.unbindable,
+            }
+    }
+}
+
+impl std::fmt::Display for Wanted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let absent = self.absent.iter().map(|o| format!("no {o}"));
+        let all: Vec<String> = self
+            .present
+            .iter()
+            .map(|o| o.to_string())
+            .chain(absent)
+            .chain(self.propagation.map(str::to_owned))
+            .collect();
+        f.write_str(&all.join(","))
+    }
+}
+
+/// After a change of mount `before` on `target`: the same mount is still there in
+/// the executor's namespace and shows what was asked (`wanted`), and a copy of
+/// it is still on the target in every other namespace (per-mount flags and
+/// propagation are each mount's own: only the executor's is changed).
+pub fn changed(
+    target: &Path,
+    before: u32,
+    wanted: &Wanted,
+    views: &Views,
+) -> Result<(Mount, Vec<Sighting>), VerifyError> {
+    let executor = &views.executor;
+    let mount = executor.mount_at(target)?;
+    let mount = match mount {
+        Some(m) if m.id == before => m,
+        other => {
+            return Err(VerifyError::NotSame {
+                target: target.display().to_string(),
+                namespace: executor.name.clone(),
+                before,
+                now: other.map_or("none".into(), |m| m.id.to_string()),
+            })
+        }
+    };
+    if !wanted.shown_by(&mount) {
+        return Err(VerifyError::Unchanged {
+            target: target.display().to_string(),
+            namespace: executor.name.clone(),
+            shows: format!("{} ({}), not {wanted}", mount.options, mount.propagation),
+        });
+    }
+    let mut seen = vec![sighting(executor, Some(&mount))];
+    for ns in &views.others {
+        match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {
+            Some(copy) => seen.push(sighting(ns, Some(&copy))),
+            None => return Err(missing(target, &mount, ns, views)?),
+        }
+    }
+    Ok((mount, seen))
+}
+
 /// After an unmount of `mount`: gone from every namespace.
 pub fn unmounted(
     target: &Path,
@@ -170,4 +309,45 @@ pub fn unmounted(
         )?);
     }
     Ok(seen)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ns::mountinfo::MountTable;
+
+    fn wanted(options: &[&str]) -> Wanted {
+        let options: Vec<String> = options.iter().map(|o| o.to_string()).collect();
+        Wanted::of(&MountOptions::new(&options, &[], &[]))
+    }
+
+    fn mount(line: &str) -> Mount {
+        MountTable::parse(line.as_bytes()).unwrap().mounts.remove(0)
+    }
+
+    #[test]
+    fn a_change_is_seen_by_its_flags_and_propagation() {
+        let ro_private = mount("30 20 0:30 / /k/a ro,nosuid,relatime - tmpfs tmpfs rw");
+        let rw_shared = mount("30 20 0:30 / /k/a rw,relatime shared:4 - tmpfs tmpfs rw");
+        let slave = mount("30 20 0:30 / /k/a rw master:4 - tmpfs tmpfs rw");
+        let unbindable = mount("30 20 0:30 / /k/a rw unbindable - tmpfs tmpfs rw");
+        let ro = wanted(&["bind,remount,ro"]);
+        assert_eq!(ro.to_string(), "ro");
+        assert!(ro.shown_by(&ro_private) && !ro.shown_by(&rw_shared));
+        let rw = wanted(&["remount,ro,rw,suid"]);
+        assert_eq!(rw.to_string(), "no ro,no nosuid");
+        assert!(rw.shown_by(&rw_shared) && !rw.shown_by(&ro_private));
+        // Flags count only in a remount; propagation alone is checked alone.
+        let private = wanted(&["make-rprivate", "ro"]);
+        assert_eq!(private.to_string(), "private");
+        assert!(private.shown_by(&ro_private) && !private.shown_by(&rw_shared));
+        assert!(!private.shown_by(&slave) && !private.shown_by(&unbindable));
+        let shared = wanted(&["rshared"]);
+        assert!(shared.shown_by(&rw_shared) && !shared.shown_by(&slave));
+        let as_slave = wanted(&["slave"]);
+        assert!(as_slave.shown_by(&slave) && as_slave.shown_by(&ro_private));
+        assert!(!as_slave.shown_by(&rw_shared));
+        let no_bind = wanted(&["runbindable"]);
+        assert!(no_bind.shown_by(&unbindable) && !no_bind.shown_by(&slave));
+    }
 }

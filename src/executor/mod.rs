@@ -15,6 +15,7 @@ pub use crate::mount::staging::{Staging, StagingError};
 pub use agent_client::AgentClient;
 pub use docker_exec::DockerExec;
 pub use host::{Host, Runner};
+pub use plan::changes;
 
 use crate::api::wire::{Executed, MountRequest};
 pub use crate::mount::exec::{ExecError, UnmountFlags};

@@ -22,8 +22,13 @@ pub(super) enum Plan {
     /// A move of the checked source's mount.
     Move,
     /// A change of the mount on the target (remount, propagation): one mount(2)
-    /// on the target's handle.
-    Change { flags: MsFlags, data: OsString },
+    /// on the target's handle. `named`: the flags the request's VFS options set
+    /// or clear; a remount keeps the mount's other flags, as mount(8) does.
+    Change {
+        flags: MsFlags,
+        data: OsString,
+        named: MsFlags,
+    },
     /// A new filesystem: one fsmount when that is all mount(8) would do, else
     /// mount(8) on a staging point.
     New,
@@ -48,12 +53,14 @@ pub(super) fn plan(req: &MountRequest, options: &MountOptions) -> Plan {
     let bind_type = matches!(req.fstype.as_str(), "none" | "bind" | "rbind");
     let recursive = has("rbind") || req.fstype == "rbind";
     let mut flags = MsFlags::empty();
+    let mut named = MsFlags::empty();
     let mut data = Vec::new();
     let mut propagation = None;
     for piece in &pieces {
         let name = piece.strip_prefix("make-").unwrap_or(piece);
         if let Some((_, flag, set)) = VFS_OPTIONS.iter().find(|(n, ..)| *n == name) {
             flags.set(*flag, *set);
+            named |= *flag;
         } else if let Some((_, flag, rec)) = PROPAGATION.iter().find(|(n, ..)| *n == name) {
             propagation = Some((*flag, *rec));
         } else if !matches!(name, "bind" | "rbind" | "remount" | "move") {
@@ -68,6 +75,7 @@ pub(super) fn plan(req: &MountRequest, options: &MountOptions) -> Plan {
         Plan::Change {
             flags,
             data: data.join(",").into(),
+            named,
         }
     } else if has("bind") || recursive || bind_type {
         Plan::Bind {
@@ -83,10 +91,50 @@ pub(super) fn plan(req: &MountRequest, options: &MountOptions) -> Plan {
         Plan::Change {
             flags,
             data: OsString::new(),
+            named: MsFlags::empty(),
         }
     } else {
         Plan::New
     }
+}
+
+/// Whether `req` changes the mount already on its target (a remount, or a
+/// propagation change alone) rather than making one.
+pub fn changes(req: &MountRequest, options: &MountOptions) -> bool {
+    matches!(plan(req, options), Plan::Change { .. })
+}
+
+/// The per-mount flags mountinfo shows, as mount(2) takes them.
+const MOUNT_FLAGS: &[(&str, MsFlags)] = &[
+    ("ro", MsFlags::MS_RDONLY),
+    ("nosuid", MsFlags::MS_NOSUID),
+    ("nodev", MsFlags::MS_NODEV),
+    ("noexec", MsFlags::MS_NOEXEC),
+    ("noatime", MsFlags::MS_NOATIME),
+    ("nodiratime", MsFlags::MS_NODIRATIME),
+    ("relatime", MsFlags::MS_RELATIME),
+    ("nosymfollow", MsFlags::from_bits_retain(256)),
+];
+
+/// The access-time flags: naming one replaces the others.
+const ATIME: MsFlags = MsFlags::MS_NOATIME
+    .union(MsFlags::MS_RELATIME)
+    .union(MsFlags::MS_STRICTATIME);
+
+/// A remount's `flags` with the flags the mount has now (`current`: mountinfo's
+/// per-mount options, `rw,nosuid,relatime`) that the request did not name, so
+/// `remount,ro` of a `nosuid` mount stays `nosuid`, as with mount(8).
+pub(super) fn keep_current(flags: MsFlags, named: MsFlags, current: &str) -> MsFlags {
+    let named = match named.intersects(ATIME) {
+        true => named | ATIME,
+        false => named,
+    };
+    current
+        .split(',')
+        .filter_map(|o| MOUNT_FLAGS.iter().find(|(n, _)| *n == o))
+        .map(|(_, flag)| *flag)
+        .filter(|flag| !named.intersects(*flag))
+        .fold(flags, |flags, flag| flags | flag)
 }
 
 /// The filesystem's own options with each overlay layer replaced by its checked
@@ -198,5 +246,36 @@ mod tests {
             matches!(private, Plan::Change { flags, .. } if flags == MsFlags::MS_PRIVATE | MsFlags::MS_REC)
         );
         assert!(matches!(plan(&req("tmpfs", &["size=1m", "ro"])), Plan::New));
+        for (asked, change) in [
+            (req("tmpfs", &["remount,size=2m"]), true),
+            (req("", &["make-private"]), true),
+            (req("", &["bind", "private"]), false),
+            (req("tmpfs", &["size=1m"]), false),
+        ] {
+            let options = MountOptions::of(&asked, &[]);
+            assert_eq!(changes(&asked, &options), change, "{:?}", asked.options);
+        }
+    }
+
+    #[test]
+    fn a_remount_keeps_the_flags_it_does_not_name() {
+        let Plan::Change { flags, named, .. } = plan(&req("", &["bind,remount,ro"])) else {
+            panic!("not a change");
+        };
+        let kept = keep_current(flags, named, "rw,nosuid,nodev,noatime");
+        assert_eq!(
+            kept,
+            flags | MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOATIME
+        );
+        // Named flags win, set or cleared; one access-time option replaces the other.
+        let Plan::Change { flags, named, .. } = plan(&req("", &["remount,rw,suid,relatime"]))
+        else {
+            panic!("not a change");
+        };
+        let kept = keep_current(flags, named, "ro,nosuid,nodev,noatime");
+        assert_eq!(
+            kept,
+            MsFlags::MS_REMOUNT | MsFlags::MS_RELATIME | MsFlags::MS_NODEV
+        );
     }
 }

@@ -85,8 +85,11 @@ const UTIL_LINUX_OPTIONS: &[&str] = &[
     "user",
     "nouser",
     "users",
+    "nousers",
     "owner",
+    "noowner",
     "group",
+    "nogroup",
     "nofail",
     "_netdev",
     "comment",
@@ -298,10 +301,16 @@ impl MountOptions {
         let mut data = Vec::new();
         for option in &self.options {
             let name = option.name();
+            // libmount turns `uid=nobody` into a number; the kernel takes numbers.
+            let user_name = matches!(name, "uid" | "gid")
+                && option
+                    .value()
+                    .is_some_and(|v| !v.bytes().all(|b| b.is_ascii_digit()));
             let userspace = UTIL_LINUX_OPTIONS.contains(&name)
                 || name.starts_with("x-")
                 || name.starts_with("X-")
-                || name.starts_with("make-");
+                || name.starts_with("make-")
+                || user_name;
             if userspace {
                 return None;
             }
@@ -457,6 +466,24 @@ mod tests {
         assert_eq!(k.data(), "size=1m,mode=700,nr_inodes=9");
         for userspace in [
             "bind",
+            "user",
+            "users",
+            "owner",
+            "group",
+            "nouser",
+            "nousers",
+            "noowner",
+            "nogroup",
+            "uid=nobody",
+            "gid=nogroup",
+            "auto",
+            "noauto",
+            "comment=x",
+            "_netdev",
+            "loop=/dev/loop7",
+            "offset=512",
+            "sizelimit=1m",
+            "X-mount.mkdir",
             "x-k=1",
             r#"x-a="p,,q""#,
             "nofail",
@@ -469,6 +496,8 @@ mod tests {
             options(&["defaults"], &[]).kernel().unwrap().flags,
             MsFlags::empty()
         );
+        let numbers = options(&["uid=1000,gid=0"], &[]);
+        assert_eq!(numbers.kernel().unwrap().data(), "uid=1000,gid=0");
         assert!(options(&["ro,rbind"], &[]).binds());
         assert!(options(&[], &["move"]).binds());
         assert!(!options(&["binding=x"], &[]).binds());

@@ -20,7 +20,7 @@ pub use fields::check_fstype;
 pub use sources::SourceRules;
 
 use fields::{check_fields, check_target_bytes};
-use resolve::{resolve, resolve_source};
+use resolve::{resolve, resolve_source, without_links};
 use sources::Source;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -94,8 +94,15 @@ impl Policy {
         roots: &[PathBuf],
     ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
-        let bind = is_bind(req, options);
-        let kind = if bind { Kind::Any } else { Kind::Directory };
+        // A remount names no source the kernel uses: one given is checked as for a
+        // new mount, none is needed.
+        let remount = options.has("remount");
+        let bind = is_bind(req, options) && !(remount && req.source.is_empty());
+        let kind = if bind || remount {
+            Kind::Any
+        } else {
+            Kind::Directory
+        };
         let target = resolve("target", &req.target, roots, kind)?;
         let source = match self.sources.check(req, options, bind, uid == 0) {
             Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
@@ -135,10 +142,13 @@ impl Policy {
     }
 
     /// Validates an unmount request's target the same way (it must exist, lie below a
-    /// root and have no symlink components) and resolves it to handles.
+    /// root and have no symlink components) and resolves it to handles. A target
+    /// reached through symbolic links is first replaced by where they lead, as
+    /// umount(8) canonicalizes its argument (see [`without_links`]).
     pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
-        resolve("target", &req.target, &self.target_roots, Kind::Any)
+        let target = without_links(&req.target, &self.target_roots)?;
+        resolve("target", &target, &self.target_roots, Kind::Any)
     }
 }
 
@@ -317,12 +327,17 @@ mod tests {
             &err,
             &[&format!("target {}: component 'link'", link.display())],
         );
-        let unmount = UnmountRequest {
-            target: link,
+        // An unmount follows it, as umount(8) does, while it stays below the roots.
+        let unmount = |target: &Path| UnmountRequest {
+            target: target.to_owned(),
             ..Default::default()
         };
-        let err = policy.check_unmount(&unmount).unwrap_err();
-        assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
+        let checked = policy.check_unmount(&unmount(&link)).unwrap();
+        assert_eq!(checked.path, dir.path().join("pods/uid/volumes/v"));
+        let out = dir.path().join("pods/uid/out");
+        symlink(dir.path().join("podsX/v"), &out).unwrap();
+        let err = policy.check_unmount(&unmount(&out)).unwrap_err();
+        assert!(matches!(err, PolicyError::OutsideRoots { .. }), "{err:?}");
     }
 
     #[test]

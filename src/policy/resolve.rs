@@ -6,6 +6,8 @@
 use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
+use nix::errno::Errno;
+
 use crate::ns::beneath::{beneath_fd, open_root, Fault, Kind};
 use crate::ns::mountinfo::normalize;
 use crate::policy::checked::{CheckedSource, CheckedTarget};
@@ -102,4 +104,119 @@ pub(super) fn resolve_source(
         path: checked.path,
         fd: checked.fd,
     })
+}
+
+/// How many symbolic links an unmount's target may pass through (the kernel's
+/// own limit).
+const MAX_LINKS: usize = 40;
+
+/// `path` with the symbolic links on it replaced by what they name, as umount(8)
+/// canonicalizes its argument. Each link is read through the handle of its
+/// parent, itself resolved beneath a root without following any symlink; the
+/// path it leads to is checked afresh, so a link leads only where a caller could
+/// have named directly, and never out of the roots. A path with no link, or that
+/// cannot be resolved at all, is returned as it is, for [`resolve`] to judge.
+pub(super) fn without_links(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, PolicyError> {
+    let mut path = path.to_owned();
+    for _ in 0..MAX_LINKS {
+        match resolve("target", &path, roots, Kind::Any) {
+            Err(PolicyError::Symlink { .. }) => {}
+            _ => return Ok(path),
+        }
+        match read_first_link(&path, roots) {
+            Some(next) => path = next,
+            None => return Ok(path),
+        }
+    }
+    Err(PolicyError::Unresolvable {
+        what: "target",
+        path,
+        errno: Errno::ELOOP,
+    })
+}
+
+/// `path` with its first symbolic link below a root replaced by the link's text.
+fn read_first_link(path: &Path, roots: &[PathBuf]) -> Option<PathBuf> {
+    let path = normalize(path);
+    let (root, rest) = roots.iter().map(|r| normalize(r)).find_map(|root| {
+        let rest = path.strip_prefix(&root).ok()?.to_owned();
+        Some((root, rest))
+    })?;
+    let root_fd = open_root(&root).ok()?;
+    let names: Vec<&std::ffi::OsStr> = rest.iter().collect();
+    for (i, name) in names.iter().enumerate() {
+        let dirs: PathBuf = names[..i].iter().collect();
+        let parent = match i {
+            0 => root_fd.try_clone().ok()?,
+            _ => beneath_fd(root_fd.as_fd(), &dirs, Kind::Directory).ok()?,
+        };
+        let Ok(link) = nix::fcntl::readlinkat(parent.as_fd(), *name) else {
+            continue;
+        };
+        let after: PathBuf = names[i + 1..].iter().collect();
+        return Some(lexical(&root.join(dirs).join(link)).join(after));
+    }
+    None
+}
+
+/// An absolute path with `.` and `..` taken away by name (its directories hold
+/// no symlink: they were just resolved without following one).
+fn lexical(path: &Path) -> PathBuf {
+    let mut out = PathBuf::from("/");
+    for component in path.components() {
+        match component {
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::Normal(name) => out.push(name),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => {}
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn links_are_replaced_and_judged_afresh() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("pods");
+        std::fs::create_dir_all(root.join("a/v")).unwrap();
+        symlink(root.join("a/v"), root.join("abs")).unwrap();
+        symlink("../a/v", root.join("a/rel")).unwrap();
+        symlink("rel", root.join("a/chain")).unwrap();
+        symlink("/etc", root.join("out")).unwrap();
+        symlink("loop", root.join("loop")).unwrap();
+        let roots = [root.clone()];
+        let want = root.join("a/v");
+        for link in ["abs", "a/rel", "a/chain"] {
+            assert_eq!(
+                without_links(&root.join(link), &roots).unwrap(),
+                want,
+                "{link}"
+            );
+        }
+        // Through a linked directory too.
+        symlink(root.join("a"), root.join("dir")).unwrap();
+        assert_eq!(without_links(&root.join("dir/v"), &roots).unwrap(), want);
+        // Out of the roots: the path it leads to, which the check then refuses.
+        assert_eq!(
+            without_links(&root.join("out"), &roots).unwrap(),
+            PathBuf::from("/etc")
+        );
+        assert!(matches!(
+            without_links(&root.join("loop"), &roots),
+            Err(PolicyError::Unresolvable {
+                errno: Errno::ELOOP,
+                ..
+            })
+        ));
+        assert_eq!(
+            lexical(Path::new("/a/b/../../../c/./d")),
+            PathBuf::from("/c/d")
+        );
+    }
 }

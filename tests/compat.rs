@@ -219,3 +219,41 @@ privileged_test! {
         assert!(daemon.recorded().is_empty());
     }
 }
+
+privileged_test! {
+    fn a_type_left_to_probe_is_found_by_libblkid_never_by_sidemounts_own_helper(host: &Host) {
+        let root = kubelet_root(host);
+        // mount(8) probing by itself would call this helper, which asks the daemon
+        // for the target it is busy with.
+        sh(&install_helpers_line(host, "ext4"));
+        let daemon = Daemon::start(host, &root, &[]);
+        let disk = LoopDevice::ext4(host, "disk");
+        let v = volume(&root, "v");
+        for types in ["", "-t auto ", "-t xfs,ext4 "] {
+            let line = format!("{SIDEMOUNT} mount {types}{} {}", disk.device, quote(&v));
+            let (code, err) = run(&daemon, &line);
+            assert_eq!(code, Some(0), "{line}: {err}");
+            let fstype = sh(&format!("findmnt -n -o FSTYPE {}", quote(&v)));
+            assert_eq!(fstype.trim(), "ext4", "{line}");
+            let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&v)));
+            assert_eq!(code, Some(0), "{err}");
+        }
+        // A loop file is probed through the daemon's handle on it.
+        let image = host.dir("var/lib/kubelet/plugins/images").join("vol.img");
+        sh(&format!("truncate -s 16M {0} && mkfs.ext4 -q {0}", quote(&image)));
+        let line = format!("{SIDEMOUNT} mount -o loop {} {}", quote(&image), quote(&v));
+        let (code, err) = run(&daemon, &line);
+        assert_eq!(code, Some(0), "{line}: {err}");
+        let fstype = sh(&format!("findmnt -n -o FSTYPE {}", quote(&v)));
+        assert_eq!(fstype.trim(), "ext4", "{line}");
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&v)));
+        assert_eq!(code, Some(0), "{err}");
+        // A list without the type found: mount(8)'s "wrong fs type", nothing mounted.
+        let line = format!("{SIDEMOUNT} mount -t xfs,btrfs {} {}", disk.device, quote(&v));
+        let (code, err) = run(&daemon, &line);
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("wrong fs type"), "{err}");
+        assert!(!is_mounted(&v));
+        assert!(daemon.recorded().is_empty());
+    }
+}

@@ -58,6 +58,19 @@ pub enum PipelineError {
     },
     #[error(transparent)]
     Execute(ExecError),
+    /// libblkid could not tell the type of a source left to be probed.
+    #[error("{source_path}: cannot tell its filesystem type: {error}")]
+    Probe {
+        source_path: String,
+        error: Box<ExecError>,
+    },
+    /// mount(8)'s words for a probed type not among those the caller listed.
+    #[error("{source_path}: wrong fs type: it holds {found}, not one of {listed}")]
+    NotListed {
+        source_path: String,
+        found: String,
+        listed: String,
+    },
     #[error("{source}; the mount was undone")]
     Verify { source: VerifyError, output: String },
     #[error("cannot record the mount on {target}: {source}; the mount was undone")]
@@ -107,6 +120,8 @@ impl PipelineError {
             Self::AlreadyMounted { .. } => ErrorCode::AlreadyMounted,
             Self::UnknownExecutor { .. } => ErrorCode::ExecutorUnavailable,
             Self::NotReady(e) | Self::Namespaces(e) | Self::Execute(e) => e.code(failed),
+            Self::Probe { error, .. } => error.code(failed),
+            Self::NotListed { .. } => failed,
             Self::Verify { source, .. } | Self::Change { source, .. } => {
                 verify_code(source, failed)
             }
@@ -130,6 +145,7 @@ impl PipelineError {
         let mut message = options.scrub(&self.to_string());
         let output = match self {
             Self::NotReady(e) | Self::Namespaces(e) | Self::Execute(e) => e.output(),
+            Self::Probe { error, .. } => error.output(),
             Self::Verify { source, output } | Self::Change { source, output } => {
                 with_remedy(&mut message, source);
                 output

@@ -13,8 +13,9 @@ use crate::daemon::verify::{self, Views};
 use crate::daemon::Daemon;
 use crate::executor::{self, Executor, Made};
 use crate::mount::options::MountOptions;
+use crate::mount::probe;
 use crate::ns::namespace::Namespace;
-use crate::policy::CheckedTarget;
+use crate::policy::{is_bind, CheckedMount, CheckedTarget};
 
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`](super::metrics)).
@@ -41,12 +42,13 @@ impl Daemon {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
         let checked = self.policy.check_mount(req, options, peer.uid)?;
+        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         let req = &MountRequest {
             target: checked.target.path.clone(),
+            fstype: self.probed(req, options, &checked, deadline).await?,
             ..req.clone()
         };
         let target = req.target.as_path();
-        let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 2. One operation at a time on a target; the others wait their turn.
         let _claim = self.claim(target, deadline).await?;
         // 3. The executor for this type, and the namespaces that must see the mount.
@@ -152,6 +154,49 @@ impl Daemon {
             seen,
             output: options.scrub(&output),
         })
+    }
+
+    /// The request's type, or, when it leaves the type to be probed (none,
+    /// `auto`, a list) and its source is a device or a checked file, the type
+    /// libblkid finds there, which must be one of a list given.
+    async fn probed(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+        checked: &CheckedMount,
+        deadline: std::time::Duration,
+    ) -> Result<String, PipelineError> {
+        let Some(allowed) = probe::allowed(&req.fstype) else {
+            return Ok(req.fstype.clone());
+        };
+        if is_bind(req, options) || executor::changes(req, options) {
+            return Ok(req.fstype.clone());
+        }
+        let device = match &checked.source {
+            // A file, through the daemon's handle on it: never by its name again.
+            Some(file) => std::path::PathBuf::from(format!(
+                "/proc/{}/fd/{}",
+                std::process::id(),
+                std::os::fd::AsRawFd::as_raw_fd(&file.fd)
+            )),
+            None if is_block_device(&req.source) => std::path::PathBuf::from(&req.source),
+            _ => return Ok(req.fstype.clone()),
+        };
+        let found =
+            probe::probe(&device, deadline)
+                .await
+                .map_err(|error| PipelineError::Probe {
+                    source_path: req.source.clone(),
+                    error: Box::new(error),
+                })?;
+        if !allowed.is_empty() && !allowed.contains(&found.as_str()) {
+            return Err(PipelineError::NotListed {
+                source_path: req.source.clone(),
+                found,
+                listed: req.fstype.clone(),
+            });
+        }
+        Ok(found)
     }
 
     /// When the mount on top of the target is one the daemon recorded: the answer
@@ -277,4 +322,10 @@ pub(super) struct Undo<'a> {
     pub(super) target: &'a CheckedTarget,
     pub(super) before: &'a Before,
     pub(super) fstype: &'a str,
+}
+
+fn is_block_device(source: &str) -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    source.starts_with('/')
+        && std::fs::metadata(source).is_ok_and(|m| m.file_type().is_block_device())
 }

@@ -9,6 +9,7 @@ pub mod helper;
 pub mod kernel;
 pub mod loop_device;
 pub mod options;
+pub mod probe;
 pub mod rebind;
 pub mod staging;
 pub mod syscall;

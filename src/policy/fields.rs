@@ -43,9 +43,12 @@ pub fn check_fstype(fstype: &str) -> Result<(), PolicyError> {
     }
     check_len(fstype.len(), FsType::MAX_LEN, "filesystem type")?;
     check_bytes(fstype.as_bytes(), || format!("filesystem type {fstype:?}"))?;
-    FsType::new(fstype).map_err(|_| PolicyError::BadFstype {
-        fstype: fstype.to_owned(),
-    })?;
+    // A list (`xfs,ext4`) leaves the type to be probed among those named.
+    for one in fstype.split(',') {
+        FsType::new(one).map_err(|_| PolicyError::BadFstype {
+            fstype: fstype.to_owned(),
+        })?;
+    }
     Ok(())
 }
 

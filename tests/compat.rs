@@ -257,3 +257,24 @@ privileged_test! {
         assert!(daemon.recorded().is_empty());
     }
 }
+
+privileged_test! {
+    fn a_relative_mount_point_is_taken_from_the_callers_directory(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let v = volume(&root, "v");
+        let pod = v.parent().unwrap();
+        let (code, err) = run(&daemon, &format!("cd {} && {SIDEMOUNT} mount -t tmpfs -o size=1m tmpfs v", quote(pod)));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(is_mounted(&v));
+        assert_eq!(daemon.recorded(), [v.display().to_string()]);
+        let (code, err) = run(&daemon, &format!("cd {} && {SIDEMOUNT} umount v", quote(pod)));
+        assert_eq!(code, Some(0), "{err}");
+        assert!(!is_mounted(&v));
+        // Relative to a directory outside the roots: refused as outside them.
+        let (code, err) = run(&daemon, &format!("cd {} && {SIDEMOUNT} mount -t tmpfs tmpfs x", quote(&host.scratch)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("outside the allowed roots"), "{err}");
+        assert!(daemon.recorded().is_empty());
+    }
+}

@@ -239,6 +239,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Some(target) => (source, target),
                 None => (String::new(), PathBuf::from(source)),
             };
+            // A relative mount point is the caller's, from its working directory,
+            // as mount(8) takes it; the daemon checks it as any other.
+            let target = std::path::absolute(&target)?;
             let request = MountRequest {
                 beneath: Vec::new(),
                 source,
@@ -271,6 +274,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             target,
         } => {
             let table = MountTable::read(&ProcRoot::default(), None)?;
+            let target = std::path::absolute(&target)?;
             let targets = match unmount_plan::targets(&target, recursive, &table) {
                 Ok(targets) => targets,
                 Err(e) => {

@@ -278,3 +278,29 @@ privileged_test! {
         assert!(daemon.recorded().is_empty());
     }
 }
+
+privileged_test! {
+    fn x_mount_mkdir_makes_the_mount_point_below_the_roots_only(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let pod = volume(&root, "v").parent().unwrap().to_owned();
+        let deep = pod.join("new/deeper");
+        let line = format!("{SIDEMOUNT} mount -t tmpfs -o X-mount.mkdir,size=1m tmpfs {}", quote(&deep));
+        let (code, err) = run(&daemon, &line);
+        assert_eq!(code, Some(0), "{err}");
+        assert!(is_mounted(&deep));
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&deep)));
+        assert_eq!(code, Some(0), "{err}");
+        // Never through a symlink a pod planted, never outside the roots.
+        let outside = host.dir("outside");
+        std::os::unix::fs::symlink(&outside, pod.join("link")).unwrap();
+        for target in [pod.join("link/made"), host.scratch.join("elsewhere/made")] {
+            let line = format!("{SIDEMOUNT} mount -t tmpfs -o X-mount.mkdir tmpfs {}", quote(&target));
+            let (code, err) = run(&daemon, &line);
+            assert_eq!(code, Some(32), "{err}");
+        }
+        assert!(!outside.join("made").exists(), "a directory was made through the link");
+        assert!(!host.scratch.join("elsewhere").exists(), "a directory was made outside the roots");
+        assert!(daemon.recorded().is_empty());
+    }
+}

@@ -103,7 +103,6 @@ impl Policy {
         } else {
             Kind::Directory
         };
-        let target = resolve("target", &req.target, roots, kind)?;
         let source = match self.sources.check(req, options, bind, uid == 0) {
             Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
             Ok(Source::Path { path, .. }) => {
@@ -118,6 +117,12 @@ impl Policy {
                 Ok((key, checked))
             })
             .collect::<Result<_, PolicyError>>()?;
+        // mount(8)'s `X-mount.mkdir`: the missing directories made below the root,
+        // once everything else passed.
+        if options.has("X-mount.mkdir") {
+            resolve::make_dirs(&req.target, roots)?;
+        }
+        let target = resolve("target", &req.target, roots, kind)?;
         Ok(CheckedMount {
             target,
             source,

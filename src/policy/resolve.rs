@@ -7,6 +7,7 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
+use nix::sys::stat::Mode;
 
 use crate::ns::beneath::{beneath_fd, open_root, Fault, Kind};
 use crate::ns::mountinfo::normalize;
@@ -23,6 +24,58 @@ pub(super) fn resolve(
     roots: &[PathBuf],
     kind: Kind,
 ) -> Result<CheckedTarget, PolicyError> {
+    let (root, path, rest) = below(what, path, roots)?;
+    let fault = |f| fault(what, &root, &path, f);
+    let root_fd = open_root(&root).map_err(|e| fault(Fault::Root(e)))?;
+    let name = rest
+        .file_name()
+        .expect("a normalized path below a root")
+        .to_owned();
+    let parent = match rest.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(dirs) => beneath_fd(root_fd.as_fd(), dirs, Kind::Directory).map_err(fault)?,
+        None => root_fd,
+    };
+    let fd = beneath_fd(parent.as_fd(), Path::new(&name), kind).map_err(fault)?;
+    Ok(CheckedTarget {
+        path,
+        root,
+        fd,
+        parent,
+        name,
+    })
+}
+
+/// Makes the missing directories of `path` below its root (`X-mount.mkdir`),
+/// each by mkdirat(2) beneath the handle of its parent, itself opened without
+/// following a symlink; mode 0755, as mount(8) makes them.
+pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyError> {
+    let what = "target";
+    let (root, path, rest) = below(what, path, roots)?;
+    let fault = |f| fault(what, &root, &path, f);
+    let mut dir = open_root(&root).map_err(|e| fault(Fault::Root(e)))?;
+    for name in rest.iter() {
+        let name = Path::new(name);
+        dir = match beneath_fd(dir.as_fd(), name, Kind::Directory) {
+            Err(Fault::Missing) => {
+                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                    Ok(()) | Err(Errno::EEXIST) => {}
+                    Err(errno) => return Err(fault(Fault::Errno(errno))),
+                }
+                beneath_fd(dir.as_fd(), name, Kind::Directory).map_err(fault)?
+            }
+            opened => opened.map_err(fault)?,
+        };
+    }
+    Ok(())
+}
+
+/// `path` (absolute, with no `..`) normalized, the root it lies strictly below
+/// and the rest of it below that root.
+fn below(
+    what: &'static str,
+    path: &Path,
+    roots: &[PathBuf],
+) -> Result<(PathBuf, PathBuf, PathBuf), PolicyError> {
     if !path.is_absolute() {
         return Err(PolicyError::NotAbsolute {
             what,
@@ -48,49 +101,31 @@ pub(super) fn resolve(
             PolicyError::OutsideRoots { what, path, roots }
         });
     };
-    let fault = |f: Fault| match f {
+    Ok((root.clone(), path, rest))
+}
+
+/// Why `path` (below `root`) could not be resolved, as the policy says it.
+fn fault(what: &'static str, root: &Path, path: &Path, f: Fault) -> PolicyError {
+    let path = path.to_owned();
+    match f {
         Fault::Root(errno) => PolicyError::Unresolvable {
             what: "allowed root",
-            path: root.clone(),
+            path: root.to_owned(),
             errno,
         },
-        Fault::Errno(errno) => PolicyError::Unresolvable {
-            what,
-            path: path.clone(),
-            errno,
-        },
-        Fault::Missing => PolicyError::Missing {
-            what,
-            path: path.clone(),
-        },
+        Fault::Errno(errno) => PolicyError::Unresolvable { what, path, errno },
+        Fault::Missing => PolicyError::Missing { what, path },
         Fault::Symlink(component) => PolicyError::Symlink {
             what,
-            path: path.clone(),
+            path,
             component,
         },
         Fault::NotADirectory(component) => PolicyError::NotADirectory {
             what,
-            path: path.clone(),
+            path,
             component,
         },
-    };
-    let root_fd = open_root(root).map_err(|e| fault(Fault::Root(e)))?;
-    let name = rest
-        .file_name()
-        .expect("a normalized path below a root")
-        .to_owned();
-    let parent = match rest.parent().filter(|p| !p.as_os_str().is_empty()) {
-        Some(dirs) => beneath_fd(root_fd.as_fd(), dirs, Kind::Directory).map_err(fault)?,
-        None => root_fd,
-    };
-    let fd = beneath_fd(parent.as_fd(), Path::new(&name), kind).map_err(fault)?;
-    Ok(CheckedTarget {
-        path,
-        root: root.clone(),
-        fd,
-        parent,
-        name,
-    })
+    }
 }
 
 /// A source resolved the same way: only its own handle is kept.

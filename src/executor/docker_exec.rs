@@ -22,7 +22,7 @@ use crate::mount::staging::{Point, Staging};
 use crate::mount::syscall::{Linux, Syscall};
 use crate::mount::util_linux::{mount_args, shown};
 use crate::ns::beneath::mountinfo_id;
-use crate::ns::enter::MountNamespace;
+use crate::ns::enter::{EnterError, MountNamespace};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 use crate::policy::{CheckedMount, CheckedTarget, Policy};
@@ -82,11 +82,7 @@ impl DockerExec {
                 let ns2 = ns.clone();
                 let made = blocking("prepare the staging tmpfs".into(), deadline, move || {
                     ns2.run(|| Staging::prepare(&Linux, Path::new(STAGING)))
-                        .map_err(|e| ExecError::InContainer {
-                            executor: String::new(),
-                            step: "entering its mount namespace",
-                            source: Box::new(e),
-                        })?
+                        .map_err(entering)?
                         .map_err(ExecError::from)
                 })
                 .await
@@ -100,11 +96,7 @@ impl DockerExec {
         blocking("make a staging point".into(), deadline, move || {
             let point = ns2
                 .run(|| staging.point().map(Point::into_path))
-                .map_err(|e| ExecError::InContainer {
-                    executor: String::new(),
-                    step: "entering its mount namespace",
-                    source: Box::new(e),
-                })?;
+                .map_err(entering)?;
             Ok(point?)
         })
         .await
@@ -230,11 +222,7 @@ impl Executor for DockerExec {
             let failed = made.is_err();
             move || {
                 ns.run(|| move_onto_target(&Linux, Point { path: point }, &target, &root, failed))
-                    .map_err(|e| ExecError::InContainer {
-                        executor: String::new(),
-                        step: "entering its mount namespace",
-                        source: Box::new(e),
-                    })?
+                    .map_err(entering)?
             }
         })
         .await
@@ -299,11 +287,7 @@ impl Executor for DockerExec {
                     })?;
                     unmount_checked(&Linux, there, expected, flags)
                 });
-                unmounted.map_err(|e| ExecError::InContainer {
-                    executor: String::new(),
-                    step: "entering its mount namespace",
-                    source: Box::new(e),
-                })?
+                unmounted.map_err(entering)?
             },
         )
         .await
@@ -388,4 +372,14 @@ fn move_onto_target(
         source: Box::new(e),
     })?;
     Ok((mount, id))
+}
+
+/// A failure to enter the container's mount namespace, on a thread that does not
+/// know the executor's name (see `DockerExec::named`).
+fn entering(e: EnterError) -> ExecError {
+    ExecError::InContainer {
+        executor: String::new(),
+        step: "entering its mount namespace",
+        source: Box::new(e),
+    }
 }

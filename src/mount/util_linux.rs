@@ -1,13 +1,13 @@
-//! util-linux's mount(8) and umount(8) as sidemount runs them: their argument
-//! vectors, a run with a deadline, and the command as messages may show it.
+//! util-linux's tools as sidemount runs them: mount(8)'s argument vector, a run
+//! with a deadline, and the command as messages may show it. Unmounts are made by
+//! handle, never by umount(8).
 
 use std::ffi::OsString;
-use std::path::Path;
 use std::time::Duration;
 
 use tokio::process::Command;
 
-use super::exec::{combined, ExecError, UnmountFlags};
+use super::exec::{combined, ExecError};
 use super::helper::{helper, Helper};
 use super::options::MountOptions;
 use crate::api::wire::MountRequest;
@@ -30,22 +30,6 @@ pub fn mount_args(req: &MountRequest, options: &MountOptions) -> Vec<OsString> {
         req.source.clone().into(),
         req.target.clone().into(),
     ]);
-    args
-}
-
-/// umount(8)'s arguments.
-pub fn unmount_args(target: &Path, fstype: &str, flags: UnmountFlags) -> Vec<OsString> {
-    let mut args: Vec<OsString> = Vec::new();
-    if helper("umount", fstype) == Helper::Sidemount {
-        args.push("-i".into());
-    }
-    if flags.lazy {
-        args.push("-l".into());
-    }
-    if flags.force {
-        args.push("-f".into());
-    }
-    args.extend(["--".into(), target.into()]);
     args
 }
 

@@ -11,8 +11,9 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use super::plan::{keep_current, plan, with_layers, Plan};
-use super::step::{self, blocking};
+use super::change::change;
+use super::plan::{plan, with_layers, Plan};
+use super::step::{self, blocking, syscall_failed};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
@@ -22,10 +23,10 @@ use crate::mount::kernel;
 use crate::mount::loop_device::{self, Backing, LOOP_OPTIONS};
 use crate::mount::options::MountOptions;
 use crate::mount::staging::Staging;
-use crate::mount::syscall::{Errno, Linux, MntFlags, MsFlags, Syscall, SyscallError};
+use crate::mount::syscall::{Errno, Linux, MntFlags, Syscall};
 use crate::mount::util_linux::{mount_args, run};
-use crate::ns::beneath::{fd_path, mountinfo_id, on_mount};
-use crate::ns::mountinfo::{MountTable, ProcRoot};
+use crate::ns::beneath::{mountinfo_id, on_mount};
+use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 use crate::policy::{CheckedMount, CheckedSource, CheckedTarget};
 
@@ -156,16 +157,6 @@ impl Host {
     }
 }
 
-/// A mount call on `target` that failed, in mount(8)'s words.
-fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecError {
-    ExecError::Call {
-        call: "mount",
-        said: format!("mount: {}: {}.\n", target.path.display(), e.errno().desc()),
-        target: target.path.clone(),
-        source: Box::new(e),
-    }
-}
-
 fn copies(checked: &CheckedMount) -> Result<CheckedMount, ExecError> {
     checked.try_clone().map_err(|source| ExecError::Spawn {
         command: "dup of the checked handles".into(),
@@ -275,18 +266,8 @@ impl Executor for Host {
             }
             Plan::Change { flags, data, named } => {
                 let c = copies(checked)?;
-                let proc = self.proc.clone();
                 blocking(what, deadline, move || {
-                    let data = Some(data.as_os_str()).filter(|d| !d.is_empty());
-                    let flags = match flags.contains(MsFlags::MS_REMOUNT) {
-                        true => {
-                            keep_current(flags, named, &current_flags(&proc, &c.target, flags)?)
-                        }
-                        false => flags,
-                    };
-                    let on = fd_path(c.target.fd.as_fd());
-                    sys.mount(None, &on, None, flags, data)
-                        .map_err(|e| syscall_failed(&c.target, e))?;
+                    change(&*sys, &c.target, flags, &data, named)?;
                     Ok(Made::default())
                 })
                 .await
@@ -349,42 +330,6 @@ impl Executor for Host {
             None => false,
         }
     }
-}
-
-/// The per-mount options (`rw,nosuid,relatime`) of the mount on the target's
-/// handle, from this namespace's mountinfo; a target that is no mount point is
-/// refused in mount(8)'s words.
-fn current_flags(
-    proc: &ProcRoot,
-    target: &CheckedTarget,
-    flags: MsFlags,
-) -> Result<String, ExecError> {
-    let failed = |errno: Errno| {
-        let said = match errno {
-            Errno::EINVAL => "mount point not mounted or bad option",
-            errno => errno.desc(),
-        };
-        ExecError::Call {
-            call: "mount",
-            said: format!("mount: {}: {said}.\n", target.path.display()),
-            target: target.path.clone(),
-            source: Box::new(SyscallError::Mount {
-                from: None,
-                target: target.path.clone(),
-                fstype: None,
-                flags,
-                errno,
-            }),
-        }
-    };
-    let on = on_mount(target.fd.as_fd()).map_err(failed)?;
-    if !on.root {
-        return Err(failed(Errno::EINVAL));
-    }
-    let id = mountinfo_id(target.fd.as_fd()).map_err(failed)?;
-    let table = MountTable::read(proc, None).map_err(|_| failed(Errno::EIO))?;
-    let mount = table.by_id(id).ok_or_else(|| failed(Errno::EINVAL))?;
-    Ok(mount.options.clone())
 }
 
 /// Unmounts the mount on the checked `target` when it is the one `expected`

@@ -3,6 +3,7 @@
 //! routes each request to one and verifies the result from mountinfo.
 
 mod agent_client;
+mod change;
 mod docker_exec;
 mod host;
 mod plan;

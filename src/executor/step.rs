@@ -6,6 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::ExecError;
+use crate::mount::syscall::SyscallError;
+use crate::policy::CheckedTarget;
 
 /// Runs `call` on a blocking thread within `deadline`: the handles it needs are
 /// copies, so the thread may outlive the request.
@@ -41,5 +43,15 @@ pub(super) fn on_target(e: ExecError, staging: &Path, target: &Path) -> ExecErro
             output: output.replace(&staging, &target),
         },
         other => other,
+    }
+}
+
+/// A mount call on `target` that failed, in mount(8)'s words.
+pub(super) fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecError {
+    ExecError::Call {
+        call: "mount",
+        said: format!("mount: {}: {}.\n", target.path.display(), e.errno().desc()),
+        target: target.path.clone(),
+        source: Box::new(e),
     }
 }

@@ -112,8 +112,15 @@ pub fn walk(root: BorrowedFd<'_>, rest: &Path, kind: Kind) -> Result<OwnedFd, Fa
 /// magic link the kernel resolves to exactly the handle's mount and dentry, as
 /// runc does. Valid in this thread for as long as the fd is open.
 pub fn fd_path(fd: BorrowedFd<'_>) -> PathBuf {
+    thread_self(&format!("fd/{}", fd.as_raw_fd()))
+}
+
+/// `/proc/thread-self/ENTRY` of this process's procfs: what the kernel shows of
+/// the calling thread, which may be in another mount namespace than the process
+/// (`thread-self/mountinfo` is that namespace's table, seen from its root).
+pub fn thread_self(entry: &str) -> PathBuf {
     let dir = if FDS_FROM_CWD.get() { "" } else { "/proc/" };
-    PathBuf::from(format!("{dir}thread-self/fd/{}", fd.as_raw_fd()))
+    PathBuf::from(format!("{dir}thread-self/{entry}"))
 }
 
 thread_local! {

@@ -319,31 +319,6 @@ fn run_formats_a_block_device_that_is_then_mounted_everywhere() {
     assert!(mount_points_under(None, &node.kubelet_root()).is_empty());
 }
 
-/// A VCS entry served from the base image with the capability profile: `types`
-/// are kernel filesystems, so the test measures sidemount, not a client.
-fn kernel_vcs(name: &str, types: &str, mode: &str) -> String {
-    format!(
-        "  - name: {name}\n    types: [{types}]\n    image: {BASE_IMAGE}\n    mode: {mode}\n    security: {{privileged: false, capabilities: [SYS_ADMIN], unconfined: true}}\n"
-    )
-}
-
-/// Mount or unmount through the daemon as a host kubelet would (mounter path),
-/// under a hang guard: (exit code, stderr).
-fn forwarded(daemon: &common::Daemon, args: &[&str]) -> (Option<i32>, String) {
-    let out = std::process::Command::new("timeout")
-        .arg("60")
-        .arg(common::SIDEMOUNT)
-        .args(args)
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap();
-    assert_ne!(out.status.code(), Some(124), "{args:?} hung");
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 #[test]
 fn dockerd_stopped_requests_fail_at_once_and_leave_nothing() {
     let Some(node) = Node::new("dockerd_stopped_requests_fail_at_once_and_leave_nothing") else {
@@ -351,13 +326,14 @@ fn dockerd_stopped_requests_fail_at_once_and_leave_nothing() {
     };
     let mut dockerd = PrivateDockerd::start(&node, &[BASE_IMAGE]);
     let (agent, exec) = (node.vcs("agent"), node.vcs("exec"));
-    let entries = kernel_vcs(&agent, "tmpfs", "agent") + &kernel_vcs(&exec, "ramfs", "exec");
+    let entries =
+        Node::kernel_vcs(&agent, "tmpfs", "agent") + &Node::kernel_vcs(&exec, "ramfs", "exec");
     let config = node.config("sidemount.yaml", &entries);
     let daemon = node.start_daemon_with_env(&config, &[("DOCKER_HOST", &dockerd.host)]);
     let [a, b, c, d] = ["a", "b", "c", "d"].map(|p| node.volume(p));
     let path = |p: &Path| p.to_str().unwrap().to_owned();
     for (fstype, target) in [("tmpfs", &a), ("ramfs", &b)] {
-        let (code, err) = forwarded(&daemon, &["mount", "-t", fstype, fstype, &path(target)]);
+        let (code, err) = daemon.forward(&["mount", "-t", fstype, fstype, &path(target)]);
         assert_eq!(code, Some(0), "{fstype}: {err}");
     }
     let recorded = vec![path(&a), path(&b)];
@@ -371,7 +347,7 @@ fn dockerd_stopped_requests_fail_at_once_and_leave_nothing() {
     assert!(err.contains(&agent) && err.contains(&exec), "{err}");
 
     // Agent mode: the container is gone with its engine and cannot come back.
-    let (code, err) = forwarded(&daemon, &["mount", "-t", "tmpfs", "tmpfs", &path(&c)]);
+    let (code, err) = daemon.forward(&["mount", "-t", "tmpfs", "tmpfs", &path(&c)]);
     assert_eq!(code, Some(32), "{err}");
     assert!(
         err.contains("[executor_unavailable]") && err.contains("cannot be brought back"),
@@ -379,14 +355,14 @@ fn dockerd_stopped_requests_fail_at_once_and_leave_nothing() {
     );
     assert!(err.contains("Docker"), "names the engine: {err}");
     // Exec mode: docker exec cannot reach the engine.
-    let (code, err) = forwarded(&daemon, &["mount", "-t", "ramfs", "ramfs", &path(&d)]);
+    let (code, err) = daemon.forward(&["mount", "-t", "ramfs", "ramfs", &path(&d)]);
     assert_eq!(code, Some(32), "{err}");
     assert!(
         err.contains("[executor_unavailable]") && err.contains("Docker"),
         "{err}"
     );
     // Unmounting what a dead container made fails too, and keeps its record.
-    let (code, err) = forwarded(&daemon, &["umount", &path(&a)]);
+    let (code, err) = daemon.forward(&["umount", &path(&a)]);
     assert_eq!(code, Some(32), "{err}");
     assert!(err.contains("[executor_unavailable]"), "{err}");
 

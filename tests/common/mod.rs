@@ -280,6 +280,23 @@ impl Daemon {
             .collect()
     }
 
+    /// Runs `sidemount ARGS` with this daemon's socket, as a host kubelet runs
+    /// its mounter path, under a hang guard: (exit code, stderr).
+    pub fn forward(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = Command::new("timeout")
+            .arg("60")
+            .arg(SIDEMOUNT)
+            .args(args)
+            .env("SIDEMOUNT_SOCKET", &self.socket)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(124), "{args:?} hung");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

@@ -262,6 +262,14 @@ impl Node {
         )
     }
 
+    /// A VCS entry served from the base image with the capability profile: `types`
+    /// are kernel filesystems, so the test measures sidemount, not a client.
+    pub fn kernel_vcs(name: &str, types: &str, mode: &str) -> String {
+        format!(
+            "  - name: {name}\n    types: [{types}]\n    image: {BASE_IMAGE}\n    mode: {mode}\n    security: {{privileged: false, capabilities: [SYS_ADMIN], unconfined: true}}\n"
+        )
+    }
+
     /// `docker run -d` of a container named `sidemount-test-ROLE-TOKEN` with
     /// `args` (options, image, command), removed when the node goes; its name.
     fn run(&mut self, role: &str, args: &[&str]) -> String {

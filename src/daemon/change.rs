@@ -15,8 +15,8 @@ use crate::daemon::mount::Before;
 use crate::daemon::record::Entry;
 use crate::daemon::verify::{self, Views, Wanted};
 use crate::daemon::Daemon;
-use crate::executor::Executor;
-use crate::mount::options::MountOptions;
+use crate::executor::{propagation_of, Executor};
+use crate::mount::options::{MountOptions, VFS_OPTIONS};
 use crate::policy::CheckedMount;
 
 impl Daemon {
@@ -94,16 +94,30 @@ impl Daemon {
     }
 }
 
-/// A record's options after a change: the change's options appended, except
-/// `remount` and options already there.
+/// A record's options after a change: each option of the change (but
+/// `remount`) replaces the recorded ones it overrides (the other of a flag's
+/// pair, an earlier propagation) and is kept once.
 fn with_change(recorded: &[String], change: &[String]) -> Vec<String> {
     let mut options = recorded.to_vec();
-    for option in change {
-        if option != "remount" && !options.contains(option) {
-            options.push(option.clone());
-        }
+    for option in change.iter().filter(|o| *o != "remount") {
+        options.retain(|o| o != option && !overrides(option, o));
+        options.push(option.clone());
     }
     options
+}
+
+/// Whether option `new` overrides option `old`: both set the same per-mount
+/// flag (`rw` and `ro`), or both set a propagation.
+fn overrides(new: &str, old: &str) -> bool {
+    let flag = |o: &str| {
+        VFS_OPTIONS
+            .iter()
+            .find(|(name, ..)| *name == o)
+            .map(|(_, flag, _)| *flag)
+            .filter(|flag| !flag.is_empty())
+    };
+    let propagation = |o: &str| propagation_of(o).is_some();
+    (flag(new).is_some() && flag(new) == flag(old)) || (propagation(new) && propagation(old))
 }
 
 #[cfg(test)]
@@ -115,7 +129,7 @@ mod tests {
     }
 
     #[test]
-    fn a_change_is_added_to_the_recorded_options_once() {
+    fn a_change_replaces_what_it_overrides_in_the_recorded_options() {
         assert_eq!(
             with_change(&strings(&["bind"]), &strings(&["bind", "remount", "ro"])),
             strings(&["bind", "ro"])
@@ -123,6 +137,16 @@ mod tests {
         assert_eq!(
             with_change(&strings(&["size=1m"]), &strings(&["private"])),
             strings(&["size=1m", "private"])
+        );
+        // What a change overrides goes: a flag's other half, an earlier propagation.
+        let recorded = strings(&["size=1m", "nosuid", "ro", "make-rshared"]);
+        assert_eq!(
+            with_change(&recorded, &strings(&["remount", "rw", "dev"])),
+            strings(&["size=1m", "nosuid", "make-rshared", "rw", "dev"])
+        );
+        assert_eq!(
+            with_change(&recorded, &strings(&["make-private"])),
+            strings(&["size=1m", "nosuid", "ro", "make-private"])
         );
     }
 }

@@ -16,7 +16,7 @@ pub use crate::mount::staging::{Staging, StagingError};
 pub use agent_client::AgentClient;
 pub use docker_exec::DockerExec;
 pub use host::{Host, Runner};
-pub use plan::changes;
+pub use plan::{changes, propagation_of};
 
 use crate::api::wire::{Executed, MountRequest};
 pub use crate::mount::exec::{ExecError, UnmountFlags};

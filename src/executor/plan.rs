@@ -46,6 +46,16 @@ const PROPAGATION: &[(&str, MsFlags, bool)] = &[
     ("runbindable", MsFlags::MS_UNBINDABLE, true),
 ];
 
+/// The propagation an option sets (`private`, `make-rslave`): its flag, and
+/// whether it is recursive.
+pub fn propagation_of(option: &str) -> Option<(MsFlags, bool)> {
+    let name = option.strip_prefix("make-").unwrap_or(option);
+    PROPAGATION
+        .iter()
+        .find(|(n, ..)| *n == name)
+        .map(|(_, flag, rec)| (*flag, *rec))
+}
+
 /// What `req`, with its parsed `options`, asks of the kernel.
 pub(super) fn plan(req: &MountRequest, options: &MountOptions) -> Plan {
     let pieces: Vec<&str> = options.iter().map(|o| o.text()).collect();
@@ -61,8 +71,8 @@ pub(super) fn plan(req: &MountRequest, options: &MountOptions) -> Plan {
         if let Some((_, flag, set)) = VFS_OPTIONS.iter().find(|(n, ..)| *n == name) {
             flags.set(*flag, *set);
             named |= *flag;
-        } else if let Some((_, flag, rec)) = PROPAGATION.iter().find(|(n, ..)| *n == name) {
-            propagation = Some((*flag, *rec));
+        } else if let Some(found) = propagation_of(piece) {
+            propagation = Some(found);
         } else if !matches!(name, "bind" | "rbind" | "remount" | "move") {
             data.push(*piece);
         }

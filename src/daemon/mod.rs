@@ -180,6 +180,18 @@ impl Daemon {
             .map_or_else(|| self.executors[0].clone(), |h| h.executor.clone())
     }
 
+    /// The executor that made the newest recorded mount on `target`, if any.
+    fn made_by(&self, target: &Path) -> Option<Result<Arc<dyn Executor>, PipelineError>> {
+        let made = self.record.on_target(target).pop()?;
+        Some(
+            self.named(&made.record.executor)
+                .ok_or_else(|| PipelineError::UnknownExecutor {
+                    target: target.to_owned(),
+                    executor: made.record.executor,
+                }),
+        )
+    }
+
     /// The daemon's own mount namespace.
     fn own_namespace(&self) -> Namespace {
         Namespace::new("daemon", self.proc.clone(), self.own_pid)

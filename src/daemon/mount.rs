@@ -3,6 +3,7 @@
 //! attempt left. A retry of a mount the daemon made answers it again.
 
 use std::path::Path;
+use std::sync::Arc;
 
 use tracing::info;
 
@@ -20,11 +21,14 @@ use crate::policy::{is_bind, CheckedMount, CheckedTarget};
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`](super::metrics)).
     pub async fn mount(&self, peer: Peer, req: MountRequest) -> Result<MountResponse, ApiError> {
-        let executor = self.route(&req.fstype).name().to_owned();
         let fstype = req.fstype.clone();
         // What a peer other than root always gets is part of its request.
         let req = self.policy.enforced(req, peer.uid);
         let options = self.policy.options(&req);
+        let executor = match self.route_request(&req, &options) {
+            Ok(exec) => exec.name().to_owned(),
+            Err(_) => self.executors[0].name().to_owned(),
+        };
         let run = async {
             self.mount_verified(peer, &req, &options)
                 .await
@@ -52,7 +56,7 @@ impl Daemon {
         // 2. One operation at a time on a target; the others wait their turn.
         let _claim = self.claim(target, deadline).await?;
         // 3. The executor for this type, and the namespaces that must see the mount.
-        let exec = self.route(&req.fstype);
+        let exec = self.route_request(req, options)?;
         exec.ready().await.map_err(PipelineError::NotReady)?;
         let views = self
             .views(exec.as_ref(), req.caller_pid.or(peer.pid))
@@ -153,6 +157,25 @@ impl Daemon {
             record,
             seen,
             output: options.scrub(&output),
+        })
+    }
+
+    /// The executor of a request: for a change of the mount on its target, the
+    /// one that made that mount (by the record); else the VCS that claims its
+    /// type (a bind given none has mount(8)'s `none`), else the host executor.
+    fn route_request(
+        &self,
+        req: &MountRequest,
+        options: &MountOptions,
+    ) -> Result<Arc<dyn Executor>, PipelineError> {
+        if executor::changes(req, options) {
+            if let Some(made) = self.made_by(&req.target) {
+                return made;
+            }
+        }
+        Ok(match req.fstype.as_str() {
+            "" if is_bind(req, options) => self.route("none"),
+            fstype => self.route(fstype),
         })
     }
 

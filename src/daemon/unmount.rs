@@ -48,14 +48,8 @@ impl Daemon {
         // 2. One operation at a time on a target; the others wait their turn.
         let _claim = self.claim(target, deadline).await?;
         // 3. The executor that made it (by the record, else by its type).
-        let exec = match self.record.on_target(target).pop() {
-            Some(r) => {
-                self.named(&r.record.executor)
-                    .ok_or_else(|| PipelineError::UnknownExecutor {
-                        target: target.to_owned(),
-                        executor: r.record.executor,
-                    })?
-            }
+        let exec = match self.made_by(target) {
+            Some(made) => made?,
             // Not made by the daemon: route it by the type mounted there now.
             None => {
                 let own = self.own_namespace();

@@ -3,7 +3,9 @@
 //! daemon keeps the agent's guarantee itself: mount(8) mounts on a private
 //! staging tmpfs in the container, and a thread of the daemon that enters the
 //! container's mount namespace resolves the target there beneath the kubelet root
-//! and moves the mount onto that handle.
+//! and moves the mount onto that handle. A change of the mount already on a
+//! target (a remount, a propagation change) is made by such a thread too, on
+//! the target's handle resolved there, by the host executor's own step.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -11,7 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use super::change::change;
 use super::host::unmount_checked;
+use super::plan::{plan, Plan};
 use super::step::{self, blocking};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
@@ -208,6 +212,20 @@ impl Executor for DockerExec {
         deadline: Duration,
     ) -> Result<Made, ExecError> {
         let (ns, pid) = self.enter().await?;
+        if let Plan::Change { flags, data, named } = plan(req, options) {
+            let (path, root) = (checked.target.path.clone(), checked.target.root.clone());
+            let what = format!("mount on {}", path.display());
+            blocking(what, deadline, move || {
+                let changed = ns.run(|| {
+                    let there = resolve_there(&path, &root)?;
+                    change(&Linux, &there, flags, &data, named)
+                });
+                changed.map_err(entering)?
+            })
+            .await
+            .map_err(|e| self.named(e))?;
+            return Ok(Made::default());
+        }
         let point = self.staging_point(&ns, pid, deadline).await?;
         let staged = MountRequest {
             target: point.clone(),
@@ -277,16 +295,8 @@ impl Executor for DockerExec {
             format!("umount2(2) of {}", path.display()),
             deadline,
             move || {
-                let unmounted = ns.run(|| {
-                    let there = Policy::resolve_target(&path, &[root]).map_err(|e| {
-                        ExecError::InContainer {
-                            executor: String::new(),
-                            step: "resolving the target beneath the kubelet root",
-                            source: Box::new(e),
-                        }
-                    })?;
-                    unmount_checked(&Linux, there, expected, flags)
-                });
+                let unmounted = ns
+                    .run(|| unmount_checked(&Linux, resolve_there(&path, &root)?, expected, flags));
                 unmounted.map_err(entering)?
             },
         )
@@ -346,15 +356,11 @@ fn move_onto_target(
             .into(),
         });
     };
-    let checked = match Policy::resolve_target(target, &[root.to_owned()]) {
+    let checked = match resolve_there(target, root) {
         Ok(checked) => checked,
         Err(e) => {
             detach(&mount);
-            return Err(ExecError::InContainer {
-                executor: String::new(),
-                step: "resolving the target beneath the kubelet root",
-                source: Box::new(e),
-            });
+            return Err(e);
         }
     };
     if let Err(e) = by_handle::move_onto(sys, mount.as_fd(), checked.fd.as_fd()) {
@@ -372,6 +378,16 @@ fn move_onto_target(
         source: Box::new(e),
     })?;
     Ok((mount, id))
+}
+
+/// In the container's namespace: `target` resolved beneath `root` there, by
+/// the rules of the daemon's own check (no symlink, no `..`, strictly below).
+fn resolve_there(target: &Path, root: &Path) -> Result<CheckedTarget, ExecError> {
+    Policy::resolve_target(target, &[root.to_owned()]).map_err(|e| ExecError::InContainer {
+        executor: String::new(),
+        step: "resolving the target beneath the kubelet root",
+        source: Box::new(e),
+    })
 }
 
 /// A failure to enter the container's mount namespace, on a thread that does not

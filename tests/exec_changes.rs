@@ -1,0 +1,190 @@
+//! Changes to mounts already on a target when a VCS runs in `mode: exec`, with a
+//! real dockerd: the kubelet's read-only bind pair, a remount of a tmpfs and
+//! propagation changes are made in the VCS container's namespace on the mount
+//! that is there (findmnt in the container shows it changed, still one mount),
+//! and its one record is brought up to date; a retry stacks nothing.
+
+mod common;
+
+use std::path::Path;
+
+use common::node::{docker_ok, Node};
+use common::{quote, Daemon};
+
+/// findmnt in `container`: ID, VFS-OPTIONS and PROPAGATION of the mount on top
+/// of `target`, and how many mounts are stacked there.
+fn inside(container: &str, target: &Path) -> (String, String, String, usize) {
+    let out = docker_ok(&[
+        "exec",
+        container,
+        "findmnt",
+        "-n",
+        "-o",
+        "ID,VFS-OPTIONS,PROPAGATION",
+        "--mountpoint",
+        target.to_str().unwrap(),
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    let top: Vec<&str> = lines.last().expect("mounted").split_whitespace().collect();
+    (top[0].into(), top[1].into(), top[2].into(), lines.len())
+}
+
+/// The daemon's records on `target`: (executor, mount id, options).
+fn records(daemon: &Daemon, target: &Path) -> Vec<(String, String, Vec<String>)> {
+    let all = daemon.get("/v1/mounts").expect("daemon answers");
+    all.as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["target"].as_str() == target.to_str())
+        .map(|m| {
+            let options = m["options"].as_array().unwrap();
+            (
+                m["executor"].as_str().unwrap().to_owned(),
+                m["mount_id"].to_string(),
+                options
+                    .iter()
+                    .map(|o| o.as_str().unwrap().to_owned())
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+fn has(options: &str, option: &str) -> bool {
+    options.split(',').any(|o| o == option)
+}
+
+fn strings(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+/// The mounter-path call `args`, which must succeed.
+fn ok(daemon: &Daemon, args: &[&str]) {
+    let (code, err) = daemon.forward(args);
+    assert_eq!(code, Some(0), "{args:?}: {err}");
+}
+
+#[test]
+fn exec_mode_changes_the_mount_in_the_container() {
+    let Some(mut node) = Node::new("exec_mode_changes_the_mount_in_the_container") else {
+        return;
+    };
+    let vcs = node.vcs("kernel");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let config = node.config(
+        "sidemount.yaml",
+        &Node::kernel_vcs(&vcs, "tmpfs, none", "exec"),
+    );
+    let daemon = node.start_daemon(&config);
+    let executor = format!("vcs/{vcs}");
+    let root = node.kubelet_root();
+    let source = root.join("plugins/data");
+    std::fs::create_dir_all(&source).unwrap();
+    let bind = node.volume("bind");
+    let (s, b) = (source.to_str().unwrap(), bind.to_str().unwrap());
+
+    // The kubelet's read-only bind pair: a bind, then its remount read-only.
+    ok(&daemon, &["mount", "-o", "bind", s, b]);
+    let (id, options, propagation, stacked) = inside(&container, &bind);
+    assert!(has(&options, "rw") && stacked == 1, "{options}");
+    assert_eq!(propagation, "shared");
+    let recorded = |options: &[&str]| vec![(executor.clone(), id.clone(), strings(options))];
+    assert_eq!(records(&daemon, &bind), recorded(&["bind"]));
+    // A retry of the bind is answered again; nothing stacks.
+    ok(&daemon, &["mount", "-o", "bind", s, b]);
+    assert_eq!(inside(&container, &bind).3, 1);
+    for _ in 0..2 {
+        ok(&daemon, &["mount", "-o", "bind,remount,ro", s, b]);
+        let (now, options, _, stacked) = inside(&container, &bind);
+        assert_eq!((now.as_str(), stacked), (id.as_str(), 1));
+        assert!(has(&options, "ro"), "{options}");
+        assert_eq!(records(&daemon, &bind), recorded(&["bind", "ro"]));
+    }
+    let write = |dir: &Path| {
+        docker_ok(&[
+            "exec",
+            &container,
+            "sh",
+            "-c",
+            &format!("touch {}/f 2>&1 || echo refused", quote(dir)),
+        ])
+    };
+    assert!(write(&bind).contains("Read-only file system"), "read-only");
+
+    // Propagation changes on that bind, by the record's executor although the
+    // request names no type.
+    for (args, want) in [
+        (vec!["mount", "--make-private", b], "private"),
+        (vec!["mount", "--make-shared", b], "shared"),
+        (vec!["mount", "-o", "private", "none", b], "private"),
+    ] {
+        ok(&daemon, &args);
+        let (now, options, propagation, stacked) = inside(&container, &bind);
+        assert_eq!(
+            (now.as_str(), propagation.as_str(), stacked),
+            (id.as_str(), want, 1),
+            "{args:?}"
+        );
+        assert!(has(&options, "ro"), "{args:?}: {options}");
+    }
+    assert_eq!(
+        records(&daemon, &bind),
+        recorded(&["bind", "ro", "private"])
+    );
+
+    // A tmpfs remounted read-only: in the container, and its filesystem for
+    // every namespace.
+    let tmpfs = node.volume("tmpfs");
+    let t = tmpfs.to_str().unwrap();
+    ok(
+        &daemon,
+        &["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", t],
+    );
+    let (tid, options, _, _) = inside(&container, &tmpfs);
+    assert!(has(&options, "rw"), "{options}");
+    for _ in 0..2 {
+        ok(
+            &daemon,
+            &["mount", "-t", "tmpfs", "-o", "remount,ro", "tmpfs", t],
+        );
+        let (now, options, _, stacked) = inside(&container, &tmpfs);
+        assert_eq!((now.as_str(), stacked), (tid.as_str(), 1));
+        assert!(has(&options, "ro"), "{options}");
+    }
+    let tmpfs_record = records(&daemon, &tmpfs);
+    assert_eq!(
+        tmpfs_record,
+        vec![(executor.clone(), tid.clone(), strings(&["size=1m", "ro"]))]
+    );
+    assert!(write(&tmpfs).contains("Read-only file system"));
+    assert!(
+        std::fs::write(tmpfs.join("f"), "x").is_err(),
+        "read-only here too"
+    );
+
+    // A change where nothing is mounted: mount(8)'s words, nothing made.
+    let idle = node.volume("idle");
+    let (code, err) = daemon.forward(&[
+        "mount",
+        "-t",
+        "tmpfs",
+        "-o",
+        "remount,ro",
+        "tmpfs",
+        idle.to_str().unwrap(),
+    ]);
+    assert_eq!(code, Some(32), "{err}");
+    assert!(err.contains("not mounted"), "{err}");
+
+    // Both go; a private mount's unmount still reaches the host, through its
+    // parent's peers.
+    ok(&daemon, &["umount", t]);
+    ok(&daemon, &["umount", b]);
+    let pods = root.join("pods");
+    assert!(common::mount_points_under(None, &pods).is_empty());
+    let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &container]);
+    let pid = pid.trim().parse().unwrap();
+    assert!(common::mount_points_under(Some(pid), &pods).is_empty());
+    assert!(daemon.recorded().is_empty());
+}

@@ -2,6 +2,8 @@
 #   helper path:  mount(8) -t nfs4 in the kubelet container -> mount.nfs4 (sidemount)
 #                 -> daemon -> agent in sidemount-vcs-nfs -> mount.nfs4 -> kernel client
 #   mounter path: `sidemount mount -t nfs -o vers=3` (--experimental-mounter-path)
+#   mount-utils:  the kubelet's own argv (doMount with a mounter path, and under
+#                 systemd-run --scope on a systemd node), then its Unmount twice
 # The node's root namespace, the kubelet container and a pod container (the volume
 # bound rslave, as container runtimes bind pod volumes) read and write one file set,
 # which the server's directory shows; unmount leaves nothing anywhere.
@@ -75,6 +77,77 @@ nfs3_mounter_path() {
   nothing_left "$nfs_vol3"
 }
 
+# The kubelet's argv, as mount-utils makes it (MakeMountArgsSensitive...: [-t
+# TYPE] [-o OPTS] [SRC] DST; with a mounter path, `<mounter> mount ARGS`; where
+# systemd runs, the same under `systemd-run --description=Kubernetes transient
+# mount for DST --scope --`), and its Unmount: `umount DST`, whose "not mounted"
+# from a second one it takes as done.
+mounter=/usr/local/bin/sidemount
+nfs_vol_argv=$kroot/pods/$nfs_pod/volumes/kubernetes.io~nfs/mount-utils
+nfs_vol_scope=$kroot/pods/$nfs_pod/volumes/kubernetes.io~nfs/systemd-scope
+
+# kubelet_sees PID VOL FSTYPE VERS: in PID's mount namespace (the kubelet's) VOL
+# holds one mount, of type FSTYPE, of the export, at NFS version VERS, which the
+# daemon recorded as made by vcs nfs.
+kubelet_sees() {
+  local seen fstype source options
+  seen=$(timeout 30 findmnt -N "$1" -n -o FSTYPE,SOURCE,OPTIONS --mountpoint "$2")
+  echo "$seen"
+  [ "$(wc -l <<<"$seen")" = 1 ]
+  read -r fstype source options <<<"$seen"
+  [ "$fstype" = "$3" ]
+  [ "$source" = "$server:$export_dir" ]
+  [[ ",$options," == *",vers=$4,"* ]]
+  sidemount status | jq -e --arg t "$2" '.mounts[] | select(.target == $t and .executor == "vcs/nfs")'
+}
+
+# unmounted_twice VOL CMD...: `CMD umount VOL` succeeds; a second one fails and
+# says "not mounted"; nothing is left anywhere.
+unmounted_twice() {
+  local vol=$1 again
+  shift
+  "$@" umount "$vol"
+  if again=$("$@" umount "$vol" 2>&1); then
+    echo "a second umount succeeded: $again"
+    return 1
+  fi
+  echo "second umount: $again"
+  grep -q 'not mounted' <<<"$again"
+  nothing_left "$vol"
+}
+
+nfs_mount_utils_argv() {
+  in_kubelet mkdir -p "$nfs_vol_argv"
+  in_kubelet "$mounter" mount -t nfs -o vers=3,nolock "$server:$export_dir" "$nfs_vol_argv"
+  kubelet_sees "$(pid_of kubelet)" "$nfs_vol_argv" nfs 3
+  # Unmount by umount(8), which finds sidemount's umount.nfs in the kubelet.
+  unmounted_twice "$nfs_vol_argv" in_kubelet
+}
+
+# sidemount's own umount helpers on the node for the kubelet that runs there,
+# removed again (the other checks run on a node without them).
+node_helpers=(mount.nfs mount.nfs4 umount.nfs umount.nfs4)
+remove_node_helpers() {
+  local h
+  for h in "${node_helpers[@]}"; do
+    [ "$(readlink "/usr/sbin/$h")" != "$mounter" ] || rm -f "/usr/sbin/$h"
+  done
+}
+
+nfs_mount_utils_systemd_scope() {
+  mkdir -p "$nfs_vol_scope"
+  # mount-utils' probe for systemd, then the mount in a transient scope.
+  timeout 60 systemd-run --description="Kubernetes systemd probe" --scope true
+  timeout 120 systemd-run --description="Kubernetes transient mount for $nfs_vol_scope" --scope -- \
+    "$mounter" mount -t nfs -o vers=4.1 "$server:$export_dir" "$nfs_vol_scope"
+  # The kubelet runs on the node: its namespace is the node's.
+  kubelet_sees $$ "$nfs_vol_scope" nfs4 4.1
+  mounted_in "$(pid_of kubelet)" "$nfs_vol_scope"
+  trap remove_node_helpers EXIT
+  sidemount install-helpers --dir /usr/sbin --types nfs,nfs4 --binary "$mounter"
+  unmounted_twice "$nfs_vol_scope" timeout 120
+}
+
 chain nfs4-helper-mount nfs4_helper_mount \
   nfs-node-reads-writes nfs_node_reads_writes \
   nfs-kubelet-reads-writes nfs_kubelet_reads_writes \
@@ -82,3 +155,5 @@ chain nfs4-helper-mount nfs4_helper_mount \
   nfs-server-sees-all nfs_server_sees_all \
   nfs4-helper-unmount nfs4_helper_unmount
 check nfs3-mounter-path nfs3_mounter_path
+check nfs-mount-utils-argv nfs_mount_utils_argv
+check nfs-mount-utils-systemd-scope nfs_mount_utils_systemd_scope

@@ -7,8 +7,9 @@
 # The node: dockerd; /var/lib/kubelet shared; an NFS server (v3 and v4) and an iSCSI
 # target on 127.0.0.1; `sidemount serve` with the docker provider and the VCS
 # containers of hack/vm/sidemount.yaml; a kubelet container (sidemount/kubelet-node:
-# mount(8), sidemount's helpers and command shims, no volume client) with the
-# kubelet root bound rshared, the daemon's socket directory and the host's pids.
+# mount(8), sidemount's helpers and command shims, no volume client; the node's
+# sidemount bound over its own) with the kubelet root bound rshared, the daemon's
+# socket directory and the host's pids.
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 out=/var/tmp/vmtest/out
@@ -107,8 +108,10 @@ stop_daemon() {
 start_kubelet() {
   mkdir -p "$kroot"
   sidemount share "$kroot"
+  # The bundle's binary over the image's: its helpers are links to it.
   timeout 120 docker run -d --name kubelet --privileged --pid host \
     -v "$kroot:$kroot:rshared" -v /run/sidemount:/run/sidemount -v /dev:/dev \
+    -v /usr/local/bin/sidemount:/usr/local/bin/sidemount:ro \
     sidemount/kubelet-node:latest
   wait_until 30 in_kubelet true
   in_kubelet sidemount check --kubelet-root "$kroot" --helpers-dir /usr/sbin

@@ -87,14 +87,17 @@ nfs_vol_argv=$kroot/pods/$nfs_pod/volumes/kubernetes.io~nfs/mount-utils
 nfs_vol_scope=$kroot/pods/$nfs_pod/volumes/kubernetes.io~nfs/systemd-scope
 
 # kubelet_sees PID VOL FSTYPE VERS: in PID's mount namespace (the kubelet's) VOL
-# holds one mount, of type FSTYPE, of the export, at NFS version VERS, which the
-# daemon recorded as made by vcs nfs.
+# holds a mount of type FSTYPE of the export at NFS version VERS, which the
+# daemon recorded as made by vcs nfs. On the node it arrives twice, the same
+# each time: `/` and the kubelet root bound onto itself are peers, and each
+# receives a copy (the one under the kubelet root's is hidden).
 kubelet_sees() {
   local seen fstype source options
   seen=$(timeout 30 findmnt -N "$1" -n -o FSTYPE,SOURCE,OPTIONS --mountpoint "$2")
   echo "$seen"
-  [ "$(wc -l <<<"$seen")" = 1 ]
-  read -r fstype source options <<<"$seen"
+  [ -n "$seen" ]
+  [ "$(sort -u <<<"$seen" | wc -l)" = 1 ]
+  read -r fstype source options <<<"$(head -n1 <<<"$seen")"
   [ "$fstype" = "$3" ]
   [ "$source" = "$server:$export_dir" ]
   [[ ",$options," == *",vers=$4,"* ]]
@@ -116,7 +119,13 @@ unmounted_twice() {
   nothing_left "$vol"
 }
 
+# unmount_left VOL: what a failed check left mounted on VOL, unmounted.
+unmount_left() {
+  ! findmnt -n "$1" >/dev/null || sidemount umount "$1" || true
+}
+
 nfs_mount_utils_argv() {
+  trap 'unmount_left "$nfs_vol_argv"' EXIT
   in_kubelet mkdir -p "$nfs_vol_argv"
   in_kubelet "$mounter" mount -t nfs -o vers=3,nolock "$server:$export_dir" "$nfs_vol_argv"
   kubelet_sees "$(pid_of kubelet)" "$nfs_vol_argv" nfs 3
@@ -135,6 +144,7 @@ remove_node_helpers() {
 }
 
 nfs_mount_utils_systemd_scope() {
+  trap 'remove_node_helpers; unmount_left "$nfs_vol_scope"' EXIT
   mkdir -p "$nfs_vol_scope"
   # mount-utils' probe for systemd, then the mount in a transient scope.
   timeout 60 systemd-run --description="Kubernetes systemd probe" --scope true
@@ -143,7 +153,6 @@ nfs_mount_utils_systemd_scope() {
   # The kubelet runs on the node: its namespace is the node's.
   kubelet_sees $$ "$nfs_vol_scope" nfs4 4.1
   mounted_in "$(pid_of kubelet)" "$nfs_vol_scope"
-  trap remove_node_helpers EXIT
   sidemount install-helpers --dir /usr/sbin --types nfs,nfs4 --binary "$mounter"
   unmounted_twice "$nfs_vol_scope" timeout 120
 }

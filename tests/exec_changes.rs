@@ -2,7 +2,9 @@
 //! real dockerd: the kubelet's read-only bind pair, a remount of a tmpfs and
 //! propagation changes are made in the VCS container's namespace on the mount
 //! that is there (findmnt in the container shows it changed, still one mount),
-//! and its one record is brought up to date; a retry stacks nothing.
+//! and its one record is brought up to date; a retry stacks nothing. A bind
+//! there takes the source the daemon checked, not what its name shows in the
+//! container.
 
 mod common;
 
@@ -186,5 +188,43 @@ fn exec_mode_changes_the_mount_in_the_container() {
     let pid = docker_ok(&["inspect", "-f", "{{.State.Pid}}", &container]);
     let pid = pid.trim().parse().unwrap();
     assert!(common::mount_points_under(Some(pid), &pods).is_empty());
+    assert!(daemon.recorded().is_empty());
+}
+
+#[test]
+fn exec_mode_binds_the_checked_source_not_its_name_in_the_container() {
+    let Some(mut node) =
+        Node::new("exec_mode_binds_the_checked_source_not_its_name_in_the_container")
+    else {
+        return;
+    };
+    let vcs = node.vcs("kernel");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let config = node.config("sidemount.yaml", &Node::kernel_vcs(&vcs, "none", "exec"));
+    let daemon = node.start_daemon(&config);
+    let root = node.kubelet_root();
+    let plugins = root.join("plugins");
+    let source = plugins.join("data");
+    std::fs::create_dir_all(&source).unwrap();
+    std::fs::write(source.join("checked"), "the checked source\n").unwrap();
+    let target = node.volume("bind");
+    // In the container only, the source's name leads to a decoy: its own copy
+    // of plugins/ made private, and a tmpfs there that the host never sees.
+    let (p, s) = (quote(&plugins), quote(&source));
+    docker_ok(&["exec", &container, "sh", "-euc", &format!(
+        "mount --bind {p} {p} && mount --make-private {p} && mount -t tmpfs decoy {s} && echo decoy > {s}/decoy"
+    )]);
+    assert!(!source.join("decoy").exists());
+
+    let (s, t) = (source.to_str().unwrap(), target.to_str().unwrap());
+    ok(&daemon, &["mount", "-o", "bind", s, t]);
+    let seen = docker_ok(&["exec", &container, "ls", "-A", t]);
+    assert_eq!(seen, "checked\n", "the container's bind shows");
+    assert_eq!(
+        std::fs::read_to_string(target.join("checked")).unwrap(),
+        "the checked source\n"
+    );
+    ok(&daemon, &["umount", t]);
     assert!(daemon.recorded().is_empty());
 }

@@ -3,9 +3,11 @@
 //! daemon keeps the agent's guarantee itself: mount(8) mounts on a private
 //! staging tmpfs in the container, and a thread of the daemon that enters the
 //! container's mount namespace resolves the target there beneath the kubelet root
-//! and moves the mount onto that handle. A change of the mount already on a
-//! target (a remount, a propagation change) is made by such a thread too, on
-//! the target's handle resolved there, by the host executor's own step.
+//! and moves the mount onto that handle. A bind takes no name in the container:
+//! a detached copy of the daemon's checked source is attached there the same
+//! way. A change of the mount already on a target (a remount, a propagation
+//! change) is made by such a thread too, on the target's handle resolved there,
+//! by the host executor's own step.
 
 use std::ffi::OsString;
 use std::os::fd::{AsFd, OwnedFd};
@@ -16,14 +18,14 @@ use std::time::Duration;
 use super::change::change;
 use super::host::unmount_checked;
 use super::plan::{plan, Plan};
-use super::step::{self, blocking};
+use super::step::{self, blocking, syscall_failed};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
-use crate::mount::by_handle;
+use crate::mount::by_handle::{self, Api};
 use crate::mount::exec::finished;
 use crate::mount::options::MountOptions;
 use crate::mount::staging::{Point, Staging};
-use crate::mount::syscall::{Linux, Syscall};
+use crate::mount::syscall::{Linux, MsFlags, Syscall};
 use crate::mount::util_linux::{mount_args, shown};
 use crate::ns::beneath::mountinfo_id;
 use crate::ns::enter::{EnterError, MountNamespace};
@@ -105,6 +107,56 @@ impl DockerExec {
         })
         .await
         .map_err(|e| self.named(e))
+    }
+
+    /// A bind by handle: a detached copy of the checked source, made in the
+    /// daemon's namespace where that handle was opened, attached onto the target
+    /// resolved in the container's. No name is resolved again.
+    async fn bind(
+        &self,
+        checked: &CheckedMount,
+        ns: Arc<MountNamespace>,
+        bind: Bind,
+        deadline: Duration,
+    ) -> Result<Made, ExecError> {
+        let c = checked.try_clone().map_err(|source| ExecError::Spawn {
+            command: "dup of the checked handles".into(),
+            source,
+        })?;
+        let (path, root) = (c.target.path, c.target.root);
+        let source = c.source.ok_or_else(|| ExecError::NoSource {
+            target: path.clone(),
+        })?;
+        let attrs = by_handle::mount_attrs(bind.flags)
+            .filter(|_| by_handle::api() == Api::NewMountApi)
+            .ok_or_else(|| {
+                self.in_container(
+                    "binding the checked source by handle",
+                    std::io::Error::other(
+                        "open_tree(2) and mount_setattr(2) cannot make this bind on this kernel",
+                    ),
+                )
+            })?;
+        let what = format!("bind onto {}", path.display());
+        let (held, id) = blocking(what, deadline, move || {
+            let copy = by_handle::detached_copy(&Linux, source.fd(), bind.recursive, attrs)
+                .map_err(|e| ExecError::Call {
+                    call: "mount",
+                    said: format!("mount: {}: {}.\n", path.display(), e.errno().desc()),
+                    target: path.clone(),
+                    source: Box::new(e),
+                })?;
+            ns.run(|| attach(&Linux, copy, &path, &root, bind.propagation))
+                .map_err(entering)?
+        })
+        .await
+        .map_err(|e| self.named(e))?;
+        Ok(Made {
+            output: String::new(),
+            mount: None,
+            reported: Some(id),
+            held: Some(held),
+        })
     }
 
     fn in_container(
@@ -212,19 +264,34 @@ impl Executor for DockerExec {
         deadline: Duration,
     ) -> Result<Made, ExecError> {
         let (ns, pid) = self.enter().await?;
-        if let Plan::Change { flags, data, named } = plan(req, options) {
-            let (path, root) = (checked.target.path.clone(), checked.target.root.clone());
-            let what = format!("mount on {}", path.display());
-            blocking(what, deadline, move || {
-                let changed = ns.run(|| {
-                    let there = resolve_there(&path, &root)?;
-                    change(&Linux, &there, flags, &data, named)
-                });
-                changed.map_err(entering)?
-            })
-            .await
-            .map_err(|e| self.named(e))?;
-            return Ok(Made::default());
+        match plan(req, options) {
+            Plan::Change { flags, data, named } => {
+                let (path, root) = (checked.target.path.clone(), checked.target.root.clone());
+                let what = format!("mount on {}", path.display());
+                blocking(what, deadline, move || {
+                    let changed = ns.run(|| {
+                        let there = resolve_there(&path, &root)?;
+                        change(&Linux, &there, flags, &data, named)
+                    });
+                    changed.map_err(entering)?
+                })
+                .await
+                .map_err(|e| self.named(e))?;
+                return Ok(Made::default());
+            }
+            Plan::Bind {
+                recursive,
+                flags,
+                propagation,
+            } => {
+                let bind = Bind {
+                    recursive,
+                    flags,
+                    propagation,
+                };
+                return self.bind(checked, ns, bind, deadline).await;
+            }
+            Plan::Move | Plan::New => {}
         }
         let point = self.staging_point(&ns, pid, deadline).await?;
         let staged = MountRequest {
@@ -321,9 +388,9 @@ impl Executor for DockerExec {
 }
 
 /// In the container's namespace: the mount on the staging `point` moved onto
-/// `target`, resolved beneath `root` there without following a symlink; the
-/// point removed (with what is left on it detached). `failed`: mount(8) failed,
-/// only the point goes. The moved mount's handle and its id there.
+/// `target` (see [`attach`]); the point removed (with what is left on it
+/// detached). `failed`: mount(8) failed, only the point goes. The moved
+/// mount's handle and its id there.
 fn move_onto_target(
     sys: &dyn Syscall,
     point: Point,
@@ -332,12 +399,9 @@ fn move_onto_target(
     failed: bool,
 ) -> Result<(OwnedFd, u32), ExecError> {
     let mount = point.mounted();
-    let detach = |mount: &OwnedFd| {
-        let _ = by_handle::detach(sys, mount.as_fd());
-    };
     if failed {
         if let Some(mount) = &mount {
-            detach(mount);
+            let _ = by_handle::detach(sys, mount.as_fd());
         }
         return Err(ExecError::InContainer {
             executor: String::new(),
@@ -356,28 +420,48 @@ fn move_onto_target(
             .into(),
         });
     };
-    let checked = match resolve_there(target, root) {
-        Ok(checked) => checked,
-        Err(e) => {
-            detach(&mount);
-            return Err(e);
+    attach(sys, mount, target, root, None)
+}
+
+/// In the container's namespace: `mount` (a staging point's, or a detached
+/// copy) moved onto `target`, resolved beneath `root` there without following a
+/// symlink, then given `propagation`; detached again when a step fails. Its
+/// handle and its id there.
+fn attach(
+    sys: &dyn Syscall,
+    mount: OwnedFd,
+    target: &Path,
+    root: &Path,
+    propagation: Option<(MsFlags, bool)>,
+) -> Result<(OwnedFd, u32), ExecError> {
+    let placed = || {
+        let checked = resolve_there(target, root)?;
+        let failed = |e| syscall_failed(&checked, e);
+        by_handle::move_onto(sys, mount.as_fd(), checked.fd.as_fd()).map_err(failed)?;
+        if let Some((kind, recursive)) = propagation {
+            by_handle::set_propagation(sys, mount.as_fd(), kind, recursive).map_err(failed)?;
         }
-    };
-    if let Err(e) = by_handle::move_onto(sys, mount.as_fd(), checked.fd.as_fd()) {
-        detach(&mount);
-        return Err(ExecError::Call {
-            call: "mount",
-            said: format!("mount: {}: {}.\n", target.display(), e.errno().desc()),
-            target: target.to_owned(),
+        mountinfo_id(mount.as_fd()).map_err(|e| ExecError::InContainer {
+            executor: String::new(),
+            step: "reading the id of the moved mount",
             source: Box::new(e),
-        });
+        })
+    };
+    match placed() {
+        Ok(id) => Ok((mount, id)),
+        Err(e) => {
+            let _ = by_handle::detach(sys, mount.as_fd());
+            Err(e)
+        }
     }
-    let id = mountinfo_id(mount.as_fd()).map_err(|e| ExecError::InContainer {
-        executor: String::new(),
-        step: "reading the id of the moved mount",
-        source: Box::new(e),
-    })?;
-    Ok((mount, id))
+}
+
+/// What a bind asks: its whole tree or not, the mount flags of its top mount,
+/// a propagation to give it.
+struct Bind {
+    recursive: bool,
+    flags: MsFlags,
+    propagation: Option<(MsFlags, bool)>,
 }
 
 /// In the container's namespace: `target` resolved beneath `root` there, by

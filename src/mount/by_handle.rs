@@ -213,6 +213,21 @@ pub fn bind(
     let Some(attrs) = mount_attrs(flags).filter(|_| api == Api::NewMountApi) else {
         return legacy_bind(sys, source, recursive, flags, target);
     };
+    let tree = detached_copy(sys, source, recursive, attrs)?;
+    move_onto(sys, tree.as_fd(), target.fd)?;
+    Ok(tree)
+}
+
+/// A detached copy (open_tree `OPEN_TREE_CLONE`) of the mount at `source`, or
+/// of its whole tree (`recursive`), with the mount attributes `attrs` on its top
+/// mount, as mount(8) sets them; [`move_onto`] attaches it, also in another
+/// mount namespace than the one it was copied from.
+pub fn detached_copy(
+    sys: &dyn Syscall,
+    source: BorrowedFd<'_>,
+    recursive: bool,
+    attrs: MountAttrFlags,
+) -> Result<OwnedFd, SyscallError> {
     let mut clone = OpenTreeFlags::OPEN_TREE_CLONE
         | OpenTreeFlags::OPEN_TREE_CLOEXEC
         | OpenTreeFlags::AT_EMPTY_PATH;
@@ -221,11 +236,9 @@ pub fn bind(
     }
     let tree = sys.open_tree(source, Path::new(""), clone)?;
     if !attrs.is_empty() {
-        // As mount(8): the flags apply to the top mount of an rbind.
         let attr = MountAttr::flags(attrs, MountAttrFlags::empty());
         sys.mount_setattr(tree.as_fd(), Path::new(""), AtFlags::EMPTY_PATH, &attr)?;
     }
-    move_onto(sys, tree.as_fd(), target.fd)?;
     Ok(tree)
 }
 

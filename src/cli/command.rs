@@ -231,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             make,
             source,
             target,
+            ..
         } => {
             let mut options = split_all(options.iter().map(String::as_str));
             options.extend(make.options());

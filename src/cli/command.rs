@@ -251,6 +251,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 options,
                 sensitive_options: split_all(sensitive.iter().map(String::as_str)),
                 caller_pid: None,
+                source_fd: None,
                 timeout_seconds: None,
             };
             let parsed = MountOptions::of(&request, &[]);

@@ -15,7 +15,7 @@ use crate::executor::{self, Executor, Made};
 use crate::mount::options::MountOptions;
 use crate::mount::probe;
 use crate::ns::namespace::Namespace;
-use crate::policy::{is_bind, CheckedMount, CheckedTarget};
+use crate::policy::{fd_source, is_bind, CheckedMount, CheckedTarget};
 
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`](super::metrics)).
@@ -41,11 +41,27 @@ impl Daemon {
     ) -> Result<MountResponse, PipelineError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let checked = self.policy.check_mount(req, options, peer.uid)?;
+        // A source named by the caller's fd (a kubelet subPath): that fd, taken
+        // from the peer, never the name.
+        let caller_source = match req.source_fd {
+            Some(fd) => Some(fd_source::take(peer.pid, fd)?),
+            None => None,
+        };
+        let checked = self
+            .policy
+            .check_mount(req, options, peer.uid, caller_source.as_ref())?;
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
+        let source = match (&caller_source, &checked.source) {
+            // The path it was found at, for the record; one that is not UTF-8
+            // is not converted: the name given stays.
+            (Some(_), Some(located)) => located.path.to_str().unwrap_or(&req.source).to_owned(),
+            _ => req.source.clone(),
+        };
         let req = &MountRequest {
             target: checked.target.path.clone(),
             fstype: self.probed(req, options, &checked, deadline).await?,
+            source,
+            source_fd: None,
             ..req.clone()
         };
         let target = req.target.as_path();

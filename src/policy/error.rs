@@ -58,6 +58,16 @@ pub enum PolicyError {
     /// What may be mounted: the rule broken and the configuration key that allows it.
     #[error("{}: refused by the {} rule (configuration key `{}` changes it)", .0.detail, .0.rule, .0.key)]
     SourceRefused(crate::policy::sources::Refusal),
+    #[error("cannot take fd {fd} of the caller (pid {}): {errno}", .pid.map_or("not visible to the daemon".into(), |p| p.to_string()))]
+    CallerFd {
+        fd: i32,
+        pid: Option<u32>,
+        errno: Errno,
+    },
+    #[error("source {path}: the caller's file is not what that path names below the roots (moved or replaced meanwhile)")]
+    NotTheCallersFile { path: PathBuf },
+    #[error("source {source_name}: a source given as the caller's file descriptor is taken only for a bind")]
+    FdSourceNotBind { source_name: String },
     #[error("cannot resolve {what} {path}: {errno}")]
     Unresolvable {
         what: &'static str,
@@ -86,7 +96,9 @@ impl PolicyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
-            PolicyError::SourceRefused(_) => ErrorCode::SourceNotAllowed,
+            PolicyError::SourceRefused(_) | PolicyError::NotTheCallersFile { .. } => {
+                ErrorCode::SourceNotAllowed
+            }
             PolicyError::OutsideRoots { what, .. } if *what != "target" => {
                 ErrorCode::SourceNotAllowed
             }
@@ -103,6 +115,8 @@ impl PolicyError {
             | PolicyError::BadFstype { .. }
             | PolicyError::NotAbsolute { .. }
             | PolicyError::DotDot { .. }
+            | PolicyError::CallerFd { .. }
+            | PolicyError::FdSourceNotBind { .. }
             | PolicyError::Missing { .. } => ErrorCode::BadRequest,
         }
     }

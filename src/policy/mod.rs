@@ -4,10 +4,12 @@
 
 mod checked;
 mod error;
+pub mod fd_source;
 mod fields;
 mod resolve;
 pub mod sources;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::{MountRequest, UnmountRequest};
@@ -64,13 +66,17 @@ impl Policy {
     /// root, and a bind, move or loop source, or each overlay layer, beneath a
     /// source root. Its type and source must pass the source rules (see
     /// [`sources`]). After this nothing resolves the request's names again.
+    /// `caller_source` is the caller's own handle on a bind source it named by a
+    /// file descriptor (see [`fd_source`]): located below the source roots and
+    /// proven to be the same file, instead of resolving `req.source`.
     pub fn check_mount(
         &self,
         req: &MountRequest,
         options: &MountOptions,
         uid: u32,
+        caller_source: Option<&OwnedFd>,
     ) -> Result<CheckedMount, PolicyError> {
-        self.check_mount_beneath(req, options, uid, &self.target_roots)
+        self.check_mount_beneath(req, options, uid, &self.target_roots, caller_source)
     }
 
     /// [`Policy::check_mount`] of a request the daemon makes again on a staging
@@ -83,7 +89,7 @@ impl Policy {
         options: &MountOptions,
         staging: &Path,
     ) -> Result<CheckedMount, PolicyError> {
-        self.check_mount_beneath(req, options, 0, &[staging.to_owned()])
+        self.check_mount_beneath(req, options, 0, &[staging.to_owned()], None)
     }
 
     fn check_mount_beneath(
@@ -92,6 +98,7 @@ impl Policy {
         options: &MountOptions,
         uid: u32,
         roots: &[PathBuf],
+        caller_source: Option<&OwnedFd>,
     ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
         // A remount names no source the kernel uses: one given is checked as for a
@@ -103,11 +110,17 @@ impl Policy {
         } else {
             Kind::Directory
         };
+        if caller_source.is_some() && !bind {
+            return Err(PolicyError::FdSourceNotBind {
+                source_name: req.source.clone(),
+            });
+        }
         let source = match self.sources.check(req, options, bind, uid == 0) {
             Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
-            Ok(Source::Path { path, .. }) => {
-                Some(resolve_source(&path, &self.bind_source_roots, Kind::Any)?)
-            }
+            Ok(Source::Path { path, .. }) => Some(match caller_source {
+                Some(handle) => fd_source::locate(handle, &self.bind_source_roots)?,
+                None => resolve_source(&path, &self.bind_source_roots, Kind::Any)?,
+            }),
             Ok(Source::Name | Source::Device) => None,
         };
         let layers = sources::overlay_layers(options)
@@ -174,7 +187,7 @@ mod tests {
     impl Policy {
         /// A root peer's request checked with its options, as the daemon parses them.
         fn check(&self, req: &MountRequest) -> Result<CheckedMount, PolicyError> {
-            self.check_mount(req, &self.options(req), 0)
+            self.check_mount(req, &self.options(req), 0, None)
         }
     }
 

@@ -24,7 +24,10 @@ use crate::policy::PolicyError;
 
 /// The peer's fd `fd`, taken from the fd table of the process `pid` (in the
 /// daemon's pid namespace, as SO_PEERCRED gives it). The peer waits on its
-/// connection for the answer, so the pid stays its own while this runs.
+/// connection for the answer, so the pid stays its own while this runs; were it
+/// reused meanwhile (a peer that handed its connection on and exited), the fd
+/// taken would still have to pass [`locate`], and so give nothing the peer
+/// could not have named by its path.
 pub fn take(pid: Option<u32>, fd: i32) -> Result<OwnedFd, PolicyError> {
     let failed = |errno| PolicyError::CallerFd { fd, pid, errno };
     let pid = pid

@@ -309,46 +309,74 @@ privileged_test! {
     }
 }
 
-privileged_test! {
-    fn format_and_mount_as_safe_format_and_mount_does(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "ext4"));
-        let daemon = Daemon::start(host, &root, &[]);
-        let image = host.dir("images").join("disk.img");
-        sh(&format!("truncate -s 32M {}", quote(&image)));
-        let disk = LoopDevice::attach(&image);
-        let dev = disk.device.as_str();
-        let blkid = || {
-            let out = Command::new("blkid").args(["-p", "-s", "TYPE", "-s", "PTTYPE", "-o", "export", dev]).output().unwrap();
-            (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
-        };
-        // Unformatted: blkid exits 2 with nothing; the kubelet formats it.
-        assert_eq!(blkid(), (Some(2), String::new()));
-        sh(&format!("mkfs.ext4 -F -m0 {dev}"));
-        let ways = Ways {
-            daemon: &daemon,
-            direct: volume(&root, "direct"),
-            helper: Some(volume(&root, "helper")),
-            mounter: volume(&root, "mounter"),
-        };
-        let mount = ["mount", "-t", "ext4", "-o", "defaults", dev, "{T}"];
-        // The same device on three twins at once, as ext4 allows.
-        let done = ways.replay(&mount);
-        assert_eq!(done.code, Some(0), "{}", done.output);
-        assert_eq!(seen(&ways.mounter).unwrap().source, dev);
-        std::fs::write(ways.mounter.join("written"), "first round").unwrap();
-        assert_eq!(ways.replay(&["umount", "{T}"]).code, Some(0));
-        // A second round finds the filesystem (and checks it), and just mounts.
-        let (code, found) = blkid();
-        assert_eq!(code, Some(0));
-        assert!(found.lines().any(|l| l == "TYPE=ext4"), "{found}");
-        sh(&format!("fsck -a {dev}"));
-        assert_eq!(ways.replay(&mount).code, Some(0));
+/// SafeFormatAndMount's rounds on a blank loop device of `size`: blkid finds
+/// nothing, `mkfs` formats it, then the mount, replayed each way; a second round
+/// finds the filesystem, checks it with `fsck -a` and just mounts; a read-only
+/// round mounts `ro,defaults` and checks nothing.
+fn format_and_mount(host: &Host, fstype: &str, mkfs: &[&str], size: &str) {
+    let root = kubelet_root(host);
+    sh(&install_helpers_line(host, fstype));
+    let daemon = Daemon::start(host, &root, &[]);
+    let image = host.dir("images").join("disk.img");
+    sh(&format!("truncate -s {size} {}", quote(&image)));
+    let disk = LoopDevice::attach(&image);
+    let dev = disk.device.as_str();
+    let blkid = || {
+        let out = Command::new("blkid")
+            .args(["-p", "-s", "TYPE", "-s", "PTTYPE", "-o", "export", dev])
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // Blank: blkid exits 2 with nothing; the kubelet formats it.
+    assert_eq!(blkid(), (Some(2), String::new()));
+    let mut format = Command::new(format!("mkfs.{fstype}"));
+    let out = format.args(mkfs).arg(dev).output().unwrap();
+    common::expect_success(&format!("mkfs.{fstype}"), out);
+    let ways = Ways {
+        daemon: &daemon,
+        direct: volume(&root, "direct"),
+        helper: Some(volume(&root, "helper")),
+        mounter: volume(&root, "mounter"),
+    };
+    let mount = |options| ["mount", "-t", fstype, "-o", options, dev, "{T}"];
+    // The same device on three twins at once, as the kernel allows.
+    let done = ways.replay(&mount("defaults"));
+    assert_eq!(done.code, Some(0), "{}", done.output);
+    assert_eq!(seen(&ways.mounter).unwrap().source, dev);
+    std::fs::write(ways.mounter.join("written"), "first round").unwrap();
+    assert_eq!(ways.replay(&["umount", "{T}"]).code, Some(0));
+    // A second round finds the filesystem (and checks it), and just mounts.
+    let (code, found) = blkid();
+    assert_eq!(code, Some(0));
+    assert!(
+        found.lines().any(|l| l == format!("TYPE={fstype}")),
+        "{found}"
+    );
+    sh(&format!("fsck -a {dev}"));
+    for options in ["defaults", "ro,defaults"] {
+        assert_eq!(ways.replay(&mount(options)).code, Some(0), "{options}");
         for twin in [&ways.direct, ways.helper.as_ref().unwrap(), &ways.mounter] {
-            assert_eq!(std::fs::read_to_string(twin.join("written")).unwrap(), "first round");
+            let read = std::fs::read_to_string(twin.join("written")).unwrap();
+            assert_eq!(read, "first round", "{options}");
         }
         assert_eq!(ways.replay(&["umount", "{T}"]).code, Some(0));
-        assert!(daemon.recorded().is_empty());
+    }
+    assert!(daemon.recorded().is_empty());
+}
+
+privileged_test! {
+    fn format_and_mount_ext4_as_safe_format_and_mount_does(host: &Host) {
+        format_and_mount(host, "ext4", &["-F", "-m0"], "32M");
+    }
+}
+
+privileged_test! {
+    fn format_and_mount_xfs_as_safe_format_and_mount_does(host: &Host) {
+        format_and_mount(host, "xfs", &[], "320M");
     }
 }
 

@@ -66,6 +66,8 @@ pub enum PolicyError {
     },
     #[error("source {path}: the caller's file is not what that path names below the roots (moved or replaced meanwhile)")]
     NotTheCallersFile { path: PathBuf },
+    #[error("source {path}: the device node changed while it was checked")]
+    DeviceReplaced { path: PathBuf },
     #[error("source {source_name}: a source given as the caller's file descriptor is taken only for a bind")]
     FdSourceNotBind { source_name: String },
     #[error("cannot resolve {what} {path}: {errno}")]
@@ -96,9 +98,9 @@ impl PolicyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
-            PolicyError::SourceRefused(_) | PolicyError::NotTheCallersFile { .. } => {
-                ErrorCode::SourceNotAllowed
-            }
+            PolicyError::SourceRefused(_)
+            | PolicyError::NotTheCallersFile { .. }
+            | PolicyError::DeviceReplaced { .. } => ErrorCode::SourceNotAllowed,
             PolicyError::OutsideRoots { what, .. } if *what != "target" => {
                 ErrorCode::SourceNotAllowed
             }

@@ -121,6 +121,7 @@ impl Policy {
                 Some(handle) => fd_source::locate(handle, &self.bind_source_roots)?,
                 None => resolve_source(&path, &self.bind_source_roots, Kind::Any)?,
             }),
+            Ok(Source::DeviceNode { path, rdev }) => Some(resolve::device_node(&path, rdev)?),
             Ok(Source::Name | Source::Device) => None,
         };
         let layers = sources::overlay_layers(options)

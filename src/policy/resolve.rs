@@ -7,7 +7,8 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{Mode, SFlag};
 
 use crate::ns::beneath::{beneath_fd, open_root, Fault, Kind};
 use crate::ns::mountinfo::normalize;
@@ -139,6 +140,32 @@ pub(super) fn resolve_source(
         path: checked.path,
         fd: checked.fd,
     })
+}
+
+/// A block device node to bind (allowed by the device rules as `path`, number
+/// `rdev`), opened once: the links udev keeps (`/dev/disk/by-path/...`) followed
+/// as mount(8) follows them, then the node itself without following any link,
+/// which must still be a block device of that number.
+pub(super) fn device_node(path: &Path, rdev: u64) -> Result<CheckedSource, PolicyError> {
+    let unresolvable = |errno| PolicyError::Unresolvable {
+        what: "source",
+        path: path.to_owned(),
+        errno,
+    };
+    let node = std::fs::canonicalize(path)
+        .map_err(|e| unresolvable(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+    let fd = nix::fcntl::open(
+        &node,
+        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(unresolvable)?;
+    let stat = nix::sys::stat::fstat(&fd).map_err(unresolvable)?;
+    let block = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFBLK;
+    if !block || stat.st_rdev != rdev {
+        return Err(PolicyError::DeviceReplaced { path: node });
+    }
+    Ok(CheckedSource { path: node, fd })
 }
 
 /// How many symbolic links an unmount's target may pass through (the kernel's

@@ -469,3 +469,41 @@ privileged_test! {
         assert_eq!(exec(&daemon, SIDEMOUNT, &["umount", t]).code, Some(0));
     }
 }
+
+privileged_test! {
+    fn a_raw_block_volume_is_mapped_by_binding_its_device_node(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let image = host.dir("images").join("raw.img");
+        sh(&format!("truncate -s 16M {}", quote(&image)));
+        let disk = LoopDevice::attach(&image);
+        // The kubelet names the device as its plugin found it: a udev link.
+        let by_path = host.dir("dev/disk/by-path").join("ip-127.0.0.1:3260-iscsi-iqn.test-lun-1");
+        std::os::unix::fs::symlink(&disk.device, &by_path).unwrap();
+        let dev = by_path.to_str().unwrap();
+        // MapBlockVolume: a file per pod under the volume's map directory, the
+        // device node bound onto it (mount(8) itself: no helper for a bind).
+        let map = root.join("plugins/kubernetes.io~csi/volumeDevices/pv/dev");
+        std::fs::create_dir_all(&map).unwrap();
+        let ways = Ways { daemon: &daemon, direct: map.join("pod-direct"), helper: None, mounter: map.join("pod-mounter") };
+        for twin in [&ways.direct, &ways.mounter] {
+            std::fs::write(twin, "").unwrap();
+        }
+        for argv in [["mount", "-o", "bind", dev, "{T}"], ["mount", "-o", "bind,remount", dev, "{T}"]] {
+            let done = ways.replay(&argv);
+            assert_eq!(done.code, Some(0), "{}", done.output);
+        }
+        use std::os::unix::fs::FileTypeExt;
+        assert!(std::fs::metadata(&ways.mounter).unwrap().file_type().is_block_device());
+        assert_eq!(daemon.recorded(), [ways.mounter.display().to_string()]);
+        // UnmapBlockVolume: `umount FILE`, the mount point, not the device.
+        let done = ways.replay(&["umount", "{T}"]);
+        assert_eq!(done.code, Some(0), "{}", done.output);
+        assert!(daemon.recorded().is_empty());
+        // A character device is no block device: a path, outside the roots.
+        let done = exec(&daemon, SIDEMOUNT, &["mount", "-o", "bind", "/dev/null", ways.mounter.to_str().unwrap()]);
+        assert_eq!(done.code, Some(32), "{}", done.output);
+        assert!(done.output.contains("outside the allowed roots"), "{}", done.output);
+        assert!(seen(&ways.mounter).is_none());
+    }
+}

@@ -121,7 +121,9 @@ impl Policy {
                 Some(handle) => fd_source::locate(handle, &self.bind_source_roots)?,
                 None => resolve_source(&path, &self.bind_source_roots, Kind::Any)?,
             }),
-            Ok(Source::DeviceNode { path, rdev }) => Some(resolve::device_node(&path, rdev)?),
+            Ok(Source::DeviceNode { path, rdev }) => {
+                Some(resolve::device_node(&path, rdev, &self.bind_source_roots)?)
+            }
             Ok(Source::Name | Source::Device) => None,
         };
         let layers = sources::overlay_layers(options)

@@ -143,29 +143,39 @@ pub(super) fn resolve_source(
 }
 
 /// A block device node to bind (allowed by the device rules as `path`, number
-/// `rdev`), opened once: the links udev keeps (`/dev/disk/by-path/...`) followed
-/// as mount(8) follows them, then the node itself without following any link,
-/// which must still be a block device of that number.
-pub(super) fn device_node(path: &Path, rdev: u64) -> Result<CheckedSource, PolicyError> {
+/// `rdev`), opened once: below the source `roots`, as any bind source (no link
+/// followed: a pod may plant one in its volume); elsewhere, the links udev keeps
+/// (`/dev/disk/by-path/...`) followed as mount(8) follows them, then the node
+/// itself without following any. It must still be a block device of `rdev`.
+pub(super) fn device_node(
+    path: &Path,
+    rdev: u64,
+    roots: &[PathBuf],
+) -> Result<CheckedSource, PolicyError> {
     let unresolvable = |errno| PolicyError::Unresolvable {
         what: "source",
         path: path.to_owned(),
         errno,
     };
-    let node = std::fs::canonicalize(path)
-        .map_err(|e| unresolvable(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
-    let fd = nix::fcntl::open(
-        &node,
-        OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(unresolvable)?;
-    let stat = nix::sys::stat::fstat(&fd).map_err(unresolvable)?;
+    let below_roots = roots
+        .iter()
+        .any(|r| normalize(path).starts_with(normalize(r)));
+    let checked = match below_roots {
+        true => resolve_source(path, roots, Kind::Any)?,
+        false => {
+            let node = std::fs::canonicalize(path)
+                .map_err(|e| unresolvable(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            let how = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = nix::fcntl::open(&node, how, Mode::empty()).map_err(unresolvable)?;
+            CheckedSource { path: node, fd }
+        }
+    };
+    let stat = nix::sys::stat::fstat(&checked.fd).map_err(unresolvable)?;
     let block = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFBLK;
     if !block || stat.st_rdev != rdev {
-        return Err(PolicyError::DeviceReplaced { path: node });
+        return Err(PolicyError::DeviceReplaced { path: checked.path });
     }
-    Ok(CheckedSource { path: node, fd })
+    Ok(checked)
 }
 
 /// How many symbolic links an unmount's target may pass through (the kernel's
@@ -241,6 +251,35 @@ fn lexical(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_device_node_below_the_roots_is_never_reached_through_a_link() {
+        let Some(dev) = std::fs::read_dir("/dev")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_type().is_ok_and(|t| t.is_block_device()))
+        else {
+            return;
+        };
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let rdev = dev.metadata().unwrap().rdev();
+        let dir = tempfile::tempdir().unwrap();
+        let roots = [dir.path().to_owned()];
+        // A pod's link to a device: refused below the roots.
+        let planted = dir.path().join("planted");
+        symlink(dev.path(), &planted).unwrap();
+        let err = device_node(&planted, rdev, &roots).unwrap_err();
+        assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
+        // A udev link elsewhere is followed to the node.
+        let outside = tempfile::tempdir().unwrap();
+        let by_path = outside.path().join("by-path");
+        symlink(dev.path(), &by_path).unwrap();
+        let checked = device_node(&by_path, rdev, &roots).unwrap();
+        assert_eq!(checked.path, std::fs::canonicalize(dev.path()).unwrap());
+        // Another device number than the one checked.
+        let err = device_node(&by_path, rdev + 1, &roots).unwrap_err();
+        assert!(matches!(err, PolicyError::DeviceReplaced { .. }), "{err:?}");
+    }
 
     #[test]
     fn links_are_replaced_and_judged_afresh() {

@@ -436,40 +436,6 @@ privileged_test! {
     }
 }
 
-/// mount-utils' detectSystemd: systemd-run on the PATH, and a scope it can run.
-fn systemd_scopes_work() -> bool {
-    Command::new("timeout")
-        .args([
-            "10",
-            "systemd-run",
-            "--description=Kubernetes systemd probe",
-            "--scope",
-            "true",
-        ])
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
-privileged_test! {
-    fn under_a_systemd_scope_where_the_kubelet_would_use_one(host: &Host) {
-        if !systemd_scopes_work() {
-            // mount-utils finds the same and runs mount(8) without a scope: the
-            // shape is replayed on the VM tier's systemd node.
-            eprintln!("systemd-run cannot run a scope here: the kubelet would not use one");
-            return;
-        }
-        let root = kubelet_root(host);
-        let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "scoped");
-        let t = target.to_str().unwrap();
-        let description = format!("--description=Kubernetes transient mount for {t}");
-        let done = exec(&daemon, "systemd-run", &[&description, "--scope", "--", SIDEMOUNT, "mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", t]);
-        assert_eq!(done.code, Some(0), "{}", done.output);
-        assert_eq!(seen(&target).unwrap().fstype, "tmpfs");
-        assert_eq!(exec(&daemon, SIDEMOUNT, &["umount", t]).code, Some(0));
-    }
-}
-
 privileged_test! {
     fn a_raw_block_volume_is_mapped_by_binding_its_device_node(host: &Host) {
         let root = kubelet_root(host);

@@ -1,7 +1,7 @@
 //! What may be mounted, for every type: pseudo filesystems only when configured;
 //! bind, overlay-layer and loop-file sources below the source roots, resolved to
-//! handles; block devices only from configured patterns and never the device
-//! that backs `/` or the kubelet root; and, for a peer that is not root, no loop
+//! handles; block devices, mounted or their node bound, only from configured
+//! patterns and never the device that backs `/` or the kubelet root; and, for a peer that is not root, no loop
 //! or block source and `nosuid,nodev` always. Each refusal names its rule and the
 //! configuration key that changes it.
 
@@ -483,7 +483,9 @@ mod tests {
         };
         let path = dev.path().display().to_string();
         let rdev = dev.metadata().unwrap().rdev();
-        let refusal = rules()
+        let mut none = rules();
+        none.block_devices = vec!["/dev/none*".into()];
+        let refusal = none
             .check_req(&req(&path, "", &["bind"]), true, true)
             .unwrap_err();
         assert_eq!(refusal.key, "block_device_patterns", "{path}");

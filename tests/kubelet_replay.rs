@@ -473,3 +473,59 @@ privileged_test! {
         assert!(seen(&ways.mounter).is_none());
     }
 }
+
+privileged_test! {
+    fn a_containerized_kubelets_sub_path_fd_is_taken_from_its_namespace(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let vol = volume(&root, "vol");
+        std::fs::create_dir_all(vol.join("sub")).unwrap();
+        std::fs::write(vol.join("sub/inside"), "inside").unwrap();
+        let subpaths = root.join("pods/p1/volume-subpaths/vol/c");
+        for twin in ["0", "1"] {
+            std::fs::create_dir_all(subpaths.join(twin)).unwrap();
+        }
+        let socket = quote(&daemon.socket);
+        // The kubelet in a container: its own mount namespace, the root rshared.
+        // It holds the subPath open and binds /proc/<its pid>/fd/7 there.
+        let kubelet = host.namespace("kubelet", "true");
+        let bind = |mount: &str, sub: &Path, target: &Path| {
+            kubelet.command("sh").arg("-c")
+                .arg(format!("exec 7<{} && SIDEMOUNT_SOCKET={socket} {mount} --no-canonicalize -o bind /proc/$$/fd/7 {} 2>&1", quote(sub), quote(target)))
+                .output().unwrap()
+        };
+        let direct = bind("mount -i", &vol.join("sub"), &subpaths.join("0"));
+        assert!(direct.status.success(), "{direct:?}");
+        let mounter = bind(&format!("{SIDEMOUNT} mount"), &vol.join("sub"), &subpaths.join("1"));
+        assert!(mounter.status.success(), "{mounter:?}");
+        assert_eq!(seen(&subpaths.join("1")), seen(&subpaths.join("0")));
+        for ns in [None, Some(kubelet.pid)] {
+            assert_eq!(mount_points_under(ns, &subpaths).len(), 2, "{ns:?}");
+        }
+        let read = kubelet.sh(&format!("cat {}/inside", quote(&subpaths.join("1"))));
+        assert_eq!(read, "inside");
+        sh(&format!("umount -i {}", quote(&subpaths.join("0"))));
+        let done = exec(&daemon, SIDEMOUNT, &["umount", subpaths.join("1").to_str().unwrap()]);
+        assert_eq!(done.code, Some(0), "{}", done.output);
+        assert!(daemon.recorded().is_empty());
+
+        // A directory only the kubelet's namespace holds (a mount there that
+        // does not reach the host): the same name in the daemon's namespace is
+        // another directory, which is never bound in its place.
+        let private = vol.join("private");
+        std::fs::create_dir_all(private.join("sub")).unwrap();
+        std::fs::write(private.join("sub/host"), "the host's").unwrap();
+        let apart = host.namespace("kubelet-apart", &format!(
+            "mount --make-rslave {root} && mount -t tmpfs apart {p} && mkdir {p}/sub && echo kubelet > {p}/sub/kubelet",
+            root = quote(&root), p = quote(&private)));
+        let out = apart.command("sh").arg("-c")
+            .arg(format!("exec 7<{} && SIDEMOUNT_SOCKET={socket} {SIDEMOUNT} mount --no-canonicalize -o bind /proc/$$/fd/7 {} 2>&1",
+                quote(&private.join("sub")), quote(&subpaths.join("1"))))
+            .output().unwrap();
+        let said = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(out.status.code(), Some(32), "{said}");
+        assert!(said.contains("moved or replaced"), "{said}");
+        assert!(seen(&subpaths.join("1")).is_none());
+        assert!(daemon.recorded().is_empty());
+    }
+}

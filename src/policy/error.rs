@@ -55,6 +55,9 @@ pub enum PolicyError {
     },
     #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
+    /// An unmount of a path that does not exist, in umount(8)'s words.
+    #[error("{}: no mount point specified", .path.display())]
+    NoMountPoint { path: PathBuf },
     /// What may be mounted: the rule broken and the configuration key that allows it.
     #[error("{}: refused by the {} rule (configuration key `{}` changes it)", .0.detail, .0.rule, .0.key)]
     SourceRefused(crate::policy::sources::Refusal),
@@ -74,10 +77,12 @@ fn roots_key(what: &str) -> &'static str {
     }
 }
 
-/// A missing target reads as mount(8)'s "/x: mount point does not exist".
+/// A missing path reads as mount(8) words it: "/x: mount point does not exist"
+/// for a target, "special device /y does not exist" for a source.
 fn missing_text(what: &str, path: &Path) -> String {
     match what {
         "target" => format!("{}: mount point does not exist", path.display()),
+        "source" => format!("special device {} does not exist", path.display()),
         _ => format!("{what} {} does not exist", path.display()),
     }
 }
@@ -103,7 +108,8 @@ impl PolicyError {
             | PolicyError::BadFstype { .. }
             | PolicyError::NotAbsolute { .. }
             | PolicyError::DotDot { .. }
-            | PolicyError::Missing { .. } => ErrorCode::BadRequest,
+            | PolicyError::Missing { .. }
+            | PolicyError::NoMountPoint { .. } => ErrorCode::BadRequest,
         }
     }
 }

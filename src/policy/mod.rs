@@ -153,7 +153,10 @@ impl Policy {
     pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
         let target = without_links(&req.target, &self.target_roots)?;
-        resolve("target", &target, &self.target_roots, Kind::Any)
+        resolve("target", &target, &self.target_roots, Kind::Any).map_err(|e| match e {
+            PolicyError::Missing { path, .. } => PolicyError::NoMountPoint { path },
+            e => e,
+        })
     }
 }
 
@@ -360,11 +363,15 @@ mod tests {
             )],
         );
         let unmount = UnmountRequest {
-            target: missing,
+            target: missing.clone(),
             ..Default::default()
         };
         let err = policy.check_unmount(&unmount).unwrap_err();
-        assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
+        assert!(matches!(err, PolicyError::NoMountPoint { .. }), "{err:?}");
+        assert_names(
+            &err,
+            &[&format!("{}: no mount point specified", missing.display())],
+        );
 
         let file = dir.path().join("plugins/csi/file");
         let err = policy.check(&mount(&file)).unwrap_err();
@@ -434,6 +441,17 @@ mod tests {
             "{err:?}"
         );
         assert_names(&err, &["source /etc is outside the allowed roots"]);
+
+        // A missing source in mount(8)'s words.
+        let gone = dir.path().join("plugins/gone");
+        let err = policy
+            .check(&bind(gone.to_str().unwrap(), &target))
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
+        assert_names(
+            &err,
+            &[&format!("special device {} does not exist", gone.display())],
+        );
 
         symlink("/etc", dir.path().join("plugins/etc")).unwrap();
         let via_link = dir.path().join("plugins/etc/passwd");

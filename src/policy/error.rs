@@ -55,6 +55,8 @@ pub enum PolicyError {
     },
     #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    MkdirMode(#[from] crate::mount::options::BadMkdirMode),
     /// An unmount of a path that does not exist, in umount(8)'s words.
     #[error("{}: no mount point specified", .path.display())]
     NoMountPoint { path: PathBuf },
@@ -109,7 +111,8 @@ impl PolicyError {
             | PolicyError::NotAbsolute { .. }
             | PolicyError::DotDot { .. }
             | PolicyError::Missing { .. }
-            | PolicyError::NoMountPoint { .. } => ErrorCode::BadRequest,
+            | PolicyError::NoMountPoint { .. }
+            | PolicyError::MkdirMode(_) => ErrorCode::BadRequest,
         }
     }
 }

@@ -119,8 +119,8 @@ impl Policy {
             .collect::<Result<_, PolicyError>>()?;
         // mount(8)'s `X-mount.mkdir`: the missing directories made below the root,
         // once everything else passed.
-        if options.has("X-mount.mkdir") {
-            resolve::make_dirs(&req.target, roots)?;
+        if let Some(mode) = options.mkdir_mode()? {
+            resolve::make_dirs(&req.target, roots, mode)?;
         }
         let target = resolve("target", &req.target, roots, kind)?;
         Ok(CheckedMount {

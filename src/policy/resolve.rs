@@ -47,8 +47,9 @@ pub(super) fn resolve(
 
 /// Makes the missing directories of `path` below its root (`X-mount.mkdir`),
 /// each by mkdirat(2) beneath the handle of its parent, itself opened without
-/// following a symlink; mode 0755, as mount(8) makes them.
-pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyError> {
+/// following a symlink; with `mode` (less the daemon's umask), as mount(8)
+/// makes them.
+pub(super) fn make_dirs(path: &Path, roots: &[PathBuf], mode: u32) -> Result<(), PolicyError> {
     let what = "target";
     let (root, path, rest) = below(what, path, roots)?;
     let fault = |f| fault(what, &root, &path, f);
@@ -57,7 +58,7 @@ pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyErro
         let name = Path::new(name);
         dir = match beneath_fd(dir.as_fd(), name, Kind::Directory) {
             Err(Fault::Missing) => {
-                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(mode)) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(errno) => return Err(fault(Fault::Errno(errno))),
                 }

@@ -304,3 +304,30 @@ privileged_test! {
         assert!(daemon.recorded().is_empty());
     }
 }
+
+privileged_test! {
+    fn a_network_source_without_a_type_goes_where_mount8_would_send_it(host: &Host) {
+        let root = kubelet_root(host);
+        // A volume client for nfs and cifs whose agent is not running: a request
+        // routed there fails at once, naming it.
+        let config = host.dir("etc").join("sidemount.yaml");
+        std::fs::write(&config, format!(
+            "kubelet_root: {}\nagent_wait_seconds: 1\nvcs:\n  - name: net\n    types: [nfs, cifs]\n    image: example/net:1\n    provider: external\n",
+            root.display()
+        )).unwrap();
+        let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
+        let v = volume(&root, "v");
+        for source in ["server:/export", "//server/share"] {
+            let line = format!("{SIDEMOUNT} mount {source} {}", quote(&v));
+            let (code, err) = run(&daemon, &line);
+            assert_eq!(code, Some(32), "{line}: {err}");
+            assert!(err.contains("[executor_unavailable]") && err.contains("net"), "{line}: {err}");
+        }
+        // A name mount(8) cannot guess from stays with the host, as before.
+        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount tmpfs {}", quote(&v)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("special device tmpfs does not exist"), "{err}");
+        assert!(!is_mounted(&v));
+        assert!(daemon.recorded().is_empty());
+    }
+}

@@ -14,7 +14,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 
-use common::{install_helpers_line, quote, sh, Daemon, Host, LoopDevice, SIDEMOUNT};
+use common::{install_helpers_line, kubelet_root, quote, sh, Daemon, Host, LoopDevice, SIDEMOUNT};
 use serde_json::Value;
 
 /// The three ways a caller reaches a mount.
@@ -444,8 +444,7 @@ fn image(host: &Host, name: &str, fs: &str, size: &str) -> PathBuf {
 
 impl Fixtures {
     fn new(host: &Host) -> Fixtures {
-        let root = host.dir("var/lib/kubelet");
-        sh(&format!("{SIDEMOUNT} share {}", quote(&root)));
+        let root = kubelet_root(host);
         sh(&install_helpers_line(
             host,
             "tmpfs,ext4,xfs,btrfs,overlay,proc",
@@ -534,18 +533,6 @@ impl Fixtures {
         line
     }
 
-    /// A shell line with the daemon's socket: (exit code, stdout and stderr).
-    fn run(&self, line: &str) -> (Option<i32>, String) {
-        let out = Command::new("sh")
-            .args(["-c", line])
-            .env("SIDEMOUNT_SOCKET", &self.daemon.socket)
-            .output()
-            .unwrap();
-        let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
-        text.push_str(&String::from_utf8_lossy(&out.stderr));
-        (out.status.code(), text)
-    }
-
     /// Runs `case` one way on its own fresh target, then unmounts what it left.
     fn outcome(&self, case: &Case, way: Way) -> Outcome {
         let (dst, dir) = self.places(case, way);
@@ -555,7 +542,7 @@ impl Fixtures {
             Act::Umount { pre, busy } => {
                 for args in pre {
                     let line = format!("{} {}", way.mount(), self.expand(args, &dst, &dir));
-                    let (code, out) = self.run(&line);
+                    let (code, out) = self.daemon.run(&line);
                     assert_eq!(code, Some(0), "{}: {line}: {out}", case.name);
                 }
                 if busy {
@@ -570,7 +557,7 @@ impl Fixtures {
                 format!("{} {}", way.umount(), self.expand(case.args, &dst, &dir))
             }
         };
-        let (code, output) = self.run(&line);
+        let (code, output) = self.daemon.run(&line);
         let outcome = Outcome {
             code,
             phrase: phrase(&output),
@@ -637,7 +624,7 @@ impl Fixtures {
                 let mut left = common::mount_points_under(None, place);
                 left.sort_by_key(|p| std::cmp::Reverse(p.components().count()));
                 for target in left {
-                    let _ = self.run(&format!("{umount} {}", quote(&target)));
+                    let _ = self.daemon.run(&format!("{umount} {}", quote(&target)));
                 }
             }
             assert!(
@@ -760,32 +747,21 @@ fn loop_numbers(text: &str) -> String {
     out
 }
 
-privileged_test! {
-    fn matrix_tmpfs(host: &Host) {
-        Fixtures::new(host).check(TMPFS);
-    }
+/// One test per table, each with its own namespace, daemon and fixtures.
+macro_rules! matrix {
+    ($($name:ident: $cases:expr;)*) => {$(
+        privileged_test! {
+            fn $name(host: &Host) {
+                Fixtures::new(host).check($cases);
+            }
+        }
+    )*};
 }
 
-privileged_test! {
-    fn matrix_bind(host: &Host) {
-        Fixtures::new(host).check(BIND);
-    }
-}
-
-privileged_test! {
-    fn matrix_loop_devices_and_files(host: &Host) {
-        Fixtures::new(host).check(LOOP);
-    }
-}
-
-privileged_test! {
-    fn matrix_overlay(host: &Host) {
-        Fixtures::new(host).check(OVERLAY);
-    }
-}
-
-privileged_test! {
-    fn matrix_umount(host: &Host) {
-        Fixtures::new(host).check(UMOUNT);
-    }
+matrix! {
+    matrix_tmpfs: TMPFS;
+    matrix_bind: BIND;
+    matrix_loop_devices_and_files: LOOP;
+    matrix_overlay: OVERLAY;
+    matrix_umount: UMOUNT;
 }

@@ -92,10 +92,10 @@ enum Difference {
     DevicePattern,
     /// Pseudo filesystems unless `allowed_pseudo_filesystems`.
     Pseudo,
-    /// Not a refusal: overlay layers are given to the kernel as their checked
-    /// handles, so the mount's options name `/proc/thread-self/fd/N` where
-    /// mount(8)'s name the directories; all else is the same.
-    LayersByHandle,
+    /// Not a refusal: an overlay's layers reach the kernel as their checked
+    /// handles, so its options list each lower layer as `lowerdir+=DIR` where
+    /// mount(8)'s say `lowerdir=A:B`; the same directories, all else the same.
+    LowerLayersOneByOne,
 }
 
 impl Difference {
@@ -107,26 +107,34 @@ impl Difference {
             Difference::Tag => Some("tag"),
             Difference::DevicePattern => Some("block_device_patterns"),
             Difference::Pseudo => Some("pseudo filesystem"),
-            Difference::LayersByHandle => None,
+            Difference::LowerLayersOneByOne => None,
         }
     }
 }
 
-/// `mounts` with the value of each overlay layer option hidden.
-fn layers_hidden(mounts: &[Value]) -> Vec<Value> {
+/// `mounts` with an overlay's `lowerdir+=A,lowerdir+=B` written as mount(8)
+/// shows its layers, `lowerdir=A:B`.
+fn lower_layers_joined(mounts: &[Value]) -> Vec<Value> {
     let mut mounts = mounts.to_vec();
     for m in &mut mounts {
         let Some(options) = m["fs-options"].as_str() else {
             continue;
         };
-        let hidden: Vec<String> = options
+        let lower: Vec<&str> = options
             .split(',')
-            .map(|o| match o.split_once('=') {
-                Some((k @ ("lowerdir" | "upperdir" | "workdir"), _)) => format!("{k}=<layer>"),
-                _ => o.to_owned(),
-            })
+            .filter_map(|o| o.strip_prefix("lowerdir+="))
             .collect();
-        m["fs-options"] = Value::String(hidden.join(","));
+        let mut joined = Vec::new();
+        for option in options.split(',') {
+            match option.strip_prefix("lowerdir+=") {
+                Some(first) if first == lower[0] => {
+                    joined.push(format!("lowerdir={}", lower.join(":")))
+                }
+                Some(_) => {}
+                None => joined.push(option.to_owned()),
+            }
+        }
+        m["fs-options"] = Value::String(joined.join(","));
     }
     mounts
 }
@@ -319,17 +327,17 @@ const OVERLAY: &[Case] = &[
         "overlay",
         "-t overlay -o lowerdir={lower},upperdir={dir}/upper,workdir={dir}/work overlay {dst}",
     )
-    .differs(Difference::LayersByHandle, SIDEMOUNT_WAYS),
+    .differs(Difference::LowerLayersOneByOne, SIDEMOUNT_WAYS),
     mount(
         "overlay-ro-lower-only",
         "-t overlay -o lowerdir={lower}:{src} overlay {dst}",
     )
-    .differs(Difference::LayersByHandle, SIDEMOUNT_WAYS),
+    .differs(Difference::LowerLayersOneByOne, SIDEMOUNT_WAYS),
     mount(
         "overlay-ro-nosuid",
         "-t overlay -o ro,nosuid,lowerdir={lower},upperdir={dir}/upper,workdir={dir}/work overlay {dst}",
     )
-    .differs(Difference::LayersByHandle, SIDEMOUNT_WAYS),
+    .differs(Difference::LowerLayersOneByOne, SIDEMOUNT_WAYS),
     mount(
         "overlay-outside-layer",
         "-t overlay -o lowerdir={outside}:{lower} overlay {dst}",
@@ -662,11 +670,11 @@ impl Fixtures {
                             && outcome.output.contains(words)
                             && outcome.mounts.is_empty()
                     }
-                    Some((Difference::LayersByHandle, None)) => {
+                    Some((Difference::LowerLayersOneByOne, None)) => {
                         outcome.mounts != direct.mounts
                             && (outcome.code, &outcome.phrase, &outcome.modes)
                                 == (direct.code, &direct.phrase, &direct.modes)
-                            && layers_hidden(&outcome.mounts) == layers_hidden(&direct.mounts)
+                            && lower_layers_joined(&outcome.mounts) == direct.mounts
                     }
                     Some((difference, None)) => unreachable!("{difference:?} mounts"),
                     None => outcome == direct,

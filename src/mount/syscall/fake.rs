@@ -35,6 +35,11 @@ pub enum Call {
         key: String,
         value: String,
     },
+    FsconfigFd {
+        fs: String,
+        key: String,
+        file: String,
+    },
     FsconfigFlag {
         fs: String,
         key: String,
@@ -183,6 +188,26 @@ impl Syscall for Recording {
         self.record(call).map_err(|errno| SyscallError::Fsconfig {
             fs,
             command: "set-string",
+            key: Some(key.to_owned()),
+            errno,
+        })
+    }
+
+    fn fsconfig_set_fd(
+        &self,
+        fs: BorrowedFd<'_>,
+        key: &str,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), SyscallError> {
+        let fs = name(fs, Path::new(""));
+        let call = Call::FsconfigFd {
+            fs: fs.clone(),
+            key: key.to_owned(),
+            file: name(file, Path::new("")),
+        };
+        self.record(call).map_err(|errno| SyscallError::Fsconfig {
+            fs,
+            command: "set-fd",
             key: Some(key.to_owned()),
             errno,
         })

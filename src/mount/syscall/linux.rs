@@ -64,6 +64,20 @@ impl Syscall for Linux {
         })
     }
 
+    fn fsconfig_set_fd(
+        &self,
+        fs: BorrowedFd<'_>,
+        key: &str,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), SyscallError> {
+        rustix::mount::fsconfig_set_fd(fs, key, file).map_err(|e| SyscallError::Fsconfig {
+            fs: describe(fs, Path::new("")),
+            command: "set-fd",
+            key: Some(key.to_owned()),
+            errno: errno(e),
+        })
+    }
+
     fn fsconfig_set_flag(&self, fs: BorrowedFd<'_>, key: &str) -> Result<(), SyscallError> {
         rustix::mount::fsconfig_set_flag(fs, key).map_err(|e| SyscallError::Fsconfig {
             fs: describe(fs, Path::new("")),

@@ -151,6 +151,14 @@ pub trait Syscall: Send + Sync {
         key: &str,
         value: &OsStr,
     ) -> Result<(), SyscallError>;
+    /// fsconfig(FSCONFIG_SET_FD): one option whose value is an open file (an
+    /// overlay layer, Linux 6.13+).
+    fn fsconfig_set_fd(
+        &self,
+        fs: BorrowedFd<'_>,
+        key: &str,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), SyscallError>;
     /// fsconfig(FSCONFIG_SET_FLAG): one option with no value.
     fn fsconfig_set_flag(&self, fs: BorrowedFd<'_>, key: &str) -> Result<(), SyscallError>;
     /// fsconfig(FSCONFIG_CMD_CREATE): makes the superblock.

@@ -266,7 +266,10 @@ mod tests {
             let shown = std::fs::read_link(fd_path(std::os::fd::AsFd::as_fd(file))).unwrap();
             assert_eq!(shown, layer.path);
             let flags = rustix::fs::fcntl_getfl(file).unwrap();
-            assert!(!flags.contains(rustix::fs::OFlags::PATH), "fsconfig takes no O_PATH file");
+            assert!(
+                !flags.contains(rustix::fs::OFlags::PATH),
+                "fsconfig takes no O_PATH file"
+            );
         }
     }
 

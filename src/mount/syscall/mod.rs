@@ -113,6 +113,18 @@ pub enum SyscallError {
 }
 
 impl SyscallError {
+    /// fsconfig's `command` (with the option `key`, none for create) failing on
+    /// the context shown as `fs`.
+    pub fn fsconfig(fs: String, command: &'static str, key: Option<&str>, errno: Errno) -> Self {
+        let key = key.map(str::to_owned);
+        SyscallError::Fsconfig {
+            fs,
+            command,
+            key,
+            errno,
+        }
+    }
+
     /// The errno the kernel answered.
     pub fn errno(&self) -> Errno {
         match self {

@@ -4,7 +4,7 @@
 //! must agree on the exit code, the key phrase of the error, and every mount left
 //! at the target (type, source, VFS and filesystem options, propagation), unless
 //! the case names one of the differences listed in README.md ("Behaving as
-//! mount(8)"), each a refusal by policy.
+//! mount(8)"): refusals by policy, and how overlay layers are listed.
 //!
 //! One case is one line of a table: to cover more, add a line.
 

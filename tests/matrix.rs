@@ -288,6 +288,7 @@ const BIND: &[Case] = &[
     mount("bind-missing-source", "-o bind {missing} {dst}"),
     mount("bind-missing-target", "-o bind {src} {dst}").on(Target::Missing),
     mount("bind-dir-onto-file", "-o bind {src} {dst}").on(Target::File),
+    mount("bind-file-onto-dir", "-o bind {file} {dst}"),
     mount(
         "bind-ro-nodev-noexec",
         "-o bind,ro,nodev,noexec {src} {dst}",
@@ -418,6 +419,7 @@ const PHRASES: &[&[&str]] = &[
     &["failed to parse mount options"],
     &["is not a block device"],
     &["not a directory"],
+    &["Not a directory"],
     &["bad option"],
     &["No such file or directory"],
     &["can't find"],

@@ -57,6 +57,13 @@ pub enum PolicyError {
     Missing { what: &'static str, path: PathBuf },
     #[error(transparent)]
     MkdirMode(#[from] crate::mount::options::BadMkdirMode),
+    /// A directory bound onto a file, or a file onto a directory, in mount(8)'s
+    /// words for what the kernel answers.
+    #[error("{}: {}", .target.display(), bind_kind_text(*.source_is_dir))]
+    BindKind {
+        target: PathBuf,
+        source_is_dir: bool,
+    },
     /// An unmount of a path that does not exist, in umount(8)'s words.
     #[error("{}: no mount point specified", .path.display())]
     NoMountPoint { path: PathBuf },
@@ -76,6 +83,14 @@ fn roots_key(what: &str) -> &'static str {
     match what {
         "target" => "target_roots",
         _ => "bind_source_roots",
+    }
+}
+
+/// mount(8)'s words for a bind whose source and target are not of one kind.
+fn bind_kind_text(source_is_dir: bool) -> &'static str {
+    match source_is_dir {
+        true => "mount point is not a directory",
+        false => "mount(2) system call failed: Not a directory",
     }
 }
 
@@ -112,6 +127,7 @@ impl PolicyError {
             | PolicyError::DotDot { .. }
             | PolicyError::Missing { .. }
             | PolicyError::NoMountPoint { .. }
+            | PolicyError::BindKind { .. }
             | PolicyError::MkdirMode(_) => ErrorCode::BadRequest,
         }
     }

@@ -123,6 +123,9 @@ impl Policy {
             resolve::make_dirs(&req.target, roots, mode)?;
         }
         let target = resolve("target", &req.target, roots, kind)?;
+        if let (true, false, Some(source)) = (bind, remount, &source) {
+            resolve::same_kind(source, &target)?;
+        }
         Ok(CheckedMount {
             target,
             source,
@@ -432,7 +435,7 @@ mod tests {
         let (dir, policy) = fixture();
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
-        let ok = bind(file.to_str().unwrap(), &target);
+        let ok = bind(dir.path().join("plugins/csi").to_str().unwrap(), &target);
         assert_eq!(policy.check(&ok).unwrap().target.path, target);
 
         let err = policy.check(&bind("/etc", &target)).unwrap_err();
@@ -441,6 +444,48 @@ mod tests {
             "{err:?}"
         );
         assert_names(&err, &["source /etc is outside the allowed roots"]);
+
+        // A directory onto a file, a file onto a directory: mount(8)'s words.
+        let dir_source = dir.path().join("plugins/csi");
+        let file_target = dir.path().join("pods/uid/volumes/file");
+        std::fs::write(&file_target, "").unwrap();
+        let err = policy
+            .check(&bind(dir_source.to_str().unwrap(), &file_target))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::BindKind {
+                    source_is_dir: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names(
+            &err,
+            &[&format!(
+                "{}: mount point is not a directory",
+                file_target.display()
+            )],
+        );
+        let err = policy
+            .check(&bind(file.to_str().unwrap(), &target))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::BindKind {
+                    source_is_dir: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names(&err, &["Not a directory"]);
+        assert!(policy
+            .check(&bind(file.to_str().unwrap(), &file_target))
+            .is_ok());
 
         // A missing source in mount(8)'s words.
         let gone = dir.path().join("plugins/gone");

@@ -7,7 +7,7 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::stat::Mode;
+use nix::sys::stat::{fstat, Mode, SFlag};
 
 use crate::ns::beneath::{beneath_fd, open_root, Fault, Kind};
 use crate::ns::mountinfo::normalize;
@@ -68,6 +68,27 @@ pub(super) fn make_dirs(path: &Path, roots: &[PathBuf], mode: u32) -> Result<(),
         };
     }
     Ok(())
+}
+
+/// A bind's source and target are both directories or both not, as the kernel
+/// binds them; else the refusal in mount(8)'s words, before anything is made.
+pub(super) fn same_kind(source: &CheckedSource, target: &CheckedTarget) -> Result<(), PolicyError> {
+    let is_dir = |fd, what, path: &Path| match fstat(fd) {
+        Ok(st) => Ok(SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR),
+        Err(errno) => Err(PolicyError::Unresolvable {
+            what,
+            path: path.to_owned(),
+            errno,
+        }),
+    };
+    let source_is_dir = is_dir(source.fd(), "source", &source.path)?;
+    match source_is_dir == is_dir(target.fd.as_fd(), "target", &target.path)? {
+        true => Ok(()),
+        false => Err(PolicyError::BindKind {
+            target: target.path.clone(),
+            source_is_dir,
+        }),
+    }
 }
 
 /// `path` (absolute, with no `..`) normalized, the root it lies strictly below

@@ -255,6 +255,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 timeout_seconds: None,
             };
             let parsed = MountOptions::of(&request, &[]);
+            // What mount(8) refuses before it mounts anything is a usage error.
+            if let Err(e) = parsed.mkdir_mode() {
+                eprintln!("sidemount: mount {}: {e}", request.target.display());
+                return Ok(ExitCode::from(mounter::USAGE));
+            }
             if request.source.is_empty() && !executor::changes(&request, &parsed) {
                 eprintln!(
                     "sidemount: mount {}: a source and a mount point are needed (the mount point alone only for a remount or a propagation change)",

@@ -174,7 +174,8 @@ impl Daemon {
 
     /// The request's type, or, when it leaves the type to be probed (none,
     /// `auto`, a list) and its source is a device or a checked file, the type
-    /// libblkid finds there, which must be one of a list given.
+    /// libblkid finds there, which must be one of a list given; with no type
+    /// and another source, the type mount(8) guesses from it (`nfs`, `cifs`).
     async fn probed(
         &self,
         req: &MountRequest,
@@ -196,6 +197,10 @@ impl Daemon {
                 std::os::fd::AsRawFd::as_raw_fd(&file.fd)
             )),
             None if is_block_device(&req.source) => std::path::PathBuf::from(&req.source),
+            // No type named, nothing to probe: the type mount(8) would guess.
+            _ if allowed.is_empty() => {
+                return Ok(probe::guess(&req.source).map_or_else(|| req.fstype.clone(), Into::into))
+            }
             _ => return Ok(req.fstype.clone()),
         };
         let found =

@@ -55,6 +55,18 @@ pub enum PolicyError {
     },
     #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    MkdirMode(#[from] crate::mount::options::BadMkdirMode),
+    /// A directory bound onto a file, or a file onto a directory, in mount(8)'s
+    /// words for what the kernel answers.
+    #[error("{}: {}", .target.display(), bind_kind_text(*.source_is_dir))]
+    BindKind {
+        target: PathBuf,
+        source_is_dir: bool,
+    },
+    /// An unmount of a path that does not exist, in umount(8)'s words.
+    #[error("{}: no mount point specified", .path.display())]
+    NoMountPoint { path: PathBuf },
     /// What may be mounted: the rule broken and the configuration key that allows it.
     #[error("{}: refused by the {} rule (configuration key `{}` changes it)", .0.detail, .0.rule, .0.key)]
     SourceRefused(crate::policy::sources::Refusal),
@@ -86,10 +98,20 @@ fn roots_key(what: &str) -> &'static str {
     }
 }
 
-/// A missing target reads as mount(8)'s "/x: mount point does not exist".
+/// mount(8)'s words for a bind whose source and target are not of one kind.
+fn bind_kind_text(source_is_dir: bool) -> &'static str {
+    match source_is_dir {
+        true => "mount point is not a directory",
+        false => "mount(2) system call failed: Not a directory",
+    }
+}
+
+/// A missing path reads as mount(8) words it: "/x: mount point does not exist"
+/// for a target, "special device /y does not exist" for a source.
 fn missing_text(what: &str, path: &Path) -> String {
     match what {
         "target" => format!("{}: mount point does not exist", path.display()),
+        "source" => format!("special device {} does not exist", path.display()),
         _ => format!("{what} {} does not exist", path.display()),
     }
 }
@@ -119,7 +141,10 @@ impl PolicyError {
             | PolicyError::DotDot { .. }
             | PolicyError::CallerFd { .. }
             | PolicyError::FdSourceNotBind { .. }
-            | PolicyError::Missing { .. } => ErrorCode::BadRequest,
+            | PolicyError::Missing { .. }
+            | PolicyError::NoMountPoint { .. }
+            | PolicyError::BindKind { .. }
+            | PolicyError::MkdirMode(_) => ErrorCode::BadRequest,
         }
     }
 }

@@ -135,10 +135,13 @@ impl Policy {
             .collect::<Result<_, PolicyError>>()?;
         // mount(8)'s `X-mount.mkdir`: the missing directories made below the root,
         // once everything else passed.
-        if options.has("X-mount.mkdir") {
-            resolve::make_dirs(&req.target, roots)?;
+        if let Some(mode) = options.mkdir_mode()? {
+            resolve::make_dirs(&req.target, roots, mode)?;
         }
         let target = resolve("target", &req.target, roots, kind)?;
+        if let (true, false, Some(source)) = (bind, remount, &source) {
+            resolve::same_kind(source, &target)?;
+        }
         Ok(CheckedMount {
             target,
             source,
@@ -169,7 +172,10 @@ impl Policy {
     pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
         let target = without_links(&req.target, &self.target_roots)?;
-        resolve("target", &target, &self.target_roots, Kind::Any)
+        resolve("target", &target, &self.target_roots, Kind::Any).map_err(|e| match e {
+            PolicyError::Missing { path, .. } => PolicyError::NoMountPoint { path },
+            e => e,
+        })
     }
 }
 
@@ -376,11 +382,15 @@ mod tests {
             )],
         );
         let unmount = UnmountRequest {
-            target: missing,
+            target: missing.clone(),
             ..Default::default()
         };
         let err = policy.check_unmount(&unmount).unwrap_err();
-        assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
+        assert!(matches!(err, PolicyError::NoMountPoint { .. }), "{err:?}");
+        assert_names(
+            &err,
+            &[&format!("{}: no mount point specified", missing.display())],
+        );
 
         let file = dir.path().join("plugins/csi/file");
         let err = policy.check(&mount(&file)).unwrap_err();
@@ -441,7 +451,7 @@ mod tests {
         let (dir, policy) = fixture();
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
-        let ok = bind(file.to_str().unwrap(), &target);
+        let ok = bind(dir.path().join("plugins/csi").to_str().unwrap(), &target);
         assert_eq!(policy.check(&ok).unwrap().target.path, target);
 
         let err = policy.check(&bind("/etc", &target)).unwrap_err();
@@ -450,6 +460,59 @@ mod tests {
             "{err:?}"
         );
         assert_names(&err, &["source /etc is outside the allowed roots"]);
+
+        // A directory onto a file, a file onto a directory: mount(8)'s words.
+        let dir_source = dir.path().join("plugins/csi");
+        let file_target = dir.path().join("pods/uid/volumes/file");
+        std::fs::write(&file_target, "").unwrap();
+        let err = policy
+            .check(&bind(dir_source.to_str().unwrap(), &file_target))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::BindKind {
+                    source_is_dir: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names(
+            &err,
+            &[&format!(
+                "{}: mount point is not a directory",
+                file_target.display()
+            )],
+        );
+        let err = policy
+            .check(&bind(file.to_str().unwrap(), &target))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::BindKind {
+                    source_is_dir: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names(&err, &["Not a directory"]);
+        assert!(policy
+            .check(&bind(file.to_str().unwrap(), &file_target))
+            .is_ok());
+
+        // A missing source in mount(8)'s words.
+        let gone = dir.path().join("plugins/gone");
+        let err = policy
+            .check(&bind(gone.to_str().unwrap(), &target))
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
+        assert_names(
+            &err,
+            &[&format!("special device {} does not exist", gone.display())],
+        );
 
         symlink("/etc", dir.path().join("plugins/etc")).unwrap();
         let via_link = dir.path().join("plugins/etc/passwd");

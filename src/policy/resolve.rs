@@ -8,7 +8,7 @@ use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
 use nix::fcntl::OFlag;
-use nix::sys::stat::{Mode, SFlag};
+use nix::sys::stat::{fstat, Mode, SFlag};
 
 use crate::ns::beneath::{beneath_fd, open_root, Fault, Kind};
 use crate::ns::mountinfo::normalize;
@@ -48,8 +48,9 @@ pub(super) fn resolve(
 
 /// Makes the missing directories of `path` below its root (`X-mount.mkdir`),
 /// each by mkdirat(2) beneath the handle of its parent, itself opened without
-/// following a symlink; mode 0755, as mount(8) makes them.
-pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyError> {
+/// following a symlink; with `mode` (less the daemon's umask), as mount(8)
+/// makes them.
+pub(super) fn make_dirs(path: &Path, roots: &[PathBuf], mode: u32) -> Result<(), PolicyError> {
     let what = "target";
     let (root, path, rest) = below(what, path, roots)?;
     let fault = |f| fault(what, &root, &path, f);
@@ -58,7 +59,7 @@ pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyErro
         let name = Path::new(name);
         dir = match beneath_fd(dir.as_fd(), name, Kind::Directory) {
             Err(Fault::Missing) => {
-                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(mode)) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(errno) => return Err(fault(Fault::Errno(errno))),
                 }
@@ -68,6 +69,27 @@ pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyErro
         };
     }
     Ok(())
+}
+
+/// A bind's source and target are both directories or both not, as the kernel
+/// binds them; else the refusal in mount(8)'s words, before anything is made.
+pub(super) fn same_kind(source: &CheckedSource, target: &CheckedTarget) -> Result<(), PolicyError> {
+    let is_dir = |fd, what, path: &Path| match fstat(fd) {
+        Ok(st) => Ok(SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR),
+        Err(errno) => Err(PolicyError::Unresolvable {
+            what,
+            path: path.to_owned(),
+            errno,
+        }),
+    };
+    let source_is_dir = is_dir(source.fd(), "source", &source.path)?;
+    match source_is_dir == is_dir(target.fd.as_fd(), "target", &target.path)? {
+        true => Ok(()),
+        false => Err(PolicyError::BindKind {
+            target: target.path.clone(),
+            source_is_dir,
+        }),
+    }
 }
 
 /// `path` (absolute, with no `..`) normalized, the root it lies strictly below

@@ -11,7 +11,7 @@ require_root
 require_cargo
 export SIDEMOUNT_REQUIRE_ROOT=1 SIDEMOUNT_REQUIRE_DOCKER=1
 
-install_packages util-linux mount e2fsprogs procps curl openssh-server openssh-client python3 iproute2
+install_packages util-linux mount e2fsprogs xfsprogs btrfs-progs procps curl openssh-server openssh-client python3 iproute2
 
 # yamllint and kubernetes-validate check manifests/ offline (tests/manifests.rs);
 # they live in a virtualenv under target/, on PATH for the tests only.

@@ -58,6 +58,7 @@ fn tmpfs<'a>(source: &'a str, flags: MsFlags, data: &'a [&'a OsStr]) -> Filesyst
         source: OsStr::new(source),
         flags,
         data,
+        files: &[],
     }
 }
 

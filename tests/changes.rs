@@ -6,38 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
-use common::{install_helpers_line, quote, sh, Daemon, Host, SIDEMOUNT};
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    sh(&format!("{SIDEMOUNT} share {}", quote(&root)));
-    root
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A shell line run with the daemon's socket: (exit code, stderr).
-fn run(daemon: &Daemon, line: &str) -> (Option<i32>, String) {
-    let out = Command::new("sh")
-        .args(["-c", line])
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use common::{install_helpers_line, kubelet_root, quote, sh, volume, Daemon, Host, SIDEMOUNT};
 
 fn ok(daemon: &Daemon, line: &str) {
-    let (code, err) = run(daemon, line);
+    let (code, err) = daemon.run(line);
     assert_eq!(code, Some(0), "{line}: {err}");
 }
 
@@ -88,7 +62,7 @@ privileged_test! {
         let (id, options, _, stacked) = seen(&v);
         assert!(has(&options, "rw") && has(&options, "nosuid") && stacked == 1, "{options}");
         // Another new mount there is refused in mount(8)'s words.
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o size=2m tmpfs {q}"));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -t tmpfs -o size=2m tmpfs {q}"));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains(&format!("tmpfs already mounted on {}", v.display())), "{err}");
 
@@ -109,14 +83,14 @@ privileged_test! {
 
         // No mount there: mount(8)'s words, exit 32, nothing made.
         let idle = volume(&root, "idle");
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o remount,ro {}", quote(&idle)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -o remount,ro {}", quote(&idle)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("not mounted"), "{err}");
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount --make-private {}", quote(&idle)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount --make-private {}", quote(&idle)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("not mounted"), "{err}");
         // One positional without a change is a usage error.
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o ro {}", quote(&idle)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -o ro {}", quote(&idle)));
         assert_eq!(code, Some(1), "{err}");
         ok(&daemon, &format!("{SIDEMOUNT} umount {q}"));
         assert!(daemon.recorded().is_empty());
@@ -183,7 +157,7 @@ privileged_test! {
             format!("{SIDEMOUNT} mount -o bind,remount,ro {} {}", quote(&outside), quote(&link)),
             format!("{SIDEMOUNT} mount --make-unbindable {}", quote(&link)),
         ] {
-            let (code, err) = run(&daemon, &line);
+            let (code, err) = daemon.run(&line);
             assert_eq!(code, Some(32), "{line}: {err}");
             assert_eq!(seen(&outside), before, "{line}");
         }

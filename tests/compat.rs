@@ -5,40 +5,12 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Command;
 
 use common::{
-    expect_success, install_helpers_line, mount_points_under, quote, sh, Daemon, Host, LoopDevice,
-    SIDEMOUNT,
+    expect_success, external_vcs_config, install_helpers_line, kubelet_root, mount_points_under,
+    quote, sh, volume, Daemon, Host, LoopDevice, SIDEMOUNT,
 };
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success(
-        "share",
-        common::sidemount(&["share", root.to_str().unwrap()]),
-    );
-    root
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
-/// A shell line run with the daemon's socket: (exit code, stderr).
-fn run(daemon: &Daemon, line: &str) -> (Option<i32>, String) {
-    let out: Output = Command::new("sh")
-        .args(["-c", line])
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap();
-    (
-        out.status.code(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn is_mounted(target: &Path) -> bool {
     mount_points_under(None, target).iter().any(|t| t == target)
@@ -57,22 +29,22 @@ privileged_test! {
             "/usr/sbin/mount.tmpfs tmpfs".to_string(),
             "/usr/sbin/umount.tmpfs -o x /b".to_string(),
         ] {
-            let (code, err) = run(&daemon, &line);
+            let (code, err) = daemon.run(&line);
             assert_eq!(code, Some(1), "{line}: {err}");
         }
-        let (code, _) = run(&daemon, &format!("{SIDEMOUNT} --help"));
+        let (code, _) = daemon.run(&format!("{SIDEMOUNT} --help"));
         assert_eq!(code, Some(0));
 
         // A directory that is not mounted: "not mounted", 32, both ways.
         let idle = volume(&root, "idle");
         for line in [format!("{SIDEMOUNT} umount {}", quote(&idle)), format!("umount -t tmpfs {}", quote(&idle))] {
-            let (code, err) = run(&daemon, &line);
+            let (code, err) = daemon.run(&line);
             assert_eq!(code, Some(32), "{line}: {err}");
             assert!(err.contains("not mounted"), "{line}: {err}");
         }
         // A mount point that does not exist.
         let missing = root.join("pods/p1/volumes/kubernetes.io~test/missing");
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs tmpfs {}", quote(&missing)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -t tmpfs tmpfs {}", quote(&missing)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("mount point does not exist"), "{err}");
         // A busy target: umount(8)'s own words come through.
@@ -80,7 +52,7 @@ privileged_test! {
         expect_success("mount", Command::new(SIDEMOUNT).args(["mount", "-t", "tmpfs", "tmpfs"]).arg(&busy)
             .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
         let mut holder = Command::new("sh").arg("-c").arg("exec sleep 1000").current_dir(&busy).spawn().unwrap();
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&busy)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&busy)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("target is busy"), "{err}");
         holder.kill().unwrap();
@@ -110,7 +82,7 @@ privileged_test! {
         std::fs::create_dir(top.join("a/deep")).unwrap();
         mount(&["-t", "tmpfs", "tmpfs"], &top.join("a/deep"));
         assert_eq!(mount_points_under(None, &top).len(), 4);
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount -R {}", quote(&top)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount -R {}", quote(&top)));
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(mount_points_under(None, &top), Vec::<PathBuf>::new());
         assert!(daemon.recorded().is_empty());
@@ -119,11 +91,11 @@ privileged_test! {
         let disk = LoopDevice::ext4(host, "disk");
         let ext4 = volume(&root, "disk");
         mount(&["-t", "ext4", &disk.device], &ext4);
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", disk.device));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", disk.device));
         assert_eq!(code, Some(0), "{err}");
         assert!(!is_mounted(&ext4));
         assert!(daemon.recorded().is_empty());
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", disk.device));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", disk.device));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains(&format!("{}: not mounted", disk.device)), "{err}");
     }
@@ -136,16 +108,16 @@ privileged_test! {
         let daemon = Daemon::start(host, &root, &[]);
         let target = volume(&root, "v");
         let gone = host.scratch.join("no-such-disk");
-        let direct = run(&daemon, &format!("mount -i -t ext4 -o nofail {} {}", quote(&gone), quote(&target)));
+        let direct = daemon.run(&format!("mount -i -t ext4 -o nofail {} {}", quote(&gone), quote(&target)));
         assert_eq!(direct.0, Some(0), "{}", direct.1);
         for line in [
             format!("{SIDEMOUNT} mount -t ext4 -o nofail {} {}", quote(&gone), quote(&target)),
             format!("mount -t ext4 -o nofail {} {}", quote(&gone), quote(&target)),
         ] {
-            assert_eq!(run(&daemon, &line), direct, "{line}");
+            assert_eq!(daemon.run(&line), direct, "{line}");
         }
         // Without nofail it fails.
-        let (code, _) = run(&daemon, &format!("{SIDEMOUNT} mount -t ext4 {} {}", quote(&gone), quote(&target)));
+        let (code, _) = daemon.run(&format!("{SIDEMOUNT} mount -t ext4 {} {}", quote(&gone), quote(&target)));
         assert_eq!(code, Some(32));
         assert!(!is_mounted(&target));
         assert!(daemon.recorded().is_empty());
@@ -162,7 +134,7 @@ privileged_test! {
         std::os::unix::fs::symlink(&v, dir.join("abs")).unwrap();
         std::os::unix::fs::symlink("../kubernetes.io~test/v", dir.join("rel")).unwrap();
         let mount = || {
-            let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs tmpfs {}", quote(&v)));
+            let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -t tmpfs tmpfs {}", quote(&v)));
             assert_eq!(code, Some(0), "{err}");
         };
         for line in [
@@ -171,7 +143,7 @@ privileged_test! {
             format!("umount -t tmpfs {}", quote(&dir.join("abs"))),
         ] {
             mount();
-            let (code, err) = run(&daemon, &line);
+            let (code, err) = daemon.run(&line);
             assert_eq!(code, Some(0), "{line}: {err}");
             assert!(!is_mounted(&v), "{line}");
             assert!(daemon.recorded().is_empty(), "{line}");
@@ -180,7 +152,7 @@ privileged_test! {
         let outside = host.dir("outside");
         sh(&format!("mount -i -t tmpfs outside {}", quote(&outside)));
         std::os::unix::fs::symlink(&outside, dir.join("out")).unwrap();
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&dir.join("out"))));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&dir.join("out"))));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("outside"), "{err}");
         assert!(is_mounted(&outside));
@@ -198,12 +170,12 @@ privileged_test! {
         let dir = volume(&root, "files");
         let target = dir.join("target");
         std::fs::write(&target, "").unwrap();
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o bind,ro {} {}", quote(&source), quote(&target)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -o bind,ro {} {}", quote(&source), quote(&target)));
         assert_eq!(code, Some(0), "{err}");
         assert_eq!(std::fs::read_to_string(&target).unwrap(), "one file");
         assert!(std::fs::write(&target, "x").is_err(), "read-only");
         assert_eq!(daemon.recorded(), vec![target.display().to_string()]);
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&target)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&target)));
         assert_eq!(code, Some(0), "{err}");
         assert!(!is_mounted(&target));
         // A target file that is a link to a file outside the roots is refused.
@@ -211,7 +183,7 @@ privileged_test! {
         std::fs::write(&outside, "outside").unwrap();
         let link = dir.join("link");
         std::os::unix::fs::symlink(&outside, &link).unwrap();
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} mount -o bind {} {}", quote(&source), quote(&link)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -o bind {} {}", quote(&source), quote(&link)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("symbolic link") || err.contains("symlink"), "{err}");
         assert_eq!(std::fs::read_to_string(&outside).unwrap(), "outside");
@@ -231,26 +203,26 @@ privileged_test! {
         let v = volume(&root, "v");
         for types in ["", "-t auto ", "-t xfs,ext4 "] {
             let line = format!("{SIDEMOUNT} mount {types}{} {}", disk.device, quote(&v));
-            let (code, err) = run(&daemon, &line);
+            let (code, err) = daemon.run(&line);
             assert_eq!(code, Some(0), "{line}: {err}");
             let fstype = sh(&format!("findmnt -n -o FSTYPE {}", quote(&v)));
             assert_eq!(fstype.trim(), "ext4", "{line}");
-            let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&v)));
+            let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&v)));
             assert_eq!(code, Some(0), "{err}");
         }
         // A loop file is probed through the daemon's handle on it.
         let image = host.dir("var/lib/kubelet/plugins/images").join("vol.img");
         sh(&format!("truncate -s 16M {0} && mkfs.ext4 -q {0}", quote(&image)));
         let line = format!("{SIDEMOUNT} mount -o loop {} {}", quote(&image), quote(&v));
-        let (code, err) = run(&daemon, &line);
+        let (code, err) = daemon.run(&line);
         assert_eq!(code, Some(0), "{line}: {err}");
         let fstype = sh(&format!("findmnt -n -o FSTYPE {}", quote(&v)));
         assert_eq!(fstype.trim(), "ext4", "{line}");
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&v)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&v)));
         assert_eq!(code, Some(0), "{err}");
         // A list without the type found: mount(8)'s "wrong fs type", nothing mounted.
         let line = format!("{SIDEMOUNT} mount -t xfs,btrfs {} {}", disk.device, quote(&v));
-        let (code, err) = run(&daemon, &line);
+        let (code, err) = daemon.run(&line);
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("wrong fs type"), "{err}");
         assert!(!is_mounted(&v));
@@ -264,15 +236,15 @@ privileged_test! {
         let daemon = Daemon::start(host, &root, &[]);
         let v = volume(&root, "v");
         let pod = v.parent().unwrap();
-        let (code, err) = run(&daemon, &format!("cd {} && {SIDEMOUNT} mount -t tmpfs -o size=1m tmpfs v", quote(pod)));
+        let (code, err) = daemon.run(&format!("cd {} && {SIDEMOUNT} mount -t tmpfs -o size=1m tmpfs v", quote(pod)));
         assert_eq!(code, Some(0), "{err}");
         assert!(is_mounted(&v));
         assert_eq!(daemon.recorded(), [v.display().to_string()]);
-        let (code, err) = run(&daemon, &format!("cd {} && {SIDEMOUNT} umount v", quote(pod)));
+        let (code, err) = daemon.run(&format!("cd {} && {SIDEMOUNT} umount v", quote(pod)));
         assert_eq!(code, Some(0), "{err}");
         assert!(!is_mounted(&v));
         // Relative to a directory outside the roots: refused as outside them.
-        let (code, err) = run(&daemon, &format!("cd {} && {SIDEMOUNT} mount -t tmpfs tmpfs x", quote(&host.scratch)));
+        let (code, err) = daemon.run(&format!("cd {} && {SIDEMOUNT} mount -t tmpfs tmpfs x", quote(&host.scratch)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("outside the allowed roots"), "{err}");
         assert!(daemon.recorded().is_empty());
@@ -286,21 +258,44 @@ privileged_test! {
         let pod = volume(&root, "v").parent().unwrap().to_owned();
         let deep = pod.join("new/deeper");
         let line = format!("{SIDEMOUNT} mount -t tmpfs -o X-mount.mkdir,size=1m tmpfs {}", quote(&deep));
-        let (code, err) = run(&daemon, &line);
+        let (code, err) = daemon.run(&line);
         assert_eq!(code, Some(0), "{err}");
         assert!(is_mounted(&deep));
-        let (code, err) = run(&daemon, &format!("{SIDEMOUNT} umount {}", quote(&deep)));
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&deep)));
         assert_eq!(code, Some(0), "{err}");
         // Never through a symlink a pod planted, never outside the roots.
         let outside = host.dir("outside");
         std::os::unix::fs::symlink(&outside, pod.join("link")).unwrap();
         for target in [pod.join("link/made"), host.scratch.join("elsewhere/made")] {
             let line = format!("{SIDEMOUNT} mount -t tmpfs -o X-mount.mkdir tmpfs {}", quote(&target));
-            let (code, err) = run(&daemon, &line);
+            let (code, err) = daemon.run(&line);
             assert_eq!(code, Some(32), "{err}");
         }
         assert!(!outside.join("made").exists(), "a directory was made through the link");
         assert!(!host.scratch.join("elsewhere").exists(), "a directory was made outside the roots");
+        assert!(daemon.recorded().is_empty());
+    }
+}
+
+privileged_test! {
+    fn a_network_source_without_a_type_goes_where_mount8_would_send_it(host: &Host) {
+        let root = kubelet_root(host);
+        // A volume client for nfs and cifs whose agent is not running: a request
+        // routed there fails at once, naming it.
+        let config = external_vcs_config(host, &root, "net", "[nfs, cifs]");
+        let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
+        let v = volume(&root, "v");
+        for source in ["server:/export", "//server/share"] {
+            let line = format!("{SIDEMOUNT} mount {source} {}", quote(&v));
+            let (code, err) = daemon.run(&line);
+            assert_eq!(code, Some(32), "{line}: {err}");
+            assert!(err.contains("[executor_unavailable]") && err.contains("net"), "{line}: {err}");
+        }
+        // A name mount(8) cannot guess from stays with the host, as before.
+        let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount tmpfs {}", quote(&v)));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(err.contains("special device tmpfs does not exist"), "{err}");
+        assert!(!is_mounted(&v));
         assert!(daemon.recorded().is_empty());
     }
 }

@@ -72,6 +72,11 @@ pub struct MountRequest {
     /// (mount(8)'s `-N`).
     #[serde(default)]
     pub caller_pid: Option<u32>,
+    /// The bind source is this file descriptor of the peer process, which holds
+    /// it open until the answer (a `/proc/PID/fd/N` source the client opened in
+    /// its own namespaces); `source` then only names it in messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_fd: Option<i32>,
     /// The caller's deadline; the daemon's own is used when it is shorter.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout_seconds: Option<u64>,

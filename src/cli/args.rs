@@ -83,6 +83,11 @@ pub enum Command {
         sensitive: Vec<String>,
         #[arg(short, long)]
         verbose: bool,
+        /// mount(8)'s `--no-canonicalize` (the kubelet's subPath bind passes it):
+        /// the daemon never canonicalizes, so it changes nothing. A mount point
+        /// reached through a link is refused either way.
+        #[arg(short = 'c', long = "no-canonicalize")]
+        _no_canonicalize: bool,
         #[command(flatten)]
         make: MakeFlags,
         /// The source; alone, the mount point of a remount or a propagation change.

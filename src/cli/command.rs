@@ -231,6 +231,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             make,
             source,
             target,
+            ..
         } => {
             let mut options = split_all(options.iter().map(String::as_str));
             options.extend(make.options());
@@ -250,9 +251,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 options,
                 sensitive_options: split_all(sensitive.iter().map(String::as_str)),
                 caller_pid: None,
+                source_fd: None,
                 timeout_seconds: None,
             };
             let parsed = MountOptions::of(&request, &[]);
+            // What mount(8) refuses before it mounts anything is a usage error.
+            if let Err(e) = parsed.mkdir_mode() {
+                eprintln!("sidemount: mount {}: {e}", request.target.display());
+                return Ok(ExitCode::from(mounter::USAGE));
+            }
             if request.source.is_empty() && !executor::changes(&request, &parsed) {
                 eprintln!(
                     "sidemount: mount {}: a source and a mount point are needed (the mount point alone only for a remount or a propagation change)",

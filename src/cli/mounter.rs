@@ -1,12 +1,17 @@
 //! The caller's side of a mount or unmount: sends the request to the daemon, then
 //! reports and exits the way mount(8) and its helpers do (0 ok, 32 failure).
 
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::path::Path;
+
+use nix::fcntl::OFlag;
+use nix::sys::stat::Mode;
 
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::{self, MountRequest, MountResponse, Sighting, UnmountResponse};
 use crate::cli::helper_args::Invocation;
 use crate::mount::options::MountOptions;
+use crate::policy::fd_source;
 
 /// mount(8)'s exit status for a failed mount.
 pub const MOUNT_FAILURE: u8 = 32;
@@ -33,8 +38,18 @@ pub async fn run(client: &Client, inv: Invocation) -> u8 {
         // mount(8): "do not report errors for this device if it does not exist".
         Invocation::Mount { request, .. } if nofail_and_missing(&request) => return 0,
         Invocation::Mount {
-            request, verbose, ..
+            mut request,
+            verbose,
+            ..
         } => {
+            // Held open until the answer: the daemon takes it from this process.
+            let _held = match descriptor_source(&mut request) {
+                Ok(held) => held,
+                Err(e) => {
+                    eprintln!("sidemount: {e}");
+                    return MOUNT_FAILURE;
+                }
+            };
             let r: Result<MountResponse, _> = client.post(wire::MOUNTS, &request).await;
             (
                 r.map(|r| {
@@ -78,6 +93,25 @@ pub async fn run(client: &Client, inv: Invocation) -> u8 {
             MOUNT_FAILURE
         }
     }
+}
+
+/// A source that names a file descriptor (`/proc/<kubelet pid>/fd/N`, the
+/// kubelet's subPath) is opened here, in the caller's pid and mount namespaces
+/// where that name means what the caller meant (`O_PATH`: the magic link leads
+/// to the very file the caller holds); the request then names this process's fd,
+/// which the daemon takes from it. Returns the fd to hold until the answer.
+fn descriptor_source(req: &mut MountRequest) -> Result<Option<OwnedFd>, String> {
+    if !fd_source::names_a_descriptor(Path::new(&req.source)) {
+        return Ok(None);
+    }
+    let fd = nix::fcntl::open(
+        req.source.as_str(),
+        OFlag::O_PATH | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|errno| format!("cannot open the source {}: {errno}", req.source))?;
+    req.source_fd = Some(fd.as_raw_fd());
+    Ok(Some(fd))
 }
 
 /// Whether `req` carries `nofail` and names a source path that does not exist.

@@ -21,9 +21,12 @@ pub fn targets(
     recursive: bool,
     table: &MountTable,
 ) -> Result<Vec<PathBuf>, PlanError> {
+    // A mount point first, as umount(8) looks: a device node bound onto a file
+    // (a raw block volume's map) is one, not the device.
+    let mount_point = table.by_target(named).is_some();
     let top = match device_number(named) {
-        Some(dev) => latest_mount_of(named, dev, table)?,
-        None => named.to_owned(),
+        Some(dev) if !mount_point => latest_mount_of(named, dev, table)?,
+        _ => named.to_owned(),
     };
     if !recursive {
         return Ok(vec![top]);
@@ -133,5 +136,23 @@ mod tests {
             latest_mount_of(Path::new("/dev/loop5"), (7, 5), &t),
             Err(PlanError::NotMounted(PathBuf::from("/dev/loop5")))
         );
+    }
+
+    #[test]
+    fn a_device_node_bound_onto_a_mount_point_is_that_mount_point() {
+        // A block device node stands for one bound onto a mount point.
+        let Some(dev) = std::fs::read_dir("/dev")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.metadata().is_ok_and(|m| m.file_type().is_block_device()))
+        else {
+            return;
+        };
+        let node = dev.path();
+        let t = table(&[
+            "20 1 0:20 / / rw - tmpfs root rw",
+            &format!("40 20 0:5 /x {} rw - devtmpfs devtmpfs rw", node.display()),
+        ]);
+        assert_eq!(targets(&node, false, &t), Ok(vec![node.clone()]));
     }
 }

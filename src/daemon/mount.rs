@@ -16,7 +16,7 @@ use crate::executor::{self, Executor, Made};
 use crate::mount::options::MountOptions;
 use crate::mount::probe;
 use crate::ns::namespace::Namespace;
-use crate::policy::{is_bind, CheckedMount, CheckedTarget};
+use crate::policy::{fd_source, is_bind, CheckedMount, CheckedTarget};
 
 impl Daemon {
     /// Mounts, counted in the metrics (see [`metrics`](super::metrics)).
@@ -45,11 +45,27 @@ impl Daemon {
     ) -> Result<MountResponse, PipelineError> {
         // 1. Who may ask, and for what.
         self.policy.check_peer(peer.uid)?;
-        let checked = self.policy.check_mount(req, options, peer.uid)?;
+        // A source named by the caller's fd (a kubelet subPath): that fd, taken
+        // from the peer, never the name.
+        let caller_source = match req.source_fd {
+            Some(fd) => Some(fd_source::take(peer.pid, fd)?),
+            None => None,
+        };
+        let checked = self
+            .policy
+            .check_mount(req, options, peer.uid, caller_source.as_ref())?;
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
+        let source = match (&caller_source, &checked.source) {
+            // The path it was found at, for the record; one that is not UTF-8
+            // is not converted: the name given stays.
+            (Some(_), Some(located)) => located.path.to_str().unwrap_or(&req.source).to_owned(),
+            _ => req.source.clone(),
+        };
         let req = &MountRequest {
             target: checked.target.path.clone(),
             fstype: self.probed(req, options, &checked, deadline).await?,
+            source,
+            source_fd: None,
             ..req.clone()
         };
         let target = req.target.as_path();
@@ -181,7 +197,8 @@ impl Daemon {
 
     /// The request's type, or, when it leaves the type to be probed (none,
     /// `auto`, a list) and its source is a device or a checked file, the type
-    /// libblkid finds there, which must be one of a list given.
+    /// libblkid finds there, which must be one of a list given; with no type
+    /// and another source, the type mount(8) guesses from it (`nfs`, `cifs`).
     async fn probed(
         &self,
         req: &MountRequest,
@@ -203,6 +220,10 @@ impl Daemon {
                 std::os::fd::AsRawFd::as_raw_fd(&file.fd)
             )),
             None if is_block_device(&req.source) => std::path::PathBuf::from(&req.source),
+            // No type named, nothing to probe: the type mount(8) would guess.
+            _ if allowed.is_empty() => {
+                return Ok(probe::guess(&req.source).map_or_else(|| req.fstype.clone(), Into::into))
+            }
             _ => return Ok(req.fstype.clone()),
         };
         let found =

@@ -70,9 +70,16 @@ pub struct Views {
     pub shared_root: PathBuf,
 }
 
-/// The same filesystem directory as `original`, mounted in another namespace.
+/// The same filesystem directory as `original`, mounted in another namespace:
+/// the same device and root, or a member or slave of the peer group `original`
+/// made, which only its propagated copies join. The root alone can differ
+/// between two reads: it is the path of a directory a pod may rename meanwhile.
 fn is_copy(mount: &Mount, original: &Mount) -> bool {
-    (mount.major, mount.minor) == (original.major, original.minor) && mount.root == original.root
+    let peers = original.propagation.shared.is_some_and(|g| {
+        mount.propagation.shared == Some(g) || mount.propagation.master == Some(g)
+    });
+    (mount.major, mount.minor) == (original.major, original.minor)
+        && (mount.root == original.root || peers)
 }
 
 fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
@@ -323,6 +330,21 @@ mod tests {
 
     fn mount(line: &str) -> Mount {
         MountTable::parse(line.as_bytes()).unwrap().mounts.remove(0)
+    }
+
+    #[test]
+    fn a_copy_is_the_same_directory_or_in_the_originals_peer_group() {
+        let original = mount("40 20 0:30 /v/sub /k/t rw shared:7 - tmpfs tmpfs rw");
+        let peer = mount("90 80 0:30 /v/sub /k/t rw shared:7 - tmpfs tmpfs rw");
+        let renamed_peer = mount("90 80 0:30 /v/evil /k/t rw shared:7 - tmpfs tmpfs rw");
+        let renamed_slave = mount("90 80 0:30 /v/evil /k/t rw master:7 - tmpfs tmpfs rw");
+        let other_dir = mount("90 80 0:30 /v/evil /k/t rw shared:8 - tmpfs tmpfs rw");
+        let other_device = mount("90 80 0:31 /v/sub /k/t rw shared:7 - tmpfs tmpfs rw");
+        assert!(is_copy(&peer, &original));
+        assert!(is_copy(&renamed_peer, &original) && is_copy(&renamed_slave, &original));
+        assert!(!is_copy(&other_dir, &original) && !is_copy(&other_device, &original));
+        let private = mount("40 20 0:30 /v/sub /k/t rw - tmpfs tmpfs rw");
+        assert!(!is_copy(&renamed_peer, &private) && is_copy(&peer, &private));
     }
 
     #[test]

@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use super::change::change;
-use super::plan::{plan, with_layers, Plan};
+use super::plan::{layer_files, plan, with_layers, without_layers, Plan};
 use super::step::{self, blocking, syscall_failed};
 use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
@@ -277,16 +277,42 @@ impl Executor for Host {
                     let c = copies(checked)?;
                     let layered = !c.layers.is_empty();
                     let by_call = blocking(what, deadline, move || {
-                        let data = with_layers(&call.data, &c.layers);
-                        let data: Vec<&OsStr> = data.iter().map(OsStr::new).collect();
-                        let fs = Filesystem {
-                            fstype: &call.fstype,
-                            source: OsStr::new(&call.source),
-                            flags: call.flags,
-                            data: &data,
+                        let place = c.target.place();
+                        let mount = |data: &[OsString], files: &[(&str, OwnedFd)]| {
+                            let data: Vec<&OsStr> = data.iter().map(OsStr::new).collect();
+                            let files: Vec<(&str, _)> =
+                                files.iter().map(|(k, f)| (*k, f.as_fd())).collect();
+                            let fs = Filesystem {
+                                fstype: &call.fstype,
+                                source: OsStr::new(&call.source),
+                                flags: call.flags,
+                                data: &data,
+                                files: &files,
+                            };
+                            by_handle::new_filesystem(&*sys, &fs, &place, api)
                         };
-                        let made = by_handle::new_filesystem(&*sys, &fs, &c.target.place(), api)
-                            .map_err(|e| syscall_failed(&c.target, e))?;
+                        // Layers by fd, where the kernel takes them so: it then
+                        // names them by their paths. Else by their magic links.
+                        let by_fd = layered
+                            && api == by_handle::Api::NewMountApi
+                            && by_handle::mount_attrs(call.flags).is_some();
+                        let made = match by_fd {
+                            true => {
+                                let files =
+                                    layer_files(&c.layers).map_err(|source| ExecError::Spawn {
+                                        command: "reopening the overlay layers".into(),
+                                        source,
+                                    })?;
+                                match mount(&without_layers(&call.data, &c.layers), &files) {
+                                    Err(e) if e.errno() == Errno::EINVAL => {
+                                        mount(&with_layers(&call.data, &c.layers), &[])
+                                    }
+                                    other => other,
+                                }
+                            }
+                            false => mount(&with_layers(&call.data, &c.layers), &[]),
+                        };
+                        let made = made.map_err(|e| syscall_failed(&c.target, e))?;
                         Ok(Made::by_call(made))
                     })
                     .await;

@@ -3,6 +3,7 @@
 //! filesystem; and a new overlay's layers as their checked handles.
 
 use std::ffi::{OsStr, OsString};
+use std::os::fd::OwnedFd;
 
 use crate::api::wire::MountRequest;
 use crate::mount::options::{MountOptions, VFS_OPTIONS};
@@ -147,20 +148,26 @@ pub(super) fn keep_current(flags: MsFlags, named: MsFlags, current: &str) -> MsF
         .fold(flags, |flags, flag| flags | flag)
 }
 
+/// The filesystem's own options without the overlay layers' (given as
+/// handles instead, by [`with_layers`] or [`layer_files`]).
+pub(super) fn without_layers(data: &str, layers: &[(String, CheckedSource)]) -> Vec<OsString> {
+    let keys: Vec<&str> = layers.iter().map(|(k, _)| k.as_str()).collect();
+    data.split(',')
+        .filter(|p| !p.split_once('=').is_some_and(|(k, _)| keys.contains(&k)))
+        .map(OsString::from)
+        .collect()
+}
+
 /// The filesystem's own options with each overlay layer replaced by its checked
 /// handle's magic link (`lowerdir=/proc/thread-self/fd/7:/proc/thread-self/fd/8`),
 /// so the kernel takes the layers that were checked, not their names again. Must
-/// be used on the thread that makes the mount.
+/// be used on the thread that makes the mount. For kernels that take no layer
+/// by fd (before Linux 6.13) and mount(2).
 pub(super) fn with_layers(data: &str, layers: &[(String, CheckedSource)]) -> Vec<OsString> {
+    let mut pieces = without_layers(data, layers);
     if layers.is_empty() {
-        return data.split(',').map(OsString::from).collect();
+        return pieces;
     }
-    let keys: Vec<&str> = layers.iter().map(|(k, _)| k.as_str()).collect();
-    let mut pieces: Vec<OsString> = data
-        .split(',')
-        .filter(|p| !p.split_once('=').is_some_and(|(k, _)| keys.contains(&k)))
-        .map(OsString::from)
-        .collect();
     let link = |layer: &CheckedSource| fd_path(layer.fd()).into_os_string();
     let lower: Vec<OsString> = layers
         .iter()
@@ -178,6 +185,36 @@ pub(super) fn with_layers(data: &str, layers: &[(String, CheckedSource)]) -> Vec
         pieces.push(piece);
     }
     pieces
+}
+
+/// Each overlay layer as fsconfig(FSCONFIG_SET_FD) takes it (Linux 6.13+): its
+/// key (a lower layer appended as `lowerdir+`, in order) and its checked handle
+/// reopened for reading, since fsconfig takes no `O_PATH` file. The kernel then
+/// names each layer by its path, as mount(8)'s mounts show them.
+pub(super) fn layer_files(
+    layers: &[(String, CheckedSource)],
+) -> std::io::Result<Vec<(&'static str, OwnedFd)>> {
+    use rustix::fs::{openat, Mode, OFlags};
+    layers
+        .iter()
+        .map(|(key, layer)| {
+            let key = match key.as_str() {
+                "lowerdir" | "lowerdir+" => "lowerdir+",
+                "upperdir" => "upperdir",
+                "workdir" => "workdir",
+                "datadir+" => "datadir+",
+                other => {
+                    let what = format!("{other} is not an overlay layer option");
+                    return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, what));
+                }
+            };
+            // "." beneath the handle: the same directory, named by nothing a
+            // caller can change.
+            let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            let file = openat(layer.fd(), ".", flags, Mode::empty())?;
+            Ok((key, file))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -228,6 +265,22 @@ mod tests {
         ];
         assert_eq!(data, want.map(OsString::from).to_vec());
         assert_eq!(with_layers("size=1m", &[]), vec![OsString::from("size=1m")]);
+        // By fd: the other options alone, then each layer reopened, lower ones
+        // appended in order.
+        let rest = without_layers("lowerdir=/x:/y,index=off,upperdir=/u,workdir=/w", &layers);
+        assert_eq!(rest, vec![OsString::from("index=off")]);
+        let files = layer_files(&layers).unwrap();
+        let keys: Vec<&str> = files.iter().map(|(k, _)| *k).collect();
+        assert_eq!(keys, ["lowerdir+", "lowerdir+", "upperdir", "workdir"]);
+        for ((_, file), (_, layer)) in files.iter().zip(&layers) {
+            let shown = std::fs::read_link(fd_path(std::os::fd::AsFd::as_fd(file))).unwrap();
+            assert_eq!(shown, layer.path);
+            let flags = rustix::fs::fcntl_getfl(file).unwrap();
+            assert!(
+                !flags.contains(rustix::fs::OFlags::PATH),
+                "fsconfig takes no O_PATH file"
+            );
+        }
     }
 
     #[test]

@@ -65,13 +65,17 @@ pub struct Place<'a> {
 }
 
 /// A new filesystem as mount(2) would take it: flags, and the filesystem's own
-/// options (data), one `key` or `key=value` piece each.
+/// options (data), one `key` or `key=value` piece each; with the new mount API,
+/// also options whose values are open files (`lowerdir+` and an overlay layer's
+/// handle), given after the data. mount(2) takes no files: give none without the
+/// new API.
 #[derive(Debug, Clone, Copy)]
 pub struct Filesystem<'a> {
     pub fstype: &'a str,
     pub source: &'a OsStr,
     pub flags: MsFlags,
     pub data: &'a [&'a OsStr],
+    pub files: &'a [(&'a str, BorrowedFd<'a>)],
 }
 
 /// The superblock flags fsconfig takes by name, from mount(2) flags.
@@ -150,6 +154,9 @@ pub fn new_filesystem(
             (key, Some(value)) => sys.fsconfig_set_string(ctx.as_fd(), key, value)?,
             (key, None) => sys.fsconfig_set_flag(ctx.as_fd(), key)?,
         }
+    }
+    for (key, file) in fs.files {
+        sys.fsconfig_set_fd(ctx.as_fd(), key, *file)?;
     }
     sys.fsconfig_create(ctx.as_fd())?;
     let mnt = sys.fsmount(ctx.as_fd(), FsMountFlags::FSMOUNT_CLOEXEC, attrs)?;
@@ -368,6 +375,7 @@ mod tests {
             source: OsStr::new("vol"),
             flags: MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_RELATIME,
             data: &data,
+            files: &[("lowerdir+", target.fd.as_fd())],
         };
         new_filesystem(&sys, &fs, &target.place(), Api::NewMountApi).unwrap();
         let ctx = "fsopen tmpfs#1".to_string();
@@ -392,6 +400,11 @@ mod tests {
                 set("size", "2m"),
                 set("mode", "0755"),
                 flag("noswap"),
+                Call::FsconfigFd {
+                    fs: ctx.clone(),
+                    key: "lowerdir+".into(),
+                    file: target.path(),
+                },
                 Call::FsconfigCreate { fs: ctx.clone() },
                 Call::Fsmount {
                     fs: ctx.clone(),
@@ -399,7 +412,7 @@ mod tests {
                     attr: MountAttrFlags::MOUNT_ATTR_RDONLY | MountAttrFlags::MOUNT_ATTR_NOSUID
                 },
                 Call::MoveMount {
-                    from: "fsmount#8".into(),
+                    from: "fsmount#9".into(),
                     to: target.path(),
                     flags: EMPTY_PATHS
                 },
@@ -417,6 +430,7 @@ mod tests {
             source: OsStr::new("vol"),
             flags: MsFlags::MS_NOEXEC,
             data: &data,
+            files: &[],
         };
         new_filesystem(&sys, &fs, &target.place(), Api::ProcFdPath).unwrap();
         let on = format!("/proc/thread-self/fd/{}", target.fd.as_raw_fd());

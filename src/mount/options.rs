@@ -105,6 +105,18 @@ const UTIL_LINUX_OPTIONS: &[&str] = &[
     "rootcontext",
 ];
 
+/// mount(8)'s option that makes the missing directories of the mount point,
+/// spelt either way libmount takes it.
+const MKDIR: [&str; 2] = ["X-mount.mkdir", "x-mount.mkdir"];
+
+/// The mode of the directories `X-mount.mkdir` makes when none (or 0) is given.
+const MKDIR_DEFAULT_MODE: u32 = 0o755;
+
+/// An `X-mount.mkdir=MODE` whose mode is not octal, which mount(8) refuses.
+#[derive(Debug, thiserror::Error)]
+#[error("failed to parse mount options: '{0}': the mode must be octal")]
+pub struct BadMkdirMode(pub String);
+
 /// Splits an option string as libmount does: on commas outside double quotes,
 /// dropping empty options; each option is returned byte for byte, quotes included.
 pub fn split(list: &str) -> impl Iterator<Item = &str> {
@@ -286,6 +298,28 @@ impl MountOptions {
                 .cloned()
                 .collect(),
         }
+    }
+
+    /// The mode of the directories `X-mount.mkdir[=MODE]` makes, read as libmount
+    /// reads it (octal, optionally in double quotes; none or 0 is 0755); `None`
+    /// without the option.
+    pub fn mkdir_mode(&self) -> Result<Option<u32>, BadMkdirMode> {
+        let Some(option) = self.options.iter().find(|o| MKDIR.contains(&o.name())) else {
+            return Ok(None);
+        };
+        let value = option.value().unwrap_or("");
+        let digits = value
+            .strip_prefix('"')
+            .and_then(|v| v.strip_suffix('"'))
+            .unwrap_or(value);
+        let mode = match digits {
+            "" => 0,
+            _ => u32::from_str_radix(digits, 8)
+                .ok()
+                .filter(|mode| *mode <= 0o7777)
+                .ok_or_else(|| BadMkdirMode(option.text().to_owned()))?,
+        };
+        Ok(Some(if mode == 0 { MKDIR_DEFAULT_MODE } else { mode }))
     }
 
     /// Whether the mount takes a path as its source: a bind or a move.
@@ -502,5 +536,21 @@ mod tests {
         assert!(options(&[], &["move"]).binds());
         assert!(!options(&["binding=x"], &[]).binds());
         assert_eq!(options(&[], &[]).argument(), None);
+    }
+
+    #[test]
+    fn mkdir_mode_is_octal_as_libmount_reads_it() {
+        let mode = |list: &str| options(&[list], &[]).mkdir_mode().ok();
+        assert_eq!(mode("ro"), Some(None));
+        assert_eq!(mode("X-mount.mkdir"), Some(Some(0o755)));
+        assert_eq!(mode("x-mount.mkdir=0700"), Some(Some(0o700)));
+        assert_eq!(mode(r#"X-mount.mkdir="750""#), Some(Some(0o750)));
+        assert_eq!(mode("X-mount.mkdir=0"), Some(Some(0o755)));
+        assert_eq!(mode("X-mount.mkdir=1777"), Some(Some(0o1777)));
+        for bad in ["999", "0o700", "rwx", "70000", "-1"] {
+            let list = format!("X-mount.mkdir={bad}");
+            let err = options(&[&list], &[]).mkdir_mode().unwrap_err();
+            assert_eq!(err.0, list);
+        }
     }
 }

@@ -55,9 +55,33 @@ pub enum PolicyError {
     },
     #[error("{}", missing_text(.what, .path))]
     Missing { what: &'static str, path: PathBuf },
+    #[error(transparent)]
+    MkdirMode(#[from] crate::mount::options::BadMkdirMode),
+    /// A directory bound onto a file, or a file onto a directory, in mount(8)'s
+    /// words for what the kernel answers.
+    #[error("{}: {}", .target.display(), bind_kind_text(*.source_is_dir))]
+    BindKind {
+        target: PathBuf,
+        source_is_dir: bool,
+    },
+    /// An unmount of a path that does not exist, in umount(8)'s words.
+    #[error("{}: no mount point specified", .path.display())]
+    NoMountPoint { path: PathBuf },
     /// What may be mounted: the rule broken and the configuration key that allows it.
     #[error("{}: refused by the {} rule (configuration key `{}` changes it)", .0.detail, .0.rule, .0.key)]
     SourceRefused(crate::policy::sources::Refusal),
+    #[error("cannot take fd {fd} of the caller (pid {}): {errno}", .pid.map_or("not visible to the daemon".into(), |p| p.to_string()))]
+    CallerFd {
+        fd: i32,
+        pid: Option<u32>,
+        errno: Errno,
+    },
+    #[error("source {path}: the caller's file is not what that path names below the roots (moved or replaced meanwhile)")]
+    NotTheCallersFile { path: PathBuf },
+    #[error("source {path}: the device node changed while it was checked")]
+    DeviceReplaced { path: PathBuf },
+    #[error("source {source_name}: a source given as the caller's file descriptor is taken only for a bind")]
+    FdSourceNotBind { source_name: String },
     #[error("cannot resolve {what} {path}: {errno}")]
     Unresolvable {
         what: &'static str,
@@ -74,10 +98,20 @@ fn roots_key(what: &str) -> &'static str {
     }
 }
 
-/// A missing target reads as mount(8)'s "/x: mount point does not exist".
+/// mount(8)'s words for a bind whose source and target are not of one kind.
+fn bind_kind_text(source_is_dir: bool) -> &'static str {
+    match source_is_dir {
+        true => "mount point is not a directory",
+        false => "mount(2) system call failed: Not a directory",
+    }
+}
+
+/// A missing path reads as mount(8) words it: "/x: mount point does not exist"
+/// for a target, "special device /y does not exist" for a source.
 fn missing_text(what: &str, path: &Path) -> String {
     match what {
         "target" => format!("{}: mount point does not exist", path.display()),
+        "source" => format!("special device {} does not exist", path.display()),
         _ => format!("{what} {} does not exist", path.display()),
     }
 }
@@ -86,7 +120,9 @@ impl PolicyError {
     pub fn code(&self) -> ErrorCode {
         match self {
             PolicyError::UidNotAllowed { .. } => ErrorCode::Forbidden,
-            PolicyError::SourceRefused(_) => ErrorCode::SourceNotAllowed,
+            PolicyError::SourceRefused(_)
+            | PolicyError::NotTheCallersFile { .. }
+            | PolicyError::DeviceReplaced { .. } => ErrorCode::SourceNotAllowed,
             PolicyError::OutsideRoots { what, .. } if *what != "target" => {
                 ErrorCode::SourceNotAllowed
             }
@@ -103,7 +139,12 @@ impl PolicyError {
             | PolicyError::BadFstype { .. }
             | PolicyError::NotAbsolute { .. }
             | PolicyError::DotDot { .. }
-            | PolicyError::Missing { .. } => ErrorCode::BadRequest,
+            | PolicyError::CallerFd { .. }
+            | PolicyError::FdSourceNotBind { .. }
+            | PolicyError::Missing { .. }
+            | PolicyError::NoMountPoint { .. }
+            | PolicyError::BindKind { .. }
+            | PolicyError::MkdirMode(_) => ErrorCode::BadRequest,
         }
     }
 }

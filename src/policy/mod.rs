@@ -4,10 +4,12 @@
 
 mod checked;
 mod error;
+pub mod fd_source;
 mod fields;
 mod resolve;
 pub mod sources;
 
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::{MountRequest, UnmountRequest};
@@ -64,13 +66,17 @@ impl Policy {
     /// root, and a bind, move or loop source, or each overlay layer, beneath a
     /// source root. Its type and source must pass the source rules (see
     /// [`sources`]). After this nothing resolves the request's names again.
+    /// `caller_source` is the caller's own handle on a bind source it named by a
+    /// file descriptor (see [`fd_source`]): located below the source roots and
+    /// proven to be the same file, instead of resolving `req.source`.
     pub fn check_mount(
         &self,
         req: &MountRequest,
         options: &MountOptions,
         uid: u32,
+        caller_source: Option<&OwnedFd>,
     ) -> Result<CheckedMount, PolicyError> {
-        self.check_mount_beneath(req, options, uid, &self.target_roots)
+        self.check_mount_beneath(req, options, uid, &self.target_roots, caller_source)
     }
 
     /// [`Policy::check_mount`] of a request the daemon makes again on a staging
@@ -83,7 +89,7 @@ impl Policy {
         options: &MountOptions,
         staging: &Path,
     ) -> Result<CheckedMount, PolicyError> {
-        self.check_mount_beneath(req, options, 0, &[staging.to_owned()])
+        self.check_mount_beneath(req, options, 0, &[staging.to_owned()], None)
     }
 
     fn check_mount_beneath(
@@ -92,6 +98,7 @@ impl Policy {
         options: &MountOptions,
         uid: u32,
         roots: &[PathBuf],
+        caller_source: Option<&OwnedFd>,
     ) -> Result<CheckedMount, PolicyError> {
         check_fields(req)?;
         // A remount names no source the kernel uses: one given is checked as for a
@@ -103,10 +110,19 @@ impl Policy {
         } else {
             Kind::Directory
         };
+        if caller_source.is_some() && !bind {
+            return Err(PolicyError::FdSourceNotBind {
+                source_name: req.source.clone(),
+            });
+        }
         let source = match self.sources.check(req, options, bind, uid == 0) {
             Err(refusal) => return Err(PolicyError::SourceRefused(refusal)),
-            Ok(Source::Path { path, .. }) => {
-                Some(resolve_source(&path, &self.bind_source_roots, Kind::Any)?)
+            Ok(Source::Path { path, .. }) => Some(match caller_source {
+                Some(handle) => fd_source::locate(handle, &self.bind_source_roots)?,
+                None => resolve_source(&path, &self.bind_source_roots, Kind::Any)?,
+            }),
+            Ok(Source::DeviceNode { path, rdev }) => {
+                Some(resolve::device_node(&path, rdev, &self.bind_source_roots)?)
             }
             Ok(Source::Name | Source::Device) => None,
         };
@@ -119,10 +135,13 @@ impl Policy {
             .collect::<Result<_, PolicyError>>()?;
         // mount(8)'s `X-mount.mkdir`: the missing directories made below the root,
         // once everything else passed.
-        if options.has("X-mount.mkdir") {
-            resolve::make_dirs(&req.target, roots)?;
+        if let Some(mode) = options.mkdir_mode()? {
+            resolve::make_dirs(&req.target, roots, mode)?;
         }
         let target = resolve("target", &req.target, roots, kind)?;
+        if let (true, false, Some(source)) = (bind, remount, &source) {
+            resolve::same_kind(source, &target)?;
+        }
         Ok(CheckedMount {
             target,
             source,
@@ -153,7 +172,10 @@ impl Policy {
     pub fn check_unmount(&self, req: &UnmountRequest) -> Result<CheckedTarget, PolicyError> {
         check_target_bytes(&req.target)?;
         let target = without_links(&req.target, &self.target_roots)?;
-        resolve("target", &target, &self.target_roots, Kind::Any)
+        resolve("target", &target, &self.target_roots, Kind::Any).map_err(|e| match e {
+            PolicyError::Missing { path, .. } => PolicyError::NoMountPoint { path },
+            e => e,
+        })
     }
 }
 
@@ -174,7 +196,7 @@ mod tests {
     impl Policy {
         /// A root peer's request checked with its options, as the daemon parses them.
         fn check(&self, req: &MountRequest) -> Result<CheckedMount, PolicyError> {
-            self.check_mount(req, &self.options(req), 0)
+            self.check_mount(req, &self.options(req), 0, None)
         }
     }
 
@@ -360,11 +382,15 @@ mod tests {
             )],
         );
         let unmount = UnmountRequest {
-            target: missing,
+            target: missing.clone(),
             ..Default::default()
         };
         let err = policy.check_unmount(&unmount).unwrap_err();
-        assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
+        assert!(matches!(err, PolicyError::NoMountPoint { .. }), "{err:?}");
+        assert_names(
+            &err,
+            &[&format!("{}: no mount point specified", missing.display())],
+        );
 
         let file = dir.path().join("plugins/csi/file");
         let err = policy.check(&mount(&file)).unwrap_err();
@@ -425,7 +451,7 @@ mod tests {
         let (dir, policy) = fixture();
         let target = dir.path().join("pods/uid/volumes/v");
         let file = dir.path().join("plugins/csi/file");
-        let ok = bind(file.to_str().unwrap(), &target);
+        let ok = bind(dir.path().join("plugins/csi").to_str().unwrap(), &target);
         assert_eq!(policy.check(&ok).unwrap().target.path, target);
 
         let err = policy.check(&bind("/etc", &target)).unwrap_err();
@@ -434,6 +460,59 @@ mod tests {
             "{err:?}"
         );
         assert_names(&err, &["source /etc is outside the allowed roots"]);
+
+        // A directory onto a file, a file onto a directory: mount(8)'s words.
+        let dir_source = dir.path().join("plugins/csi");
+        let file_target = dir.path().join("pods/uid/volumes/file");
+        std::fs::write(&file_target, "").unwrap();
+        let err = policy
+            .check(&bind(dir_source.to_str().unwrap(), &file_target))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::BindKind {
+                    source_is_dir: true,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names(
+            &err,
+            &[&format!(
+                "{}: mount point is not a directory",
+                file_target.display()
+            )],
+        );
+        let err = policy
+            .check(&bind(file.to_str().unwrap(), &target))
+            .unwrap_err();
+        assert!(
+            matches!(
+                err,
+                PolicyError::BindKind {
+                    source_is_dir: false,
+                    ..
+                }
+            ),
+            "{err:?}"
+        );
+        assert_names(&err, &["Not a directory"]);
+        assert!(policy
+            .check(&bind(file.to_str().unwrap(), &file_target))
+            .is_ok());
+
+        // A missing source in mount(8)'s words.
+        let gone = dir.path().join("plugins/gone");
+        let err = policy
+            .check(&bind(gone.to_str().unwrap(), &target))
+            .unwrap_err();
+        assert!(matches!(err, PolicyError::Missing { .. }), "{err:?}");
+        assert_names(
+            &err,
+            &[&format!("special device {} does not exist", gone.display())],
+        );
 
         symlink("/etc", dir.path().join("plugins/etc")).unwrap();
         let via_link = dir.path().join("plugins/etc/passwd");

@@ -7,7 +7,8 @@ use std::os::fd::AsFd;
 use std::path::{Component, Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::sys::stat::Mode;
+use nix::fcntl::OFlag;
+use nix::sys::stat::{fstat, Mode, SFlag};
 
 use crate::ns::beneath::{beneath_fd, open_root, Fault, Kind};
 use crate::ns::mountinfo::normalize;
@@ -47,8 +48,9 @@ pub(super) fn resolve(
 
 /// Makes the missing directories of `path` below its root (`X-mount.mkdir`),
 /// each by mkdirat(2) beneath the handle of its parent, itself opened without
-/// following a symlink; mode 0755, as mount(8) makes them.
-pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyError> {
+/// following a symlink; with `mode` (less the daemon's umask), as mount(8)
+/// makes them.
+pub(super) fn make_dirs(path: &Path, roots: &[PathBuf], mode: u32) -> Result<(), PolicyError> {
     let what = "target";
     let (root, path, rest) = below(what, path, roots)?;
     let fault = |f| fault(what, &root, &path, f);
@@ -57,7 +59,7 @@ pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyErro
         let name = Path::new(name);
         dir = match beneath_fd(dir.as_fd(), name, Kind::Directory) {
             Err(Fault::Missing) => {
-                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(0o755)) {
+                match nix::sys::stat::mkdirat(dir.as_fd(), name, Mode::from_bits_truncate(mode)) {
                     Ok(()) | Err(Errno::EEXIST) => {}
                     Err(errno) => return Err(fault(Fault::Errno(errno))),
                 }
@@ -67,6 +69,27 @@ pub(super) fn make_dirs(path: &Path, roots: &[PathBuf]) -> Result<(), PolicyErro
         };
     }
     Ok(())
+}
+
+/// A bind's source and target are both directories or both not, as the kernel
+/// binds them; else the refusal in mount(8)'s words, before anything is made.
+pub(super) fn same_kind(source: &CheckedSource, target: &CheckedTarget) -> Result<(), PolicyError> {
+    let is_dir = |fd, what, path: &Path| match fstat(fd) {
+        Ok(st) => Ok(SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR),
+        Err(errno) => Err(PolicyError::Unresolvable {
+            what,
+            path: path.to_owned(),
+            errno,
+        }),
+    };
+    let source_is_dir = is_dir(source.fd(), "source", &source.path)?;
+    match source_is_dir == is_dir(target.fd.as_fd(), "target", &target.path)? {
+        true => Ok(()),
+        false => Err(PolicyError::BindKind {
+            target: target.path.clone(),
+            source_is_dir,
+        }),
+    }
 }
 
 /// `path` (absolute, with no `..`) normalized, the root it lies strictly below
@@ -139,6 +162,42 @@ pub(super) fn resolve_source(
         path: checked.path,
         fd: checked.fd,
     })
+}
+
+/// A block device node to bind (allowed by the device rules as `path`, number
+/// `rdev`), opened once: below the source `roots`, as any bind source (no link
+/// followed: a pod may plant one in its volume); elsewhere, the links udev keeps
+/// (`/dev/disk/by-path/...`) followed as mount(8) follows them, then the node
+/// itself without following any. It must still be a block device of `rdev`.
+pub(super) fn device_node(
+    path: &Path,
+    rdev: u64,
+    roots: &[PathBuf],
+) -> Result<CheckedSource, PolicyError> {
+    let unresolvable = |errno| PolicyError::Unresolvable {
+        what: "source",
+        path: path.to_owned(),
+        errno,
+    };
+    let below_roots = roots
+        .iter()
+        .any(|r| normalize(path).starts_with(normalize(r)));
+    let checked = match below_roots {
+        true => resolve_source(path, roots, Kind::Any)?,
+        false => {
+            let node = std::fs::canonicalize(path)
+                .map_err(|e| unresolvable(Errno::from_raw(e.raw_os_error().unwrap_or(0))))?;
+            let how = OFlag::O_PATH | OFlag::O_NOFOLLOW | OFlag::O_CLOEXEC;
+            let fd = nix::fcntl::open(&node, how, Mode::empty()).map_err(unresolvable)?;
+            CheckedSource { path: node, fd }
+        }
+    };
+    let stat = nix::sys::stat::fstat(&checked.fd).map_err(unresolvable)?;
+    let block = SFlag::from_bits_truncate(stat.st_mode) & SFlag::S_IFMT == SFlag::S_IFBLK;
+    if !block || stat.st_rdev != rdev {
+        return Err(PolicyError::DeviceReplaced { path: checked.path });
+    }
+    Ok(checked)
 }
 
 /// How many symbolic links an unmount's target may pass through (the kernel's
@@ -214,6 +273,35 @@ fn lexical(path: &Path) -> PathBuf {
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn a_device_node_below_the_roots_is_never_reached_through_a_link() {
+        let Some(dev) = std::fs::read_dir("/dev")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.file_type().is_ok_and(|t| t.is_block_device()))
+        else {
+            return;
+        };
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        let rdev = dev.metadata().unwrap().rdev();
+        let dir = tempfile::tempdir().unwrap();
+        let roots = [dir.path().to_owned()];
+        // A pod's link to a device: refused below the roots.
+        let planted = dir.path().join("planted");
+        symlink(dev.path(), &planted).unwrap();
+        let err = device_node(&planted, rdev, &roots).unwrap_err();
+        assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
+        // A udev link elsewhere is followed to the node.
+        let outside = tempfile::tempdir().unwrap();
+        let by_path = outside.path().join("by-path");
+        symlink(dev.path(), &by_path).unwrap();
+        let checked = device_node(&by_path, rdev, &roots).unwrap();
+        assert_eq!(checked.path, std::fs::canonicalize(dev.path()).unwrap());
+        // Another device number than the one checked.
+        let err = device_node(&by_path, rdev + 1, &roots).unwrap_err();
+        assert!(matches!(err, PolicyError::DeviceReplaced { .. }), "{err:?}");
+    }
 
     #[test]
     fn links_are_replaced_and_judged_afresh() {

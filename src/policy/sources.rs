@@ -1,7 +1,7 @@
 //! What may be mounted, for every type: pseudo filesystems only when configured;
 //! bind, overlay-layer and loop-file sources below the source roots, resolved to
-//! handles; block devices only from configured patterns and never the device
-//! that backs `/` or the kubelet root; and, for a peer that is not root, no loop
+//! handles; block devices, mounted or their node bound, only from configured
+//! patterns and never the device that backs `/` or the kubelet root; and, for a peer that is not root, no loop
 //! or block source and `nosuid,nodev` always. Each refusal names its rule and the
 //! configuration key that changes it.
 
@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use crate::api::wire::MountRequest;
 use crate::mount::options::MountOptions;
+use crate::policy::fd_source::names_a_descriptor;
 
 /// Filesystems that expose the kernel or the host rather than hold a volume.
 pub const PSEUDO_FILESYSTEMS: &[&str] = &[
@@ -102,6 +103,10 @@ pub enum Source {
     Path { path: PathBuf, loop_file: bool },
     /// A block device, allowed.
     Device,
+    /// A block device node bound elsewhere (the kubelet maps a raw block volume
+    /// by `mount -o bind DEV FILE`), allowed by the same rules as mounting it;
+    /// its node is checked again when it is opened.
+    DeviceNode { path: PathBuf, rdev: u64 },
 }
 
 impl SourceRules {
@@ -136,14 +141,27 @@ impl SourceRules {
                 key: "allowed_pseudo_filesystems",
             });
         }
+        let source = Path::new(&req.source);
         if bind {
-            return Ok(Source::Path {
-                path: PathBuf::from(&req.source),
-                loop_file: false,
-            });
+            // A name of a caller's fd means another process's here: never looked
+            // at, the caller's handle stands for it (see `fd_source`).
+            let named = source.is_absolute() && !names_a_descriptor(source);
+            let meta = named.then(|| std::fs::metadata(source));
+            return match meta {
+                Some(Ok(m)) if m.file_type().is_block_device() => {
+                    self.device(source, m.rdev(), root)?;
+                    Ok(Source::DeviceNode {
+                        path: source.to_owned(),
+                        rdev: m.rdev(),
+                    })
+                }
+                _ => Ok(Source::Path {
+                    path: source.to_owned(),
+                    loop_file: false,
+                }),
+            };
         }
         let looped = options.has("loop");
-        let source = Path::new(&req.source);
         if !source.is_absolute() {
             if TAGS.iter().any(|t| req.source.starts_with(t)) {
                 return Err(self.device_refusal(
@@ -175,6 +193,14 @@ impl SourceRules {
         if !is_device {
             return Ok(Source::Name);
         }
+        self.device(source, meta.map(|m| m.rdev()).unwrap_or_default(), root)?;
+        Ok(Source::Device)
+    }
+
+    /// The rules for the block device `source` (number `rdev`): a peer that may
+    /// use devices, a configured pattern, and never the device behind `/` or the
+    /// kubelet root.
+    fn device(&self, source: &Path, rdev: u64, root: bool) -> Result<(), Refusal> {
         if !root && !self.non_root_devices {
             return Err(Refusal {
                 rule: "non-root peer",
@@ -197,7 +223,6 @@ impl SourceRules {
                 &format!("it matches none of {}", self.block_devices.join(", ")),
             ));
         }
-        let rdev = meta.map(|m| m.rdev()).unwrap_or_default();
         if !self.root_devices && self.backs_protected(rdev) {
             return Err(Refusal {
                 rule: "root device",
@@ -205,7 +230,7 @@ impl SourceRules {
                 key: "allow_root_devices",
             });
         }
-        Ok(Source::Device)
+        Ok(())
     }
 
     fn device_refusal(&self, source: &str, why: &str) -> Refusal {
@@ -444,6 +469,46 @@ mod tests {
                 path: "/k/x".into(),
                 loop_file: false
             }
+        );
+    }
+
+    #[test]
+    fn a_bound_device_node_passes_the_device_rules() {
+        let Some(dev) = std::fs::read_dir("/dev")
+            .unwrap()
+            .filter_map(Result::ok)
+            .find(|e| e.metadata().is_ok_and(|m| m.file_type().is_block_device()))
+        else {
+            return;
+        };
+        let path = dev.path().display().to_string();
+        let rdev = dev.metadata().unwrap().rdev();
+        let mut none = rules();
+        none.block_devices = vec!["/dev/none*".into()];
+        let refusal = none
+            .check_req(&req(&path, "", &["bind"]), true, true)
+            .unwrap_err();
+        assert_eq!(refusal.key, "block_device_patterns", "{path}");
+        let mut any = rules();
+        any.block_devices = vec!["/dev/*".into()];
+        assert_eq!(
+            any.check_req(&req(&path, "", &["bind"]), true, true),
+            Ok(Source::DeviceNode {
+                path: path.clone().into(),
+                rdev
+            })
+        );
+        let refusal = any
+            .check_req(&req(&path, "", &["bind"]), true, false)
+            .unwrap_err();
+        assert_eq!(refusal.key, "allow_non_root_devices");
+        // A caller's fd is never looked at by its name here.
+        assert_eq!(
+            any.check_req(&req("/proc/self/fd/0", "", &["bind"]), true, true),
+            Ok(Source::Path {
+                path: "/proc/self/fd/0".into(),
+                loop_file: false
+            })
         );
     }
 

@@ -193,6 +193,32 @@ pub fn sidemount(args: &[&str]) -> Output {
     Command::new(SIDEMOUNT).args(args).output().unwrap()
 }
 
+/// The test's kubelet root, made shared by `sidemount share` as on a node.
+pub fn kubelet_root(host: &Host) -> PathBuf {
+    let root = host.dir("var/lib/kubelet");
+    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
+    root
+}
+
+/// The directory of a pod's volume `name` below the kubelet root, created.
+pub fn volume(root: &Path, name: &str) -> PathBuf {
+    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// A configuration for the kubelet root `root` with one volume client `name`
+/// for `types` (`[nfs, cifs]`) that someone else runs (provider external).
+pub fn external_vcs_config(host: &Host, root: &Path, name: &str, types: &str) -> PathBuf {
+    let config = host.dir("etc").join("sidemount.yaml");
+    let text = format!(
+        "kubelet_root: {}\nagent_wait_seconds: 1\nvcs:\n  - name: {name}\n    types: {types}\n    image: example/{name}:1\n    provider: external\n",
+        root.display()
+    );
+    std::fs::write(&config, text).unwrap();
+    config
+}
+
 /// A `sidemount serve` started by a test, on a socket in the scratch root. Stopped
 /// (SIGTERM, then SIGKILL) when dropped.
 pub struct Daemon {
@@ -254,6 +280,19 @@ impl Daemon {
         };
         wait_until("the daemon answers", || daemon.get("/v1/status").is_some());
         daemon
+    }
+
+    /// A shell line run with this daemon's socket: (exit code, stderr).
+    pub fn run(&self, line: &str) -> (Option<i32>, String) {
+        let out = Command::new("sh")
+            .args(["-c", line])
+            .env("SIDEMOUNT_SOCKET", &self.socket)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
     }
 
     /// GET path, as JSON; None when the daemon does not answer.

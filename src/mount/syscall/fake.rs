@@ -35,6 +35,11 @@ pub enum Call {
         key: String,
         value: String,
     },
+    FsconfigFd {
+        fs: String,
+        key: String,
+        file: String,
+    },
     FsconfigFlag {
         fs: String,
         key: String,
@@ -180,12 +185,24 @@ impl Syscall for Recording {
             key: key.to_owned(),
             value: text(value),
         };
-        self.record(call).map_err(|errno| SyscallError::Fsconfig {
-            fs,
-            command: "set-string",
-            key: Some(key.to_owned()),
-            errno,
-        })
+        self.record(call)
+            .map_err(|errno| SyscallError::fsconfig(fs, "set-string", Some(key), errno))
+    }
+
+    fn fsconfig_set_fd(
+        &self,
+        fs: BorrowedFd<'_>,
+        key: &str,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), SyscallError> {
+        let fs = name(fs, Path::new(""));
+        let call = Call::FsconfigFd {
+            fs: fs.clone(),
+            key: key.to_owned(),
+            file: name(file, Path::new("")),
+        };
+        self.record(call)
+            .map_err(|errno| SyscallError::fsconfig(fs, "set-fd", Some(key), errno))
     }
 
     fn fsconfig_set_flag(&self, fs: BorrowedFd<'_>, key: &str) -> Result<(), SyscallError> {
@@ -194,23 +211,15 @@ impl Syscall for Recording {
             fs: fs.clone(),
             key: key.to_owned(),
         };
-        self.record(call).map_err(|errno| SyscallError::Fsconfig {
-            fs,
-            command: "set-flag",
-            key: Some(key.to_owned()),
-            errno,
-        })
+        self.record(call)
+            .map_err(|errno| SyscallError::fsconfig(fs, "set-flag", Some(key), errno))
     }
 
     fn fsconfig_create(&self, fs: BorrowedFd<'_>) -> Result<(), SyscallError> {
         let fs = name(fs, Path::new(""));
         let call = Call::FsconfigCreate { fs: fs.clone() };
-        self.record(call).map_err(|errno| SyscallError::Fsconfig {
-            fs,
-            command: "create",
-            key: None,
-            errno,
-        })
+        self.record(call)
+            .map_err(|errno| SyscallError::fsconfig(fs, "create", None, errno))
     }
 
     fn fsmount(

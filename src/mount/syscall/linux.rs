@@ -56,29 +56,36 @@ impl Syscall for Linux {
         key: &str,
         value: &OsStr,
     ) -> Result<(), SyscallError> {
-        rustix::mount::fsconfig_set_string(fs, key, value).map_err(|e| SyscallError::Fsconfig {
-            fs: describe(fs, Path::new("")),
-            command: "set-string",
-            key: Some(key.to_owned()),
-            errno: errno(e),
+        rustix::mount::fsconfig_set_string(fs, key, value).map_err(|e| {
+            SyscallError::fsconfig(
+                describe(fs, Path::new("")),
+                "set-string",
+                Some(key),
+                errno(e),
+            )
+        })
+    }
+
+    fn fsconfig_set_fd(
+        &self,
+        fs: BorrowedFd<'_>,
+        key: &str,
+        file: BorrowedFd<'_>,
+    ) -> Result<(), SyscallError> {
+        rustix::mount::fsconfig_set_fd(fs, key, file).map_err(|e| {
+            SyscallError::fsconfig(describe(fs, Path::new("")), "set-fd", Some(key), errno(e))
         })
     }
 
     fn fsconfig_set_flag(&self, fs: BorrowedFd<'_>, key: &str) -> Result<(), SyscallError> {
-        rustix::mount::fsconfig_set_flag(fs, key).map_err(|e| SyscallError::Fsconfig {
-            fs: describe(fs, Path::new("")),
-            command: "set-flag",
-            key: Some(key.to_owned()),
-            errno: errno(e),
+        rustix::mount::fsconfig_set_flag(fs, key).map_err(|e| {
+            SyscallError::fsconfig(describe(fs, Path::new("")), "set-flag", Some(key), errno(e))
         })
     }
 
     fn fsconfig_create(&self, fs: BorrowedFd<'_>) -> Result<(), SyscallError> {
-        rustix::mount::fsconfig_create(fs).map_err(|e| SyscallError::Fsconfig {
-            fs: describe(fs, Path::new("")),
-            command: "create",
-            key: None,
-            errno: errno(e),
+        rustix::mount::fsconfig_create(fs).map_err(|e| {
+            SyscallError::fsconfig(describe(fs, Path::new("")), "create", None, errno(e))
         })
     }
 

@@ -113,6 +113,18 @@ pub enum SyscallError {
 }
 
 impl SyscallError {
+    /// fsconfig's `command` (with the option `key`, none for create) failing on
+    /// the context shown as `fs`.
+    pub fn fsconfig(fs: String, command: &'static str, key: Option<&str>, errno: Errno) -> Self {
+        let key = key.map(str::to_owned);
+        SyscallError::Fsconfig {
+            fs,
+            command,
+            key,
+            errno,
+        }
+    }
+
     /// The errno the kernel answered.
     pub fn errno(&self) -> Errno {
         match self {
@@ -150,6 +162,14 @@ pub trait Syscall: Send + Sync {
         fs: BorrowedFd<'_>,
         key: &str,
         value: &OsStr,
+    ) -> Result<(), SyscallError>;
+    /// fsconfig(FSCONFIG_SET_FD): one option whose value is an open file (an
+    /// overlay layer, Linux 6.13+).
+    fn fsconfig_set_fd(
+        &self,
+        fs: BorrowedFd<'_>,
+        key: &str,
+        file: BorrowedFd<'_>,
     ) -> Result<(), SyscallError>;
     /// fsconfig(FSCONFIG_SET_FLAG): one option with no value.
     fn fsconfig_set_flag(&self, fs: BorrowedFd<'_>, key: &str) -> Result<(), SyscallError>;

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::host::unmount_checked;
 use super::step::{self, blocking};
-use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Expected, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
 use crate::mount::by_handle;
 use crate::mount::exec::finished;
@@ -257,7 +257,7 @@ impl Executor for DockerExec {
     async fn unmount(
         &self,
         target: CheckedTarget,
-        expected: Option<u32>,
+        expected: Option<Expected>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,

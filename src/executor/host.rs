@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use super::plan::{keep_current, plan, with_layers, Plan};
 use super::step::{self, blocking};
-use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Expected, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
 use crate::mount::credentials;
@@ -27,6 +27,7 @@ use crate::mount::util_linux::{mount_args, run};
 use crate::ns::beneath::{fd_path, mountinfo_id, on_mount};
 use crate::ns::mountinfo::{MountTable, ProcRoot};
 use crate::ns::namespace::Namespace;
+use crate::ns::statmount;
 use crate::policy::{CheckedMount, CheckedSource, CheckedTarget};
 
 /// How mount(8) is run: as a plain child (the daemon), or by a process that
@@ -329,7 +330,7 @@ impl Executor for Host {
     async fn unmount(
         &self,
         target: CheckedTarget,
-        expected: Option<u32>,
+        expected: Option<Expected>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
@@ -392,7 +393,7 @@ fn current_flags(
 pub(super) fn unmount_checked(
     sys: &dyn Syscall,
     target: CheckedTarget,
-    expected: Option<u32>,
+    expected: Option<Expected>,
     flags: UnmountFlags,
 ) -> Result<(), ExecError> {
     check_mount_id(&target, expected)?;
@@ -424,9 +425,13 @@ pub(super) fn unmount_checked(
     })
 }
 
-/// The mount on the target now must be the one `expected` names (the record's
-/// mount id): another one put there (or swapped in) is not unmounted.
-fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), ExecError> {
+/// The mount on the target's handle now must be the one `expected` names: the
+/// one seen a moment before (by its id), and, when the record has a unique id
+/// and the kernel reports them, the recorded mount or one stacked on it while
+/// the recorded one is still there beneath (unmounting the top one, as umount(8)
+/// would). A mount put there since the recorded one went, or swapped in, is not
+/// unmounted.
+fn check_mount_id(target: &CheckedTarget, expected: Option<Expected>) -> Result<(), ExecError> {
     let Some(expected) = expected else {
         return Ok(());
     };
@@ -440,10 +445,17 @@ fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), E
         return Err(refused("no mount".into()));
     }
     let found = mountinfo_id(target.fd.as_fd()).map_err(|e| refused(e.to_string()))?;
-    if found != expected {
-        return Err(refused(format!("mount {found}")));
+    let covers = |unique: u64| {
+        statmount::by_id(unique).is_ok_and(|m| m.is_some_and(|m| m.target == target.path))
+    };
+    match expected.unique.filter(|_| on.unique) {
+        Some(unique) if on.id != unique && !covers(unique) => Err(refused(format!(
+            "mount {found} (unique id {}), put there since the recorded one went",
+            on.id
+        ))),
+        _ if found != expected.id => Err(refused(format!("mount {found}"))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl Made {

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tracing::debug;
 
+use crate::api::wire::UniqueMount;
 use crate::ns::mountinfo::{Mount, MountTable, MountinfoError, ProcRoot};
 use crate::ns::statmount;
 
@@ -52,6 +53,21 @@ impl Namespace {
                 Ok(self.table()?.by_target(target).cloned())
             }
         }
+    }
+
+    /// The mount `id` on exactly `target` here by its unique id, for the record;
+    /// `None` where the kernel has no unique ids, or when `id` is no longer there.
+    pub fn unique_mount_at(&self, target: &Path, id: u32) -> Option<UniqueMount> {
+        let unique = statmount::unique_id_at(&self.proc, self.pid, target, id);
+        Some(UniqueMount {
+            id: unique.ok().flatten()?,
+            namespace: self.identity()?.1,
+        })
+    }
+
+    /// The inode of this namespace's `ns/mnt`, which names it while it lives.
+    pub fn inode(&self) -> Option<u64> {
+        self.identity().map(|(_, ino)| ino)
     }
 
     /// Whether this is the reading process's own mount namespace: the same ns/mnt

@@ -276,12 +276,14 @@ impl Runner for Reaped {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError> {
         let command = format!("{program} {}", shown(&args));
         let mut argv = vec![OsString::from(program)];
         argv.extend(args);
-        let done = self.0.run(&argv, &command, None, deadline).await?;
+        let stdin = stdin.map(String::into_bytes);
+        let done = self.0.run(&argv, &command, stdin, deadline).await?;
         info!(command = %command, exit_code = done.exit_code(), "ran");
         finished(Executed {
             command,

@@ -34,12 +34,13 @@ use crate::policy::{CheckedMount, CheckedSource, CheckedTarget};
 /// reaps every child itself (the agent, PID 1 of its container).
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
-    /// Runs `program` with `args` within `deadline`; its combined output, or
-    /// `ExecError::Failed` with it.
+    /// Runs `program` with `args` and `stdin` as its input (none: /dev/null)
+    /// within `deadline`; its combined output, or `ExecError::Failed` with it.
     async fn run(
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError>;
 }
@@ -53,9 +54,10 @@ impl Runner for Children {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        run(program, &args, deadline).await
+        run(program, &args, stdin, deadline).await
     }
 }
 
@@ -111,9 +113,10 @@ impl Host {
             target: point.path.clone(),
             ..req.clone()
         };
-        // Secrets the helper reads from a file of its own, never from its argv.
+        // Secrets the tool reads from its stdin or a file of its own, never from
+        // its argv.
         let pieces: Vec<&str> = options.iter().map(|o| o.text()).collect();
-        let mut staged_options = options.clone();
+        let (mut staged_options, stdin) = credentials::with_stdin(&req.fstype, options);
         let _credentials = match credentials::split_out(&req.fstype, &pieces) {
             None => None,
             Some((mut kept, lines)) => {
@@ -132,7 +135,12 @@ impl Host {
         };
         let output = self
             .runner
-            .run("mount", mount_args(&staged, &staged_options), deadline)
+            .run(
+                "mount",
+                mount_args(&staged, &staged_options),
+                stdin,
+                deadline,
+            )
             .await
             .map_err(|e| step::on_target(e, &point.path, &checked.target.path))?;
         let mount = point.mounted().ok_or_else(|| ExecError::Failed {

@@ -219,7 +219,7 @@ pub struct MountRecord {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct UniqueMount {
     pub id: u64,
-    /// The inode of that namespace's `ns/mnt`.
+    /// That namespace's id (`NS_GET_MNTNS_ID`, Linux 6.11).
     pub namespace: u64,
 }
 

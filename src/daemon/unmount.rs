@@ -83,7 +83,7 @@ impl Daemon {
         //    which a restarted container has replaced with copies of its own.
         let unique = recorded
             .and_then(|r| r.unique)
-            .filter(|u| views.executor.inode() == Some(u.namespace))
+            .filter(|u| views.executor.unique_id() == Some(u.namespace))
             .map(|u| u.id);
         let expected = Expected {
             id: mount.id,

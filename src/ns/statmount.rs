@@ -56,12 +56,7 @@ pub fn mount_at(
     // 1. The namespace's id, by which statmount(2) finds mounts there (0: ours).
     let ns_id = match pid {
         None => 0,
-        Some(pid) => {
-            let ns = proc.mount_namespace(Some(pid));
-            let fd = open(&ns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(call("open", &ns))?;
-            namespace_id(&fd).map_err(call("NS_GET_MNTNS_ID", &ns))?
-        }
+        Some(pid) => mount_namespace_id(proc, Some(pid))?,
     };
     // 2. The target beneath its root, refusing symlinks: mountinfo names mount
     //    points by their literal paths. A missing path holds no mount.
@@ -126,6 +121,16 @@ pub fn unique_id_at(
     let on = on_mount(fd.as_fd()).map_err(call("statx", &target))?;
     let found = mountinfo_id(fd.as_fd()).map_err(call("statx", &target))?;
     Ok(Some(on.id).filter(|_| on.unique && on.root && found == id))
+}
+
+/// The 64-bit id of the mount namespace of `pid` (`None`: this process's), by
+/// `NS_GET_MNTNS_ID` (Linux 6.11): unlike the inode of its `ns/mnt`, never
+/// given to another namespace while the machine runs.
+pub fn mount_namespace_id(proc: &ProcRoot, pid: Option<u32>) -> Result<u64, StatmountError> {
+    let ns = proc.mount_namespace(pid);
+    let fd =
+        open(&ns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(call("open", &ns))?;
+    namespace_id(&fd).map_err(call("NS_GET_MNTNS_ID", &ns))
 }
 
 /// A failed call of `step` on `path`.

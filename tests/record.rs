@@ -183,3 +183,32 @@ privileged_test! {
         assert!(daemon.recorded().is_empty());
     }
 }
+
+privileged_test! {
+    fn a_mount_put_on_the_target_behind_the_daemons_back_is_not_unmounted(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let target = volume(&root, "p");
+        let run = |args: &[&str]| {
+            Command::new(SIDEMOUNT)
+                .args(args)
+                .arg(&target)
+                .env("SIDEMOUNT_SOCKET", &daemon.socket)
+                .output()
+                .unwrap()
+        };
+        expect_success("mount", run(&["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs"]));
+        assert_eq!(daemon.recorded(), vec![target.display().to_string()]);
+        // Unmounted behind the daemon's back, and another mount put there, which
+        // may well be given the recorded mount's id again.
+        sh(&format!("umount {t} && mount -t tmpfs -o size=32k foreign {t} && echo kept > {t}/file", t = quote(&target)));
+        let out = run(&["umount"]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{err}");
+        assert!(err.contains("not the recorded mount (unique id") && err.contains("not unmounted"), "{err}");
+        let source = sh(&format!("findmnt -n -o SOURCE --mountpoint {}", quote(&target)));
+        assert_eq!(source.trim(), "foreign", "the other mount stays");
+        assert_eq!(std::fs::read_to_string(target.join("file")).unwrap(), "kept\n");
+        sh(&format!("umount {}", quote(&target)));
+    }
+}

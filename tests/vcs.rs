@@ -375,3 +375,154 @@ fn dockerd_stopped_requests_fail_at_once_and_leave_nothing() {
     );
     assert_eq!(daemon.recorded(), recorded);
 }
+
+/// Posts `body` to `path` of the daemon from this process (no client process
+/// whose command line would carry it); the status code and the answer.
+fn post(socket: &Path, path: &str, body: &serde_json::Value) -> (u16, String) {
+    use std::io::{Read, Write};
+    let body = body.to_string();
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    write!(
+        s,
+        "POST {path} HTTP/1.1\r\nHost: sidemount\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    s.read_to_string(&mut answer).unwrap();
+    let code = answer
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (code, answer)
+}
+
+/// Every file under `dir`, read whole, as text.
+fn files_under(dir: &Path) -> String {
+    let mut all = String::new();
+    for entry in std::fs::read_dir(dir).unwrap().flatten() {
+        let path = entry.path();
+        if path.is_dir() && !path.ends_with("staging") {
+            all.push_str(&files_under(&path));
+        } else if path.is_file() {
+            all.push_str(&String::from_utf8_lossy(
+                &std::fs::read(&path).unwrap_or_default(),
+            ));
+        }
+    }
+    all
+}
+
+const PASSWORD: &str = "pw-9f1c2e7d";
+const WRONG_PASSWORD: &str = "pw-wrong-5a3b";
+
+fn sshfs_password_reaches_sshfs_on_its_stdin_only(test: &str, mode: &str) {
+    let Some(mut node) = Node::new(test) else {
+        return;
+    };
+    let port = node.sshd();
+    node.allow_password(port, "smuser", PASSWORD);
+    let vcs = node.vcs("sshfs");
+    node.track(&node.vcs_container(&vcs));
+    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, mode));
+    let daemon = node.start_daemon(&config);
+    let request = |target: &Path, password: &str| {
+        serde_json::json!({
+            "source": format!("smuser@127.0.0.1:{}", node.dir("export").display()),
+            "target": target,
+            "fstype": "fuse.sshfs",
+            "options": [
+                format!("port={port}"), "password_stdin", "PubkeyAuthentication=no",
+                "NumberOfPasswordPrompts=1", "StrictHostKeyChecking=no",
+                "UserKnownHostsFile=/dev/null", "allow_other",
+            ],
+            "sensitive_options": [format!("password={password}")],
+        })
+    };
+
+    // The mount, while every command line on the node is sampled.
+    let target = node.volume("p1");
+    let socket = daemon.socket.clone();
+    let body = request(&target, PASSWORD);
+    let mounting = std::thread::spawn(move || post(&socket, "/v1/mounts", &body));
+    let (mut leaked, mut seen) = (Vec::new(), 0);
+    while !mounting.is_finished() {
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(line) = std::fs::read(entry.path().join("cmdline")) else {
+                continue;
+            };
+            let line = String::from_utf8_lossy(&line).replace('\0', " ");
+            seen += usize::from(line.contains("password_stdin"));
+            if line.contains(PASSWORD) {
+                leaked.push(line.replace(PASSWORD, "<password>"));
+            }
+        }
+    }
+    let (code, answer) = mounting.join().unwrap();
+    assert!(seen > 0, "the sampling saw the mount's commands");
+    assert!(
+        leaked.is_empty(),
+        "the password on a command line: {leaked:?}"
+    );
+    assert_eq!(code, 200, "{answer}");
+    // Mounted by password: sshfs read it on its stdin.
+    let fstype = sh(&format!(
+        "findmnt -n -o FSTYPE --mountpoint {}",
+        quote(&target)
+    ));
+    assert_eq!(fstype.trim(), "fuse.sshfs");
+    assert_eq!(
+        std::fs::read_to_string(target.join("hello.txt")).unwrap(),
+        "hello from the export\n"
+    );
+    assert!(!answer.contains(PASSWORD), "{answer}");
+    let status = daemon.get("/v1/status").unwrap().to_string();
+    assert!(status.contains("password=<redacted>"), "{status}");
+    assert!(!status.contains(PASSWORD), "{status}");
+
+    // A wrong password: refused, nothing left, and not named anywhere.
+    let other = node.volume("p2");
+    let (code, answer) = post(
+        &daemon.socket,
+        "/v1/mounts",
+        &request(&other, WRONG_PASSWORD),
+    );
+    assert_ne!(code, 200, "{answer}");
+    assert!(!answer.contains(WRONG_PASSWORD), "{answer}");
+    assert!(mount_points_under(None, &other).is_empty());
+
+    let (code, answer) = post(
+        &daemon.socket,
+        "/v1/unmounts",
+        &serde_json::json!({"target": target}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let kept = daemon.log_text() + &files_under(&daemon.state_dir);
+    assert!(
+        kept.contains("smuser@127.0.0.1"),
+        "the log and the record name the mount"
+    );
+    for secret in [PASSWORD, WRONG_PASSWORD] {
+        assert!(
+            !kept.contains(secret),
+            "{secret} in the daemon's log or state"
+        );
+    }
+}
+
+#[test]
+fn an_sshfs_password_reaches_sshfs_on_its_stdin_through_the_agent() {
+    sshfs_password_reaches_sshfs_on_its_stdin_only(
+        "an_sshfs_password_reaches_sshfs_on_its_stdin_through_the_agent",
+        "agent",
+    );
+}
+
+#[test]
+fn an_sshfs_password_reaches_sshfs_on_its_stdin_through_docker_exec() {
+    sshfs_password_reaches_sshfs_on_its_stdin_only(
+        "an_sshfs_password_reaches_sshfs_on_its_stdin_through_docker_exec",
+        "exec",
+    );
+}

@@ -30,7 +30,7 @@ use crate::api::wire::{
     UnmountRequest,
 };
 use crate::executor::{Executor, Host, Made, Runner};
-use crate::mount::exec::{finished, ExecError, UnmountFlags};
+use crate::mount::exec::{finished, ExecError, Expected, UnmountFlags};
 use crate::mount::options::MountOptions;
 use crate::mount::util_linux::shown;
 use crate::ns::mountinfo::ProcRoot;
@@ -131,9 +131,13 @@ impl Agent {
         };
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         let target = self.resolve(&req.target, &req.beneath)?;
+        let expected = req.mount_id.map(|id| Expected {
+            id,
+            unique: req.unique_id,
+        });
         let output = self
             .host
-            .unmount(target, req.mount_id, "", flags, deadline)
+            .unmount(target, expected, "", flags, deadline)
             .await
             .map_err(|e| self.refused(e))?;
         Ok(called("umount", output))
@@ -272,12 +276,14 @@ impl Runner for Reaped {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError> {
         let command = format!("{program} {}", shown(&args));
         let mut argv = vec![OsString::from(program)];
         argv.extend(args);
-        let done = self.0.run(&argv, &command, None, deadline).await?;
+        let stdin = stdin.map(String::into_bytes);
+        let done = self.0.run(&argv, &command, stdin, deadline).await?;
         info!(command = %command, exit_code = done.exit_code(), "ran");
         finished(Executed {
             command,

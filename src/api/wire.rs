@@ -109,6 +109,10 @@ pub struct UnmountRequest {
     /// target must be that one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mount_id: Option<u32>,
+    /// From the daemon to an agent only: the recorded unique mount id; when set,
+    /// the mount on the target must have it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique_id: Option<u64>,
 }
 
 /// The deadline for a request: the caller's `timeout_seconds` when it is shorter
@@ -207,6 +211,21 @@ pub struct MountRecord {
     pub options: Vec<String>,
     /// The mount's id in the executor's namespace.
     pub mount_id: u32,
+    /// Its unique id, where the kernel has them (Linux 6.8): an unmount acts only
+    /// on that mount, never on one put on the target since. Absent in records of
+    /// older kernels and versions, which compare `mount_id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unique: Option<UniqueMount>,
+}
+
+/// A mount by its unique id (statx `STATX_MNT_ID_UNIQUE`, never reused while the
+/// machine runs), in the mount namespace it was made in: a namespace made again
+/// (a restarted container) holds copies of the mount under ids of their own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UniqueMount {
+    pub id: u64,
+    /// That namespace's id (`NS_GET_MNTNS_ID`, Linux 6.11).
+    pub namespace: u64,
 }
 
 /// Where a mount was (or was no longer) seen.

@@ -293,6 +293,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 request: UnmountRequest {
                     beneath: Vec::new(),
                     mount_id: None,
+                    unique_id: None,
                     target,
                     lazy,
                     force,

@@ -82,6 +82,7 @@ impl Daemon {
                 fstype: mount.fstype.clone(),
                 options: options.shown(),
                 mount_id: id,
+                unique: None,
             },
         };
         info!(target = %target.display(), executor = exec.name(), mount_id = id,

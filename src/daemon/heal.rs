@@ -351,7 +351,11 @@ impl Daemon {
         }
         // 7. The record takes the new mount id.
         self.record
-            .replace_mount_id(record.mount_id, mount.id)
+            .replace_mount_id(
+                record.mount_id,
+                mount.id,
+                views.executor.unique_mount_at(target, mount.id),
+            )
             .map_err(|source| HealError::Record {
                 target: target.to_owned(),
                 source,

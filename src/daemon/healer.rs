@@ -200,6 +200,7 @@ mod tests {
             fstype: req.fstype.clone(),
             options: vec!["port=22".into(), "password=<redacted>".into()],
             mount_id: 9,
+            unique: None,
         };
         // After a restart nothing is remembered: not healable.
         assert_eq!(h.request(&record), None);

@@ -106,6 +106,7 @@ impl Daemon {
                 fstype: req.fstype.clone(),
                 options: options.shown(),
                 mount_id: 0,
+                unique: None,
             },
             asked_fstype: req.fstype.clone(),
             before: before.executor,
@@ -142,10 +143,12 @@ impl Daemon {
                 return Err(PipelineError::Verify { source, output });
             }
         };
-        // 7. Record it by its mount id; a mount that cannot be recorded is undone.
+        // 7. Record it by its mount id (and its unique id, which an unmount
+        //    checks); a mount that cannot be recorded is undone.
         let record = MountRecord {
             fstype: mount.fstype.clone(),
             mount_id: mount.id,
+            unique: views.executor.unique_mount_at(target, mount.id),
             ..entry.record
         };
         let committed = self.record.commit(

@@ -151,7 +151,7 @@ impl Executor for Fake {
     async fn unmount(
         &self,
         target: CheckedTarget,
-        _: Option<u32>,
+        _: Option<crate::executor::Expected>,
         _: &str,
         flags: UnmountFlags,
         _: Duration,

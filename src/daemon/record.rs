@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
-use crate::api::wire::MountRecord;
+use crate::api::wire::{MountRecord, UniqueMount};
 use crate::daemon::state_dir::{StateDir, StateDirError};
 use crate::ns::mountinfo::{Mount, MountTable};
 
@@ -307,23 +307,29 @@ impl Record {
             })
     }
 
-    /// Gives the record of the mount `old` the id of the mount made in its place
+    /// Gives the record of the mount `old` the ids of the mount made in its place
     /// (a heal). The new entry's file is written durably before the old one is
     /// removed, so a kill between the two leaves both, and a restart drops the one
     /// whose mount is gone. False when no record has that id.
-    pub fn replace_mount_id(&self, old: u32, new: u32) -> Result<bool, RecordError> {
+    pub fn replace_mount_id(
+        &self,
+        old: u32,
+        new: u32,
+        unique: Option<UniqueMount>,
+    ) -> Result<bool, RecordError> {
         let Some(entry) = self.get(old) else {
             return Ok(false);
         };
-        if old != new {
-            self.write(Entry {
-                record: MountRecord {
-                    mount_id: new,
-                    ..entry.record
-                },
-                ..entry
-            })?;
-            self.remove(old)?;
+        let record = MountRecord {
+            mount_id: new,
+            unique,
+            ..entry.record.clone()
+        };
+        if record != entry.record {
+            self.write(Entry { record, ..entry })?;
+            if old != new {
+                self.remove(old)?;
+            }
         }
         Ok(true)
     }
@@ -437,6 +443,7 @@ mod tests {
                 fstype: "tmpfs".into(),
                 options: vec!["size=1m".into()],
                 mount_id: id,
+                unique: None,
             },
             asked_fstype: "tmpfs".into(),
             before: None,
@@ -527,10 +534,10 @@ mod tests {
         for e in [&a, &b] {
             r.commit(r.intend(e).unwrap(), e.clone()).unwrap();
         }
-        assert!(r.replace_mount_id(40, 77).unwrap());
-        assert!(!r.replace_mount_id(40, 78).unwrap());
+        assert!(r.replace_mount_id(40, 77, None).unwrap());
+        assert!(!r.replace_mount_id(40, 78, None).unwrap());
         // The same id again (the kernel reused it): the record stays.
-        assert!(r.replace_mount_id(41, 41).unwrap());
+        assert!(r.replace_mount_id(41, 41, None).unwrap());
         let healed = MountRecord {
             mount_id: 77,
             ..a.record.clone()

@@ -10,7 +10,7 @@ use crate::daemon::error::{Operation, PipelineError};
 use crate::daemon::mount::lookup_error;
 use crate::daemon::verify::{self, VerifyError};
 use crate::daemon::Daemon;
-use crate::executor::UnmountFlags;
+use crate::executor::{Expected, UnmountFlags};
 use crate::mount::options::MountOptions;
 use crate::ns::namespace::Namespace;
 
@@ -48,6 +48,7 @@ impl Daemon {
         // 2. One operation at a time on a target; the others wait their turn.
         let _claim = self.claim(target, deadline).await?;
         // 3. The executor that made it (by the record, else by its type).
+        let recorded = self.record.on_target(target).pop().map(|e| e.record);
         let exec = match self.made_by(target) {
             Some(made) => made?,
             // Not made by the daemon: route it by the type mounted there now.
@@ -72,20 +73,23 @@ impl Daemon {
                 target: target.to_owned(),
                 namespace: views.executor.name.clone(),
             })?;
-        // 4. Execute.
+        // 4. Execute, on the mount just seen there, and the recorded one: a
+        //    record's unique id names a mount of the namespace it was made in,
+        //    which a restarted container has replaced with copies of its own.
+        let unique = recorded
+            .and_then(|r| r.unique)
+            .filter(|u| views.executor.unique_id() == Some(u.namespace))
+            .map(|u| u.id);
+        let expected = Expected {
+            id: mount.id,
+            unique,
+        };
         let flags = UnmountFlags {
             lazy: req.lazy,
             force: req.force,
         };
         let output = exec
-            .unmount(
-                checked,
-                // The mount just seen there: the executor unmounts it, or nothing.
-                Some(mount.id),
-                &mount.fstype,
-                flags,
-                deadline,
-            )
+            .unmount(checked, Some(expected), &mount.fstype, flags, deadline)
             .await
             .map_err(PipelineError::Execute)?;
         // 5. Prove it is gone everywhere; forget the record of that mount (by its

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use nix::sys::socket::{getsockopt, sockopt::PeerCredentials};
 
-use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Expected, Made, UnmountFlags};
 use crate::api::client::{Client, ClientError};
 use crate::api::wire::AgentStatus;
 use crate::api::wire::{self, Executed, MountRequest, RunRequest, UnmountRequest};
@@ -207,7 +207,7 @@ impl Executor for AgentClient {
     async fn unmount(
         &self,
         target: CheckedTarget,
-        expected: Option<u32>,
+        expected: Option<Expected>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
@@ -219,7 +219,8 @@ impl Executor for AgentClient {
         let req = UnmountRequest {
             target: path,
             beneath: vec![root],
-            mount_id: expected,
+            mount_id: expected.map(|e| e.id),
+            unique_id: expected.and_then(|e| e.unique),
             lazy: flags.lazy,
             force: flags.force,
             caller_pid: None,

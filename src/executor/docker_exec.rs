@@ -19,9 +19,10 @@ use super::change::change;
 use super::host::unmount_checked;
 use super::plan::{plan, Plan};
 use super::step::{self, blocking, syscall_failed};
-use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Expected, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
 use crate::mount::by_handle::{self, Api};
+use crate::mount::credentials;
 use crate::mount::exec::finished;
 use crate::mount::options::MountOptions;
 use crate::mount::staging::{Point, Staging};
@@ -183,12 +184,17 @@ impl DockerExec {
         }
     }
 
-    async fn exec(&self, argv: Vec<String>, deadline: Duration) -> Result<Executed, ExecError> {
+    async fn exec(
+        &self,
+        argv: Vec<String>,
+        stdin: Option<String>,
+        deadline: Duration,
+    ) -> Result<Executed, ExecError> {
         let container = self.spec.container_name();
         let command = argv.join(" ");
         let (code, output) = self
             .docker
-            .exec(&container, argv, deadline)
+            .exec(&container, argv, stdin, deadline)
             .await
             .map_err(|e| self.error(e))?;
         Ok(Executed {
@@ -204,11 +210,12 @@ impl DockerExec {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError> {
         let mut argv = vec![program.to_owned()];
         argv.extend(args.iter().map(|a| a.to_string_lossy().into_owned()));
-        let done = self.exec(argv, deadline).await?;
+        let done = self.exec(argv, stdin, deadline).await?;
         finished(Executed {
             command: format!("{program} {}", shown(&args)),
             ..done
@@ -298,8 +305,10 @@ impl Executor for DockerExec {
             target: point.clone(),
             ..req.clone()
         };
+        // A password sshfs reads on its stdin goes there, never on its argv.
+        let (options, stdin) = credentials::with_stdin(&req.fstype, options);
         let made = self
-            .tool("mount", mount_args(&staged, options), deadline)
+            .tool("mount", mount_args(&staged, &options), stdin, deadline)
             .await
             .map_err(|e| step::on_target(e, &point, &checked.target.path));
         let (target, root) = (checked.target.path.clone(), checked.target.root.clone());
@@ -342,7 +351,7 @@ impl Executor for DockerExec {
     async fn unmount(
         &self,
         target: CheckedTarget,
-        expected: Option<u32>,
+        expected: Option<Expected>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
@@ -383,7 +392,7 @@ impl Executor for DockerExec {
                 container: self.spec.container_name(),
             });
         }
-        self.exec(command.to_vec(), deadline).await
+        self.exec(command.to_vec(), None, deadline).await
     }
 }
 

@@ -14,7 +14,7 @@ use std::time::Duration;
 use super::change::change;
 use super::plan::{layer_files, plan, with_layers, without_layers, Plan};
 use super::step::{self, blocking, syscall_failed};
-use super::{namespace_of, ExecError, Executor, Made, UnmountFlags};
+use super::{namespace_of, ExecError, Executor, Expected, Made, UnmountFlags};
 use crate::api::wire::MountRequest;
 use crate::mount::by_handle::{self, Filesystem};
 use crate::mount::credentials;
@@ -28,18 +28,20 @@ use crate::mount::util_linux::{mount_args, run};
 use crate::ns::beneath::{mountinfo_id, on_mount};
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
+use crate::ns::statmount;
 use crate::policy::{CheckedMount, CheckedSource, CheckedTarget};
 
 /// How mount(8) is run: as a plain child (the daemon), or by a process that
 /// reaps every child itself (the agent, PID 1 of its container).
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
-    /// Runs `program` with `args` within `deadline`; its combined output, or
-    /// `ExecError::Failed` with it.
+    /// Runs `program` with `args` and `stdin` as its input (none: /dev/null)
+    /// within `deadline`; its combined output, or `ExecError::Failed` with it.
     async fn run(
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError>;
 }
@@ -53,9 +55,10 @@ impl Runner for Children {
         &self,
         program: &str,
         args: Vec<OsString>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<String, ExecError> {
-        run(program, &args, deadline).await
+        run(program, &args, stdin, deadline).await
     }
 }
 
@@ -111,9 +114,10 @@ impl Host {
             target: point.path.clone(),
             ..req.clone()
         };
-        // Secrets the helper reads from a file of its own, never from its argv.
+        // Secrets the tool reads from its stdin or a file of its own, never from
+        // its argv.
         let pieces: Vec<&str> = options.iter().map(|o| o.text()).collect();
-        let mut staged_options = options.clone();
+        let (mut staged_options, stdin) = credentials::with_stdin(&req.fstype, options);
         let _credentials = match credentials::split_out(&req.fstype, &pieces) {
             None => None,
             Some((mut kept, lines)) => {
@@ -132,7 +136,12 @@ impl Host {
         };
         let output = self
             .runner
-            .run("mount", mount_args(&staged, &staged_options), deadline)
+            .run(
+                "mount",
+                mount_args(&staged, &staged_options),
+                stdin,
+                deadline,
+            )
             .await
             .map_err(|e| step::on_target(e, &point.path, &checked.target.path))?;
         let mount = point.mounted().ok_or_else(|| ExecError::Failed {
@@ -336,7 +345,7 @@ impl Executor for Host {
     async fn unmount(
         &self,
         target: CheckedTarget,
-        expected: Option<u32>,
+        expected: Option<Expected>,
         _fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,
@@ -363,7 +372,7 @@ impl Executor for Host {
 pub(super) fn unmount_checked(
     sys: &dyn Syscall,
     target: CheckedTarget,
-    expected: Option<u32>,
+    expected: Option<Expected>,
     flags: UnmountFlags,
 ) -> Result<(), ExecError> {
     check_mount_id(&target, expected)?;
@@ -395,9 +404,13 @@ pub(super) fn unmount_checked(
     })
 }
 
-/// The mount on the target now must be the one `expected` names (the record's
-/// mount id): another one put there (or swapped in) is not unmounted.
-fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), ExecError> {
+/// The mount on the target's handle now must be the one `expected` names: the
+/// one seen a moment before (by its id), and, when the record has a unique id
+/// and the kernel reports them, the recorded mount or one stacked on it while
+/// the recorded one is still there beneath (unmounting the top one, as umount(8)
+/// would). A mount put there since the recorded one went, or swapped in, is not
+/// unmounted.
+fn check_mount_id(target: &CheckedTarget, expected: Option<Expected>) -> Result<(), ExecError> {
     let Some(expected) = expected else {
         return Ok(());
     };
@@ -411,10 +424,17 @@ fn check_mount_id(target: &CheckedTarget, expected: Option<u32>) -> Result<(), E
         return Err(refused("no mount".into()));
     }
     let found = mountinfo_id(target.fd.as_fd()).map_err(|e| refused(e.to_string()))?;
-    if found != expected {
-        return Err(refused(format!("mount {found}")));
+    let covers = |unique: u64| {
+        statmount::by_id(unique).is_ok_and(|m| m.is_some_and(|m| m.target == target.path))
+    };
+    match expected.unique.filter(|_| on.unique) {
+        Some(unique) if on.id != unique && !covers(unique) => Err(refused(format!(
+            "mount {found} (unique id {}), put there since the recorded one went",
+            on.id
+        ))),
+        _ if found != expected.id => Err(refused(format!("mount {found}"))),
+        _ => Ok(()),
     }
-    Ok(())
 }
 
 impl Made {

@@ -19,7 +19,7 @@ pub use host::{Host, Runner};
 pub use plan::{changes, propagation_of};
 
 use crate::api::wire::{Executed, MountRequest};
-pub use crate::mount::exec::{ExecError, UnmountFlags};
+pub use crate::mount::exec::{ExecError, Expected, UnmountFlags};
 use crate::mount::options::MountOptions;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
@@ -72,11 +72,12 @@ pub trait Executor: Send + Sync {
     ) -> Result<Made, ExecError>;
     /// Unmounts the checked target, which holds a mount of type `fstype`, when the
     /// mount there is `expected` (the id the daemon just saw there, in the executor's
-    /// namespace): a mount swapped in or stacked since is not unmounted.
+    /// namespace, and the recorded unique id): a mount swapped in or stacked since,
+    /// or put there behind the daemon's back, is not unmounted.
     async fn unmount(
         &self,
         target: CheckedTarget,
-        expected: Option<u32>,
+        expected: Option<Expected>,
         fstype: &str,
         flags: UnmountFlags,
         deadline: Duration,

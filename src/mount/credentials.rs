@@ -2,11 +2,14 @@
 //! command line, where `/proc/PID/cmdline` would show them to every process:
 //! mount.cifs reads `username`, `password` and `domain` from a credentials file,
 //! which the executor writes 0600 on its private staging tmpfs for the time of the
-//! mount.
+//! mount; sshfs with `password_stdin` reads the password from its standard input,
+//! which the executor feeds with the `password=` option's value.
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
+
+use super::options::MountOptions;
 
 /// The types whose helper (mount.cifs) takes `credentials=FILE`.
 const CREDENTIAL_FILE_TYPES: &[&str] = &["cifs", "smb3"];
@@ -64,6 +67,46 @@ pub fn split_out(fstype: &str, options: &[&str]) -> Option<(Vec<String>, String)
     (!lines.is_empty()).then_some((kept, lines))
 }
 
+/// The types whose tool (sshfs) reads a password on its standard input when
+/// given `password_stdin`.
+const STDIN_TYPES: &[&str] = &["fuse.sshfs", "sshfs"];
+
+/// The option that asks sshfs to read the password on its standard input.
+const PASSWORD_STDIN: &str = "password_stdin";
+
+/// For a type whose tool reads its password on stdin, asked to with
+/// `password_stdin`: the options without `password=` (or `pass=`), and what the
+/// tool's stdin gets (the password and a newline); `None` otherwise, when the
+/// options stay as they are.
+pub fn split_stdin(fstype: &str, options: &[&str]) -> Option<(Vec<String>, String)> {
+    if !STDIN_TYPES.contains(&fstype) || !options.contains(&PASSWORD_STDIN) {
+        return None;
+    }
+    let mut kept = Vec::new();
+    let mut password = None;
+    for option in options {
+        match option.split_once('=') {
+            Some((key, value))
+                if key.eq_ignore_ascii_case("password") || key.eq_ignore_ascii_case("pass") =>
+            {
+                password = Some(value)
+            }
+            _ => kept.push(option.to_string()),
+        }
+    }
+    Some((kept, format!("{}\n", password?)))
+}
+
+/// `options` as the tool's command line gets them, and what its stdin gets (see
+/// [`split_stdin`]).
+pub fn with_stdin(fstype: &str, options: &MountOptions) -> (MountOptions, Option<String>) {
+    let pieces: Vec<&str> = options.iter().map(|o| o.text()).collect();
+    match split_stdin(fstype, &pieces) {
+        Some((kept, input)) => (MountOptions::new(&kept, &[], &[]), Some(input)),
+        None => (options.clone(), None),
+    }
+}
+
 /// Writes `lines` to a new file of mode 0600 at `path` (which must not exist).
 pub fn write(path: &Path, lines: &str) -> std::io::Result<CredentialsFile> {
     let mut file = std::fs::OpenOptions::new()
@@ -102,6 +145,17 @@ mod tests {
         );
         assert_eq!(split_out("cifs", &["ro", "guest"]), None);
         assert_eq!(split_out("nfs", &["password=x"]), None);
+    }
+
+    #[test]
+    fn an_sshfs_password_moves_to_stdin_only_when_asked() {
+        let options = ["port=22", "password_stdin", "password=s3cr,et", "ro"];
+        let (kept, stdin) = split_stdin("fuse.sshfs", &options).unwrap();
+        assert_eq!(kept, vec!["port=22", "password_stdin", "ro"]);
+        assert_eq!(stdin, "s3cr,et\n");
+        assert_eq!(split_stdin("sshfs", &["password_stdin"]), None);
+        assert_eq!(split_stdin("fuse.sshfs", &["password=x"]), None);
+        assert_eq!(split_stdin("nfs", &["password_stdin", "password=x"]), None);
     }
 
     #[test]

@@ -69,12 +69,12 @@ pub enum ExecError {
         source: Box<SyscallError>,
         said: String,
     },
-    /// The mount on an unmount's target is no longer the one seen a moment before
-    /// (swapped in or stacked since): it is not unmounted.
-    #[error("the mount on {} is now {found}, not mount {expected} seen there a moment ago: not unmounted", target.display())]
+    /// The mount on an unmount's target is not the one recorded, or the one seen
+    /// a moment before (swapped in or stacked since): it is not unmounted.
+    #[error("the mount on {} is {found}, not {expected}: not unmounted", target.display())]
     Replaced {
         target: PathBuf,
-        expected: u32,
+        expected: Expected,
         found: String,
     },
     /// A bind or move reached an executor without a checked source.
@@ -190,6 +190,25 @@ impl ExecError {
                 source.raw_os_error().map(Errno::from_raw)
             }
             _ => None,
+        }
+    }
+}
+
+/// The mount an unmount must find on its target, or it unmounts nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Expected {
+    /// Its id in the executor's namespace, as seen there a moment before.
+    pub id: u32,
+    /// Its unique id (statx `STATX_MNT_ID_UNIQUE`), from the record, where the
+    /// kernel has them: unlike `id`, never that of another mount made since.
+    pub unique: Option<u64>,
+}
+
+impl std::fmt::Display for Expected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.unique {
+            Some(unique) => write!(f, "the recorded mount (unique id {unique})"),
+            None => write!(f, "mount {} seen there a moment ago", self.id),
         }
     }
 }

@@ -42,7 +42,7 @@ pub async fn probe(device: &Path, deadline: Duration) -> Result<String, ExecErro
         .map(OsString::from)
         .chain(std::iter::once(device.as_os_str().to_owned()))
         .collect();
-    let output = run("blkid", &args, deadline).await?;
+    let output = run("blkid", &args, None, deadline).await?;
     Ok(output.trim().to_owned())
 }
 

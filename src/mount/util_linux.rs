@@ -33,17 +33,23 @@ pub fn mount_args(req: &MountRequest, options: &MountOptions) -> Vec<OsString> {
     args
 }
 
-/// Runs a util-linux tool with a deadline; kills it when the deadline passes.
+/// Runs a util-linux tool with a deadline, `stdin` as its input (none:
+/// /dev/null); kills it when the deadline passes.
 pub async fn run(
     program: &str,
     args: &[OsString],
+    stdin: Option<String>,
     deadline: Duration,
 ) -> Result<String, ExecError> {
+    use tokio::io::AsyncWriteExt;
     let command = format!("{program} {}", shown(args));
-    let child = Command::new(program)
+    let mut child = Command::new(program)
         .args(args)
         .env("LC_ALL", "C")
-        .stdin(std::process::Stdio::null())
+        .stdin(match stdin {
+            Some(_) => std::process::Stdio::piped(),
+            None => std::process::Stdio::null(),
+        })
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
@@ -52,6 +58,10 @@ pub async fn run(
             command: command.clone(),
             source,
         })?;
+    // Written by a task of its own: a tool that does not read it all still ends.
+    if let (Some(input), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        tokio::spawn(async move { pipe.write_all(input.as_bytes()).await });
+    }
     let output = tokio::time::timeout(deadline, child.wait_with_output())
         .await
         .map_err(|_| ExecError::Timeout {
@@ -103,10 +113,25 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn stdin_reaches_the_tool() {
+        let args = ["-c".into(), "read -r line; echo \"got $line\"".into()];
+        let said = run(
+            "sh",
+            &args,
+            Some("s3cret\n".into()),
+            Duration::from_secs(10),
+        );
+        assert_eq!(said.await.unwrap(), "got s3cret\n");
+        let said = run("sh", &args, None, Duration::from_secs(10));
+        assert_eq!(said.await.unwrap(), "got \n");
+    }
+
+    #[tokio::test]
     async fn failures_carry_the_tools_output_and_timeouts_kill() {
         let err = run(
             "sh",
             &["-c".into(), "echo out; echo err >&2; exit 3".into()],
+            None,
             Duration::from_secs(10),
         )
         .await
@@ -122,6 +147,7 @@ mod tests {
         let err = run(
             "sh",
             &["-c".into(), "kill -9 $$".into()],
+            None,
             Duration::from_secs(10),
         )
         .await
@@ -136,12 +162,12 @@ mod tests {
             ),
             "{err:?}"
         );
-        let err = run("/nonexistent/mount", &[], Duration::from_secs(10))
+        let err = run("/nonexistent/mount", &[], None, Duration::from_secs(10))
             .await
             .unwrap_err();
         assert!(matches!(&err, ExecError::Spawn { .. }), "{err:?}");
         assert_eq!(err.errno(), Some(nix::errno::Errno::ENOENT));
-        let err = run("sleep", &["10".into()], Duration::from_millis(50))
+        let err = run("sleep", &["10".into()], None, Duration::from_millis(50))
             .await
             .unwrap_err();
         assert!(matches!(err, ExecError::Timeout { .. }), "{err:?}");

@@ -7,6 +7,7 @@ use std::rc::Rc;
 
 use tracing::debug;
 
+use crate::api::wire::UniqueMount;
 use crate::ns::mountinfo::{Mount, MountTable, MountinfoError, ProcRoot};
 use crate::ns::statmount;
 
@@ -52,6 +53,23 @@ impl Namespace {
                 Ok(self.table()?.by_target(target).cloned())
             }
         }
+    }
+
+    /// The mount `id` on exactly `target` here by its unique id, for the record;
+    /// `None` where the kernel has no unique mount or namespace ids, or when `id`
+    /// is no longer there.
+    pub fn unique_mount_at(&self, target: &Path, id: u32) -> Option<UniqueMount> {
+        let unique = statmount::unique_id_at(&self.proc, self.pid, target, id);
+        Some(UniqueMount {
+            id: unique.ok().flatten()?,
+            namespace: self.unique_id()?,
+        })
+    }
+
+    /// This namespace's own id (`NS_GET_MNTNS_ID`, Linux 6.11), never given to
+    /// another one while the machine runs.
+    pub fn unique_id(&self) -> Option<u64> {
+        statmount::mount_namespace_id(&self.proc, self.pid).ok()
     }
 
     /// Whether this is the reading process's own mount namespace: the same ns/mnt

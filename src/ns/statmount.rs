@@ -13,6 +13,7 @@ use nix::fcntl::{open, openat2, OFlag, OpenHow, ResolveFlag};
 use nix::sys::stat::Mode;
 use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
 
+use crate::ns::beneath::{mountinfo_id, on_mount};
 use crate::ns::mountinfo::{normalize, Mount, ProcRoot, Propagation};
 
 #[derive(Debug, thiserror::Error)]
@@ -52,49 +53,15 @@ pub fn mount_at(
     target: &Path,
 ) -> Result<Option<Mount>, StatmountError> {
     let target = normalize(target);
-    let call = |step: &'static str, path: &Path| {
-        let path = path.to_owned();
-        move |errno| StatmountError::Call { step, path, errno }
+    // 1. The namespace's id, by which statmount(2) finds mounts there (0: ours).
+    let ns_id = match pid {
+        None => 0,
+        Some(pid) => mount_namespace_id(proc, Some(pid))?,
     };
-    // 1. The namespace's id, by which statmount(2) finds mounts there (0: ours),
-    //    and its root, from which its processes resolve paths.
-    let (ns_id, root) = match pid {
-        None => (0, PathBuf::from("/")),
-        Some(pid) => {
-            let ns = proc.mount_namespace(Some(pid));
-            let fd = open(&ns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty())
-                .map_err(call("open", &ns))?;
-            (
-                namespace_id(&fd).map_err(call("NS_GET_MNTNS_ID", &ns))?,
-                proc.root(pid),
-            )
-        }
-    };
-    let root_fd = open(
-        &root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(call("open", &root))?;
-    // 2. The target beneath that root, refusing symlinks: mountinfo names mount
+    // 2. The target beneath its root, refusing symlinks: mountinfo names mount
     //    points by their literal paths. A missing path holds no mount.
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    let relative = target.strip_prefix("/").unwrap_or(&target);
-    let relative = if relative.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        relative
-    };
-    let fd = match openat2(&root_fd, relative, how) {
-        Ok(fd) => fd,
-        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
-        Err(errno) => return Err(call("openat2", &target)(errno)),
+    let Some(fd) = open_in(proc, pid, &target)? else {
+        return Ok(None);
     };
     // 3. statx(2): the mount the path landed on, and whether the path is its root.
     //    AT_STATX_DONT_SYNC: attributes from the cache, no request to a server.
@@ -136,6 +103,76 @@ pub fn mount_at(
         });
     }
     Ok(Some(mount))
+}
+
+/// The unique id (statx `STATX_MNT_ID_UNIQUE`) of the mount on exactly `target`
+/// in the mount namespace of `pid`, when that mount's id there is `id`; `None`
+/// when the kernel has no unique ids or another mount (or none) is there.
+pub fn unique_id_at(
+    proc: &ProcRoot,
+    pid: Option<u32>,
+    target: &Path,
+    id: u32,
+) -> Result<Option<u64>, StatmountError> {
+    let target = normalize(target);
+    let Some(fd) = open_in(proc, pid, &target)? else {
+        return Ok(None);
+    };
+    let on = on_mount(fd.as_fd()).map_err(call("statx", &target))?;
+    let found = mountinfo_id(fd.as_fd()).map_err(call("statx", &target))?;
+    Ok(Some(on.id).filter(|_| on.unique && on.root && found == id))
+}
+
+/// The 64-bit id of the mount namespace of `pid` (`None`: this process's), by
+/// `NS_GET_MNTNS_ID` (Linux 6.11): unlike the inode of its `ns/mnt`, never
+/// given to another namespace while the machine runs.
+pub fn mount_namespace_id(proc: &ProcRoot, pid: Option<u32>) -> Result<u64, StatmountError> {
+    let ns = proc.mount_namespace(pid);
+    let fd =
+        open(&ns, OFlag::O_RDONLY | OFlag::O_CLOEXEC, Mode::empty()).map_err(call("open", &ns))?;
+    namespace_id(&fd).map_err(call("NS_GET_MNTNS_ID", &ns))
+}
+
+/// A failed call of `step` on `path`.
+fn call(step: &'static str, path: &Path) -> impl FnOnce(Errno) -> StatmountError {
+    let path = path.to_owned();
+    move |errno| StatmountError::Call { step, path, errno }
+}
+
+/// `target` (normalized) opened `O_PATH` beneath the root of `pid` (`None`:
+/// this process's), from which its processes resolve paths; `None` when the
+/// path is missing.
+fn open_in(
+    proc: &ProcRoot,
+    pid: Option<u32>,
+    target: &Path,
+) -> Result<Option<OwnedFd>, StatmountError> {
+    let root = pid.map_or_else(|| PathBuf::from("/"), |pid| proc.root(pid));
+    let root_fd = open(
+        &root,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(call("open", &root))?;
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    let relative = target.strip_prefix("/").unwrap_or(target);
+    let relative = if relative.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        relative
+    };
+    let fd = match openat2(&root_fd, relative, how) {
+        Ok(fd) => fd,
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
+        Err(errno) => return Err(call("openat2", target)(errno)),
+    };
+    Ok(Some(fd))
 }
 
 /// The mount whose unique id (statx `STATX_MNT_ID_UNIQUE`) is `id`, in this

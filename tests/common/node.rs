@@ -145,10 +145,52 @@ impl Node {
         port
     }
 
+    /// Lets `user` (uid 4242, home the export) log in to the sshd on `port` with
+    /// `password`, and restarts it: the user exists only for that sshd, which
+    /// runs in a mount namespace of its own with copies of `/etc/passwd` and
+    /// `/etc/shadow` bound over the machine's.
+    pub fn allow_password(&mut self, port: u16, user: &str, password: &str) {
+        let ssh = self.dir("ssh");
+        let export = self.dir("export");
+        let hash = sh(&format!("openssl passwd -6 '{password}'"));
+        let passwd = std::fs::read_to_string("/etc/passwd").unwrap()
+            + &format!("{user}:x:4242:4242::{}:/bin/sh\n", export.display());
+        let shadow = std::fs::read_to_string("/etc/shadow").unwrap()
+            + &format!("{user}:{}:19000:0:99999:7:::\n", hash.trim());
+        std::fs::write(ssh.join("passwd"), passwd).unwrap();
+        std::fs::write(ssh.join("shadow"), shadow).unwrap();
+        let mut config = std::fs::OpenOptions::new()
+            .append(true)
+            .open(ssh.join("config"))
+            .unwrap();
+        use std::io::Write;
+        writeln!(
+            config,
+            "PasswordAuthentication yes\nKbdInteractiveAuthentication no"
+        )
+        .unwrap();
+        self.stop_sshd();
+        self.start_sshd(port);
+    }
+
     /// Starts the sshd that [`Node::sshd`] configured, on its `port`.
     pub fn start_sshd(&mut self, port: u16) {
         let ssh = self.dir("ssh");
-        let child = Command::new("/usr/sbin/sshd")
+        let mut command = Command::new("/usr/sbin/sshd");
+        if ssh.join("passwd").exists() {
+            // unshare and sh exec: the child's pid is sshd's.
+            command = Command::new("unshare");
+            command.args([
+                "--mount",
+                "--propagation",
+                "private",
+                "sh",
+                "-c",
+                "mount --bind \"$0\" /etc/passwd && mount --bind \"$1\" /etc/shadow && shift && exec /usr/sbin/sshd \"$@\"",
+            ]);
+            command.arg(ssh.join("passwd")).arg(ssh.join("shadow"));
+        }
+        let child = command
             .arg("-D")
             .arg("-f")
             .arg(ssh.join("config"))

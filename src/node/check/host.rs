@@ -42,6 +42,29 @@ pub(super) fn mount_api() -> Item {
     )
 }
 
+/// How an unmount knows the mount on its target is the one recorded: by its
+/// unique id (statx `STATX_MNT_ID_UNIQUE`, Linux 6.8) in its namespace, itself
+/// named by a unique id (`NS_GET_MNTNS_ID`, Linux 6.11), or by the reusable id
+/// mountinfo shows, which a mount put there since may have been given again.
+pub(super) fn mount_ids() -> Item {
+    const NAME: &str = "mount identity";
+    let root = crate::ns::beneath::open_root(Path::new("/"))
+        .and_then(|fd| crate::ns::beneath::on_mount(std::os::fd::AsFd::as_fd(&fd)));
+    let namespace = crate::ns::statmount::mount_namespace_id(&ProcRoot::default(), None);
+    match root {
+        Ok(on) if on.unique && namespace.is_ok() => pass(
+            NAME,
+            "unmounts check the recorded mount by its unique id (statx STATX_MNT_ID_UNIQUE)"
+                .into(),
+        ),
+        _ => pass(
+            NAME,
+            "this kernel has no unique mount and namespace ids (Linux 6.11): unmounts check the reusable id seen a moment before, which a mount put on the target behind the daemon's back may share"
+                .into(),
+        ),
+    }
+}
+
 pub(super) fn host_peer_group(node: &Node) -> Item {
     const NAME: &str = "host peer group";
     let host = Namespace::new("host", node.host_proc.clone(), Some(1));

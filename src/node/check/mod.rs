@@ -15,7 +15,7 @@ use crate::ns::mountinfo::{MountTable, ProcRoot};
 pub use host::find_process;
 
 use daemon::daemon;
-use host::{capability, dockerd, host_peer_group, mount_api};
+use host::{capability, dockerd, host_peer_group, mount_api, mount_ids};
 
 /// What the daemon answered on its socket, or why it could not be asked.
 #[derive(Debug, Clone)]
@@ -98,7 +98,7 @@ fn fail(name: &'static str, detail: String, remedy: impl Into<String>) -> Item {
 pub fn run(node: &Node) -> Report {
     let root = &node.kubelet_root;
     let share = format!("sidemount share {}", root.display());
-    let mut items = vec![capability(), mount_api()];
+    let mut items = vec![capability(), mount_api(), mount_ids()];
     match MountTable::read(&node.proc, None) {
         Err(e) => items.push(fail(
             "kubelet root",

@@ -234,15 +234,18 @@ impl Docker {
         }
     }
 
-    /// Runs `argv` in a running container (`docker exec`); returns its exit code and
-    /// combined output. On `deadline` the process is killed.
+    /// Runs `argv` in a running container (`docker exec`), with `stdin` as its
+    /// input (none: nothing attached); returns its exit code and combined output.
+    /// On `deadline` the process is killed.
     pub async fn exec(
         &self,
         container: &str,
         argv: Vec<String>,
+        stdin: Option<String>,
         deadline: Duration,
     ) -> Result<(i64, String), DockerError> {
         let config = ExecConfig {
+            attach_stdin: Some(stdin.is_some()),
             attach_stdout: Some(true),
             attach_stderr: Some(true),
             env: Some(vec!["LC_ALL=C".into()]),
@@ -263,7 +266,17 @@ impl Docker {
                 .start_exec(&id, Some(StartExecOptions::default()))
                 .await?;
             let mut text = String::new();
-            if let StartExecResults::Attached { mut output, .. } = started {
+            if let StartExecResults::Attached { mut output, input } = started {
+                // Written by a task of its own, then closed: a command that does
+                // not read it all still ends.
+                if let Some(text) = stdin {
+                    let mut input = input;
+                    tokio::spawn(async move {
+                        use tokio::io::AsyncWriteExt;
+                        let _ = input.write_all(text.as_bytes()).await;
+                        let _ = input.shutdown().await;
+                    });
+                }
                 while let Some(chunk) = output.next().await {
                     text.push_str(&chunk?.to_string());
                 }

@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
 
 use crate::mount::by_handle;
+use crate::ns::beneath::{in_root, open_root, relative};
 use crate::ns::enter::{EnterError, MountNamespace};
 use crate::ns::mountinfo::Propagation;
 use rustix::fs::{statx, StatxAttributes, StatxFlags};
@@ -206,20 +207,8 @@ fn open_mount_point(path: &Path, namespace: &str) -> Result<OwnedFd, RebindError
         namespace: namespace.to_owned(),
         errno,
     };
-    let root = nix::fcntl::open(
-        "/",
-        OFlag::O_PATH | OFlag::O_CLOEXEC | OFlag::O_DIRECTORY,
-        nix::sys::stat::Mode::empty(),
-    )
-    .map_err(failed)?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    openat2(&root, relative(path), how).map_err(failed)
+    let root = open_root(Path::new("/")).map_err(failed)?;
+    in_root(root.as_fd(), path).map_err(failed)
 }
 
 /// The mount id (mountinfo's) of the mount whose root `fd` is, or `None` when it
@@ -234,14 +223,6 @@ pub fn mount_id(fd: &OwnedFd) -> Option<u64> {
     .ok()?;
     let root = stx.stx_attributes.contains(StatxAttributes::MOUNT_ROOT);
     (stx.stx_mask & StatxFlags::MNT_ID.bits() != 0 && root).then_some(stx.stx_mnt_id)
-}
-
-/// `path` without its leading `/`; `.` for the root.
-fn relative(path: &Path) -> &Path {
-    match path.strip_prefix("/").unwrap_or(path) {
-        p if p.as_os_str().is_empty() => Path::new("."),
-        p => p,
-    }
 }
 
 #[cfg(test)]

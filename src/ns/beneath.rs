@@ -45,6 +45,28 @@ pub fn open_root(root: &Path) -> Result<OwnedFd, Errno> {
     )
 }
 
+/// `path` opened `O_PATH` inside `root` as a process whose root it is would
+/// resolve it (`RESOLVE_IN_ROOT`: `..` and absolute names stay inside), without
+/// following any symlink or magic link.
+pub fn in_root(root: BorrowedFd<'_>, path: &Path) -> Result<OwnedFd, Errno> {
+    let how = OpenHow::new()
+        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
+        .resolve(
+            ResolveFlag::RESOLVE_IN_ROOT
+                | ResolveFlag::RESOLVE_NO_SYMLINKS
+                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
+        );
+    openat2(root, relative(path), how)
+}
+
+/// `path` without its leading `/`; `.` for the root.
+pub fn relative(path: &Path) -> &Path {
+    match path.strip_prefix("/").unwrap_or(path) {
+        p if p.as_os_str().is_empty() => Path::new("."),
+        p => p,
+    }
+}
+
 /// Opens `rest` (relative, normalized, no `..`) beneath `root` without following
 /// any symlink, and returns the `O_PATH` handle. When openat2 fails, for whatever
 /// reason (missing before Linux 5.6, filtered by seccomp, or a refusal), the walk

@@ -9,11 +9,11 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use nix::errno::Errno;
-use nix::fcntl::{open, openat2, OFlag, OpenHow, ResolveFlag};
+use nix::fcntl::{open, OFlag};
 use nix::sys::stat::Mode;
 use rustix::fs::{statx, AtFlags, StatxAttributes, StatxFlags};
 
-use crate::ns::beneath::{mountinfo_id, on_mount};
+use crate::ns::beneath::{in_root, mountinfo_id, on_mount, open_root};
 use crate::ns::mountinfo::{normalize, Mount, ProcRoot, Propagation};
 
 #[derive(Debug, thiserror::Error)]
@@ -148,26 +148,8 @@ fn open_in(
     target: &Path,
 ) -> Result<Option<OwnedFd>, StatmountError> {
     let root = pid.map_or_else(|| PathBuf::from("/"), |pid| proc.root(pid));
-    let root_fd = open(
-        &root,
-        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
-        Mode::empty(),
-    )
-    .map_err(call("open", &root))?;
-    let how = OpenHow::new()
-        .flags(OFlag::O_PATH | OFlag::O_CLOEXEC)
-        .resolve(
-            ResolveFlag::RESOLVE_IN_ROOT
-                | ResolveFlag::RESOLVE_NO_SYMLINKS
-                | ResolveFlag::RESOLVE_NO_MAGICLINKS,
-        );
-    let relative = target.strip_prefix("/").unwrap_or(target);
-    let relative = if relative.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        relative
-    };
-    let fd = match openat2(&root_fd, relative, how) {
+    let root_fd = open_root(&root).map_err(call("open", &root))?;
+    let fd = match in_root(root_fd.as_fd(), target) {
         Ok(fd) => fd,
         Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(None),
         Err(errno) => return Err(call("openat2", target)(errno)),

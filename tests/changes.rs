@@ -8,7 +8,9 @@ mod common;
 
 use std::path::Path;
 
-use common::{install_helpers_line, kubelet_root, quote, sh, volume, Daemon, Host, SIDEMOUNT};
+use common::{
+    has_option, install_helpers_line, kubelet_root, quote, sh, volume, Daemon, Host, SIDEMOUNT,
+};
 
 fn ok(daemon: &Daemon, line: &str) {
     let (code, err) = daemon.run(line);
@@ -29,26 +31,10 @@ fn seen(target: &Path) -> (String, String, String, usize) {
 
 /// The daemon's records on `target`: their mount ids and options.
 fn records(daemon: &Daemon, target: &Path) -> Vec<(String, Vec<String>)> {
-    let all = daemon.get("/v1/mounts").expect("daemon answers");
-    all.as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["target"].as_str() == target.to_str())
-        .map(|m| {
-            let options = m["options"].as_array().unwrap();
-            (
-                m["mount_id"].to_string(),
-                options
-                    .iter()
-                    .map(|o| o.as_str().unwrap().to_owned())
-                    .collect(),
-            )
-        })
+    let on = daemon.records_on(target);
+    on.into_iter()
+        .map(|(_, id, options)| (id, options))
         .collect()
-}
-
-fn has(options: &str, option: &str) -> bool {
-    options.split(',').any(|o| o == option)
 }
 
 privileged_test! {
@@ -60,7 +46,7 @@ privileged_test! {
         let q = quote(&v);
         ok(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o size=1m,nosuid tmpfs {q}"));
         let (id, options, _, stacked) = seen(&v);
-        assert!(has(&options, "rw") && has(&options, "nosuid") && stacked == 1, "{options}");
+        assert!(has_option(&options, "rw") && has_option(&options, "nosuid") && stacked == 1, "{options}");
         // Another new mount there is refused in mount(8)'s words.
         let (code, err) = daemon.run(&format!("{SIDEMOUNT} mount -t tmpfs -o size=2m tmpfs {q}"));
         assert_eq!(code, Some(32), "{err}");
@@ -70,15 +56,15 @@ privileged_test! {
         ok(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o remount,ro tmpfs {q}"));
         let (now, options, _, stacked) = seen(&v);
         assert_eq!((now.as_str(), stacked), (id.as_str(), 1));
-        assert!(has(&options, "ro") && has(&options, "nosuid"), "{options}");
+        assert!(has_option(&options, "ro") && has_option(&options, "nosuid"), "{options}");
         assert_eq!(records(&daemon, &v), vec![(id.clone(), vec!["size=1m".into(), "nosuid".into(), "ro".into()])]);
         // mount(8) -> helper: back to read-write.
         ok(&daemon, &format!("mount -o remount,rw {q}"));
         let (now, options, _, stacked) = seen(&v);
         assert_eq!((now.as_str(), stacked), (id.as_str(), 1));
-        assert!(has(&options, "rw") && has(&options, "nosuid"), "{options}");
+        assert!(has_option(&options, "rw") && has_option(&options, "nosuid"), "{options}");
         ok(&daemon, &format!("{SIDEMOUNT} mount -o remount,ro {q}"));
-        assert!(has(&seen(&v).1, "ro"));
+        assert!(has_option(&seen(&v).1, "ro"));
         assert_eq!(records(&daemon, &v).len(), 1);
 
         // No mount there: mount(8)'s words, exit 32, nothing made.
@@ -107,12 +93,12 @@ privileged_test! {
         let (s, q) = (quote(&source), quote(&v));
         ok(&daemon, &format!("{SIDEMOUNT} mount -o bind {s} {q}"));
         let (id, options, propagation, _) = seen(&v);
-        assert!(has(&options, "rw"), "{options}");
+        assert!(has_option(&options, "rw"), "{options}");
         assert_eq!(propagation, "shared");
         ok(&daemon, &format!("{SIDEMOUNT} mount -o bind,remount,ro {s} {q}"));
         let (now, options, _, stacked) = seen(&v);
         assert_eq!((now.as_str(), stacked), (id.as_str(), 1));
-        assert!(has(&options, "ro"), "{options}");
+        assert!(has_option(&options, "ro"), "{options}");
         assert!(std::fs::write(v.join("f"), "x").is_err(), "read-only");
         // A retry changes the same mount again: nothing stacks.
         ok(&daemon, &format!("{SIDEMOUNT} mount -o bind,remount,ro {s} {q}"));
@@ -131,7 +117,7 @@ privileged_test! {
             ok(&daemon, &line);
             let (now, options, propagation, stacked) = seen(&v);
             assert_eq!((now.as_str(), propagation.as_str(), stacked), (id.as_str(), want, 1), "{line}");
-            assert!(has(&options, "ro"), "{line}: {options}");
+            assert!(has_option(&options, "ro"), "{line}: {options}");
         }
         assert_eq!(records(&daemon, &v).len(), 1);
         ok(&daemon, &format!("{SIDEMOUNT} umount {q}"));
@@ -161,7 +147,7 @@ privileged_test! {
             assert_eq!(code, Some(32), "{line}: {err}");
             assert_eq!(seen(&outside), before, "{line}");
         }
-        assert!(has(&before.1, "rw"));
+        assert!(has_option(&before.1, "rw"));
         sh(&format!("umount {}", quote(&outside)));
     }
 }

@@ -11,7 +11,7 @@ mod common;
 use std::path::Path;
 
 use common::node::{docker_ok, Node};
-use common::{quote, Daemon};
+use common::{has_option, quote, Daemon};
 
 /// findmnt in `container`: ID, VFS-OPTIONS and PROPAGATION of the mount on top
 /// of `target`, and how many mounts are stacked there.
@@ -29,31 +29,6 @@ fn inside(container: &str, target: &Path) -> (String, String, String, usize) {
     let lines: Vec<&str> = out.lines().collect();
     let top: Vec<&str> = lines.last().expect("mounted").split_whitespace().collect();
     (top[0].into(), top[1].into(), top[2].into(), lines.len())
-}
-
-/// The daemon's records on `target`: (executor, mount id, options).
-fn records(daemon: &Daemon, target: &Path) -> Vec<(String, String, Vec<String>)> {
-    let all = daemon.get("/v1/mounts").expect("daemon answers");
-    all.as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["target"].as_str() == target.to_str())
-        .map(|m| {
-            let options = m["options"].as_array().unwrap();
-            (
-                m["executor"].as_str().unwrap().to_owned(),
-                m["mount_id"].to_string(),
-                options
-                    .iter()
-                    .map(|o| o.as_str().unwrap().to_owned())
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
-fn has(options: &str, option: &str) -> bool {
-    options.split(',').any(|o| o == option)
 }
 
 fn strings(list: &[&str]) -> Vec<String> {
@@ -89,10 +64,10 @@ fn exec_mode_changes_the_mount_in_the_container() {
     // The kubelet's read-only bind pair: a bind, then its remount read-only.
     ok(&daemon, &["mount", "-o", "bind", s, b]);
     let (id, options, propagation, stacked) = inside(&container, &bind);
-    assert!(has(&options, "rw") && stacked == 1, "{options}");
+    assert!(has_option(&options, "rw") && stacked == 1, "{options}");
     assert_eq!(propagation, "shared");
     let recorded = |options: &[&str]| vec![(executor.clone(), id.clone(), strings(options))];
-    assert_eq!(records(&daemon, &bind), recorded(&["bind"]));
+    assert_eq!(daemon.records_on(&bind), recorded(&["bind"]));
     // A retry of the bind is answered again; nothing stacks.
     ok(&daemon, &["mount", "-o", "bind", s, b]);
     assert_eq!(inside(&container, &bind).3, 1);
@@ -100,8 +75,8 @@ fn exec_mode_changes_the_mount_in_the_container() {
         ok(&daemon, &["mount", "-o", "bind,remount,ro", s, b]);
         let (now, options, _, stacked) = inside(&container, &bind);
         assert_eq!((now.as_str(), stacked), (id.as_str(), 1));
-        assert!(has(&options, "ro"), "{options}");
-        assert_eq!(records(&daemon, &bind), recorded(&["bind", "ro"]));
+        assert!(has_option(&options, "ro"), "{options}");
+        assert_eq!(daemon.records_on(&bind), recorded(&["bind", "ro"]));
     }
     let write = |dir: &Path| {
         docker_ok(&[
@@ -128,10 +103,10 @@ fn exec_mode_changes_the_mount_in_the_container() {
             (id.as_str(), want, 1),
             "{args:?}"
         );
-        assert!(has(&options, "ro"), "{args:?}: {options}");
+        assert!(has_option(&options, "ro"), "{args:?}: {options}");
     }
     assert_eq!(
-        records(&daemon, &bind),
+        daemon.records_on(&bind),
         recorded(&["bind", "ro", "private"])
     );
 
@@ -144,7 +119,7 @@ fn exec_mode_changes_the_mount_in_the_container() {
         &["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", t],
     );
     let (tid, options, _, _) = inside(&container, &tmpfs);
-    assert!(has(&options, "rw"), "{options}");
+    assert!(has_option(&options, "rw"), "{options}");
     for _ in 0..2 {
         ok(
             &daemon,
@@ -152,9 +127,9 @@ fn exec_mode_changes_the_mount_in_the_container() {
         );
         let (now, options, _, stacked) = inside(&container, &tmpfs);
         assert_eq!((now.as_str(), stacked), (tid.as_str(), 1));
-        assert!(has(&options, "ro"), "{options}");
+        assert!(has_option(&options, "ro"), "{options}");
     }
-    let tmpfs_record = records(&daemon, &tmpfs);
+    let tmpfs_record = daemon.records_on(&tmpfs);
     assert_eq!(
         tmpfs_record,
         vec![(executor.clone(), tid.clone(), strings(&["size=1m", "ro"]))]

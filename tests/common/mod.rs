@@ -153,6 +153,11 @@ impl Drop for Namespace {
     }
 }
 
+/// Whether the comma-separated `options` (findmnt's) hold `option`.
+pub fn has_option(options: &str, option: &str) -> bool {
+    options.split(',').any(|o| o == option)
+}
+
 /// Runs a shell line here; panics with its output when it fails.
 pub fn sh(line: &str) -> String {
     let out = Command::new("sh").args(["-euc", line]).output().unwrap();
@@ -306,6 +311,27 @@ impl Daemon {
         out.status
             .success()
             .then(|| serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    /// The daemon's records on `target`: (executor, mount id, options).
+    pub fn records_on(&self, target: &Path) -> Vec<(String, String, Vec<String>)> {
+        let all = self.get("/v1/mounts").expect("daemon answers");
+        all.as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["target"].as_str() == target.to_str())
+            .map(|m| {
+                let options = m["options"].as_array().unwrap();
+                (
+                    m["executor"].as_str().unwrap().to_owned(),
+                    m["mount_id"].to_string(),
+                    options
+                        .iter()
+                        .map(|o| o.as_str().unwrap().to_owned())
+                        .collect(),
+                )
+            })
+            .collect()
     }
 
     /// The targets the daemon's record holds.

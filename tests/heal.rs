@@ -387,10 +387,7 @@ fn the_export_coming_back_heals_the_mount() {
         return;
     };
     let port = node.sshd();
-    let vcs = node.vcs("sshfs");
-    let container = node.vcs_container(&vcs);
-    node.track(&container);
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let (vcs, container, config) = node.sshfs_config("agent");
     let daemon = start_daemon(&node, &config);
     let target = node.volume("p1");
     mount_from_host(&node, &daemon, port, &target, "");
@@ -455,10 +452,7 @@ fn a_mount_with_secrets_is_reported_not_healable_after_a_daemon_restart() {
         return;
     };
     let port = node.sshd();
-    let vcs = node.vcs("sshfs");
-    let container = node.vcs_container(&vcs);
-    node.track(&container);
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let (vcs, container, config) = node.sshfs_config("agent");
     let mut daemon = start_daemon(&node, &config);
     // The port is marked secret: it reaches sshfs (the mount works) and is kept
     // in the daemon's memory only.
@@ -553,10 +547,7 @@ fn the_agent_answering_again_wakes_the_watch() {
         return;
     };
     let port = node.sshd();
-    let vcs = node.vcs("sshfs");
-    let container = node.vcs_container(&vcs);
-    node.track(&container);
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let (_, container, config) = node.sshfs_config("agent");
     // The timer would check again only in an hour.
     let daemon = start_daemon_checking(&node, &config, "3600");
     let target = node.volume("p1");

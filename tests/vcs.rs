@@ -28,9 +28,7 @@ fn sshfs_mount_reaches_host_and_kubelet(test: &str, mode: &str) {
         return;
     };
     let port = node.sshd();
-    let vcs = node.vcs("sshfs");
-    node.track(&node.vcs_container(&vcs));
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, mode));
+    let (vcs, _, config) = node.sshfs_config(mode);
     let daemon = node.start_daemon(&config);
     let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
     let target = node.volume("p1");
@@ -106,10 +104,7 @@ fn exec_mode_never_mounts_outside_the_roots_when_the_target_is_swapped() {
         return;
     };
     let port = node.sshd();
-    let vcs = node.vcs("sshfs");
-    let container = node.vcs_container(&vcs);
-    node.track(&container);
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "exec"));
+    let (_, container, config) = node.sshfs_config("exec");
     let daemon = node.start_daemon(&config);
     let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
     let target = node.volume("p1");
@@ -230,10 +225,7 @@ fn a_vcs_container_killed_mid_request_leaves_nothing() {
         return;
     };
     let port = node.sshd();
-    let vcs = node.vcs("sshfs");
-    let container = node.vcs_container(&vcs);
-    node.track(&container);
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, "agent"));
+    let (_, container, config) = node.sshfs_config("agent");
     let daemon = node.start_daemon(&config);
     let kubelet = node.kubelet("fuse.sshfs", &daemon.socket);
     let target = node.volume("p1");
@@ -423,9 +415,7 @@ fn sshfs_password_reaches_sshfs_on_its_stdin_only(test: &str, mode: &str) {
     };
     let port = node.sshd();
     node.allow_password(port, "smuser", PASSWORD);
-    let vcs = node.vcs("sshfs");
-    node.track(&node.vcs_container(&vcs));
-    let config = node.config("sidemount.yaml", &node.sshfs_vcs(&vcs, mode));
+    let (_, _, config) = node.sshfs_config(mode);
     let daemon = node.start_daemon(&config);
     let request = |target: &Path, password: &str| {
         serde_json::json!({

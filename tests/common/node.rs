@@ -308,6 +308,16 @@ impl Node {
         path
     }
 
+    /// The sshfs VCS of this test in `mode`, its container tracked for removal,
+    /// and the config file that serves it: (VCS name, container, config).
+    pub fn sshfs_config(&mut self, mode: &str) -> (String, String, PathBuf) {
+        let vcs = self.vcs("sshfs");
+        let container = self.vcs_container(&vcs);
+        self.track(&container);
+        let config = self.config("sidemount.yaml", &self.sshfs_vcs(&vcs, mode));
+        (vcs, container, config)
+    }
+
     /// A VCS entry for sshfs with the capability profile this machine allows.
     pub fn sshfs_vcs(&self, name: &str, mode: &str) -> String {
         format!(

@@ -101,7 +101,17 @@ struct Ways<'a> {
     mounter: PathBuf,
 }
 
-impl Ways<'_> {
+impl<'a> Ways<'a> {
+    /// All three ways, on fresh volumes under `root`.
+    fn volumes(daemon: &'a Daemon, root: &Path) -> Self {
+        Ways {
+            daemon,
+            direct: volume(root, "direct"),
+            helper: Some(volume(root, "helper")),
+            mounter: volume(root, "mounter"),
+        }
+    }
+
     /// Runs one mount-utils argv (`mount` or `umount` first, `{T}` for the mount
     /// point) each way, and asserts each ends as mount(8) run directly did: the
     /// exit code, and the mount left on its twin. Returns the direct result.
@@ -336,12 +346,7 @@ fn format_and_mount(host: &Host, fstype: &str, mkfs: &[&str], size: &str) {
     let mut format = Command::new(format!("mkfs.{fstype}"));
     let out = format.args(mkfs).arg(dev).output().unwrap();
     common::expect_success(&format!("mkfs.{fstype}"), out);
-    let ways = Ways {
-        daemon: &daemon,
-        direct: volume(&root, "direct"),
-        helper: Some(volume(&root, "helper")),
-        mounter: volume(&root, "mounter"),
-    };
+    let ways = Ways::volumes(&daemon, &root);
     let mount = |options| ["mount", "-t", fstype, "-o", options, dev, "{T}"];
     // The same device on three twins at once, as the kernel allows.
     let done = ways.replay(&mount("defaults"));
@@ -385,12 +390,7 @@ privileged_test! {
         let root = kubelet_root(host);
         sh(&install_helpers_line(host, "tmpfs"));
         let daemon = Daemon::start(host, &root, &[]);
-        let ways = Ways {
-            daemon: &daemon,
-            direct: volume(&root, "direct"),
-            helper: Some(volume(&root, "helper")),
-            mounter: volume(&root, "mounter"),
-        };
+        let ways = Ways::volumes(&daemon, &root);
         let direct = ways.replay(&["umount", "{T}"]);
         assert_eq!(direct.code, Some(32), "{}", direct.output);
         // mount-utils takes an unmount whose output says this as done.
@@ -407,12 +407,7 @@ privileged_test! {
         let root = kubelet_root(host);
         sh(&install_helpers_line(host, "tmpfs"));
         let daemon = Daemon::start(host, &root, &[]);
-        let ways = Ways {
-            daemon: &daemon,
-            direct: volume(&root, "direct"),
-            helper: Some(volume(&root, "helper")),
-            mounter: volume(&root, "mounter"),
-        };
+        let ways = Ways::volumes(&daemon, &root);
         // emptyDir (medium Memory) with a size limit; the noswap probe; a secret's
         // volume; mount-utils joins sensitive options into the same -o.
         for options in ["size=1048576,noswap", "noswap", "size=1048576", "size=1m,mode=0750,uid=0"] {

@@ -121,7 +121,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<ExitCode> {
             }
             None => None,
         };
-        routes::serve(listener, daemon, limits, shutdown_signal()).await?;
+        routes::serve(listener, daemon.clone(), limits, shutdown_signal()).await?;
+        daemon.stop();
         publisher.abort();
         watch.abort();
         if let Some(scraped) = scraped {

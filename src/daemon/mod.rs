@@ -37,12 +37,12 @@ use crate::daemon::claims::{Claim, Claims};
 use crate::daemon::config::Config;
 use crate::daemon::error::PipelineError;
 use crate::daemon::provider::Handle;
-use crate::daemon::record::{Record, RecordError, Recovery};
+use crate::daemon::record::{Record, RecordError, Recovery, Seen};
 use crate::daemon::state_dir::StateDir;
 use crate::daemon::verify::Views;
 use crate::executor::{ExecError, Executor};
 use crate::mount::syscall::{Linux, Syscall};
-use crate::ns::mountinfo::{MountTable, ProcRoot};
+use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
 use crate::policy::Policy;
 
@@ -84,7 +84,7 @@ pub struct Paths {
 
 impl Daemon {
     /// Opens the state directory (see [`state_dir`]) and the record, and
-    /// resolves what the last daemon left against mountinfo: records whose mount
+    /// resolves what the last daemon left against the mount tables: records whose mount
     /// vanished are dropped, intents whose mount was made are adopted, the others
     /// dropped, each reported; nothing is unmounted. `host` mounts every type no
     /// VCS claims.
@@ -98,17 +98,18 @@ impl Daemon {
         executors.extend(vcs.iter().map(|h| h.executor.clone()));
         let state_dir = StateDir::open(&paths.state_dir)?;
         let (record, pending) = Record::open(&state_dir)?;
-        let mut tables: Vec<(String, MountTable)> = Vec::new();
+        let mut namespaces = Vec::new();
         for e in &executors {
-            if let Ok(Ok(table)) = e.namespace().await.map(|ns| ns.table()) {
-                tables.push((e.name().to_owned(), table));
+            if let Ok(ns) = e.namespace().await {
+                namespaces.push((e.name().to_owned(), ns));
             }
         }
         let recovery = record.resolve(pending, |name| {
-            tables
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, t)| t.clone())
+            let (_, ns) = namespaces.iter().find(|(n, _)| n == name)?;
+            Some(Seen {
+                listed: ns.unique_mount_ids(),
+                table: Box::new(|| ns.table().ok()),
+            })
         })?;
         for r in &recovery.vanished {
             warn!(target = %r.target.display(), mount_id = r.mount_id, executor = %r.executor,
@@ -149,6 +150,12 @@ impl Daemon {
     fn with_own_pid(mut self, pid: u32) -> Self {
         self.own_pid = Some(pid);
         self
+    }
+
+    /// For a daemon that stops: what the next start reads first (the record's
+    /// cache) is written now.
+    pub fn stop(&self) {
+        self.record.flush();
     }
 
     /// Makes the daemon's own mount-changing calls (undo) through `syscall`.

@@ -172,9 +172,15 @@ impl StateDir {
 
     /// Removes the file `name` durably; a file already gone is not an error.
     pub fn remove(&self, name: &str) -> std::io::Result<()> {
+        self.unlink(name)?;
+        self.sync()
+    }
+
+    /// Removes the file `name`, durably only once the directory is synced; a
+    /// file already gone is not an error.
+    pub fn unlink(&self, name: &str) -> std::io::Result<()> {
         match rustix::fs::unlinkat(&self.fd, name, rustix::fs::AtFlags::empty()) {
-            Ok(()) => self.sync(),
-            Err(Errno::NOENT) => Ok(()),
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
@@ -185,9 +191,14 @@ impl StateDir {
     }
 
     /// Every file here (temporary files left by a killed writer are removed), with
-    /// its contents, in no particular order. Read by a few threads at once: a
-    /// start with thousands of records waits on little else.
+    /// its contents, in no particular order.
     pub fn files(&self) -> std::io::Result<Vec<(String, Vec<u8>)>> {
+        self.read_many(&self.names()?)
+    }
+
+    /// The names of the files here, in no particular order, without reading them;
+    /// temporary files a killed writer left are removed.
+    pub fn names(&self) -> std::io::Result<Vec<String>> {
         let mut dir = rustix::fs::Dir::read_from(&self.fd)?;
         let mut names = Vec::new();
         while let Some(entry) = dir.read() {
@@ -204,6 +215,13 @@ impl StateDir {
             }
             names.push(name.to_owned());
         }
+        Ok(names)
+    }
+
+    /// The files `names` with their contents (one gone meanwhile is left out).
+    /// Read by a few threads at once: a start with thousands of files to read
+    /// waits on little else.
+    pub fn read_many(&self, names: &[String]) -> std::io::Result<Vec<(String, Vec<u8>)>> {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(8));
         let chunk = names.len().div_ceil(threads).max(256);
         let read = |names: &[String]| -> std::io::Result<Vec<(String, Vec<u8>)>> {
@@ -225,6 +243,14 @@ impl StateDir {
                 files.extend(part.join().expect("a record reader panicked")?);
             }
             Ok(files)
+        })
+    }
+
+    /// The same directory through a handle of its own, for another thread.
+    pub fn try_clone(&self) -> std::io::Result<Self> {
+        Ok(StateDir {
+            fd: self.fd.try_clone()?,
+            path: self.path.clone(),
         })
     }
 

@@ -48,6 +48,9 @@ impl Daemon {
     /// until dropped.
     pub async fn publish_status(&self, every: Duration, settle: Duration) {
         let mut last = Vec::new();
+        // A daemon that starts answers its first requests before it lists
+        // thousands of mounts.
+        tokio::time::sleep(settle).await;
         let mut vcs = self.vcs_status().await;
         let mut checked = tokio::time::Instant::now();
         loop {

@@ -4,6 +4,7 @@
 pub mod beneath;
 pub mod enter;
 pub mod holders;
+pub mod listmount;
 pub mod mountinfo;
 pub mod namespace;
 pub mod propagation;

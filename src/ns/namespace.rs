@@ -2,6 +2,7 @@
 //! through the mountinfo of one of its processes, asked about one target by
 //! statx(2) and statmount(2), and told apart from another by its `ns/mnt`.
 
+use std::collections::HashSet;
 use std::path::Path;
 use std::rc::Rc;
 
@@ -9,7 +10,7 @@ use tracing::debug;
 
 use crate::api::wire::UniqueMount;
 use crate::ns::mountinfo::{Mount, MountTable, MountinfoError, ProcRoot};
-use crate::ns::statmount;
+use crate::ns::{listmount, statmount};
 
 /// A mount namespace, seen through the mountinfo of one of its processes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +71,13 @@ impl Namespace {
     /// another one while the machine runs.
     pub fn unique_id(&self) -> Option<u64> {
         statmount::mount_namespace_id(&self.proc, self.pid).ok()
+    }
+
+    /// This namespace's own id with the unique ids of every mount in it (Linux
+    /// 6.11), or `None`.
+    pub fn unique_mount_ids(&self) -> Option<(u64, HashSet<u64>)> {
+        let id = self.unique_id()?;
+        Some((id, listmount::unique_ids(id).ok()?))
     }
 
     /// Whether this is the reading process's own mount namespace: the same ns/mnt

@@ -196,12 +196,12 @@ fn namespace_id(ns: &OwnedFd) -> Result<u64, Errno> {
 
 /// `struct mnt_id_req` (linux/mount.h), in its second published size.
 #[repr(C)]
-struct MntIdReq {
-    size: u32,
-    mnt_ns_fd: u32,
-    mnt_id: u64,
-    param: u64,
-    mnt_ns_id: u64,
+pub(super) struct MntIdReq {
+    pub(super) size: u32,
+    pub(super) mnt_ns_fd: u32,
+    pub(super) mnt_id: u64,
+    pub(super) param: u64,
+    pub(super) mnt_ns_id: u64,
 }
 
 /// The fixed fields of `struct statmount` (linux/mount.h) that sidemount reads;

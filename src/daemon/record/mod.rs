@@ -1,23 +1,26 @@
 //! The daemon's record of what it mounted, which must survive a SIGKILL at any
-//! instant and cost the same per request at 10 or 10,000 mounts. One small file
-//! per mount, named by its mount id (`mounts/ID.json`), so stacked mounts never
-//! share an entry and a request writes only its own; before an executor runs, an
-//! intent (`intents/N.json`) is written durably, and it is turned into the mount's
-//! file once the mount is verified, or removed once a failed one is undone. A
-//! restart resolves each intent against the mount table: the mount it made is
-//! adopted, an intent that made nothing is dropped. Files are written and
-//! fsynced outside the lock that guards the in-memory index.
+//! instant and cost the same per request at 10 or 10,000 mounts. Each mount has
+//! its own small file (see [`store`]), so stacked mounts never share an entry and
+//! a request writes only its own; before an executor runs, an intent
+//! (`intents/N.json`) is written durably, and it is turned into the mount's file
+//! once the mount is verified, or removed once a failed one is undone. A restart
+//! resolves each record and intent against the mount table (see [`resolve`]).
+//! Files are written and fsynced outside the lock that guards the in-memory index.
+
+mod resolve;
+mod store;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::wire::{MountRecord, UniqueMount};
 use crate::daemon::state_dir::{StateDir, StateDirError};
-use crate::ns::mountinfo::{Mount, MountTable};
+pub use resolve::{Recovery, Seen};
+use store::{Snapshot, Store, Version};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -68,34 +71,30 @@ pub struct Pending {
     entry: Entry,
 }
 
-/// What a restart found.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct Recovery {
-    /// Records whose mount vanished while the daemon was away: dropped.
-    pub vanished: Vec<MountRecord>,
-    /// Intents whose mount was found made: recorded.
-    pub adopted: Vec<MountRecord>,
-    /// Intents that made no mount: dropped (their `mount_id` is 0).
-    pub abandoned: Vec<MountRecord>,
-}
-
 pub struct Record {
-    mounts: StateDir,
+    store: Store,
     intents: StateDir,
     index: Mutex<Index>,
     next_intent: AtomicU64,
 }
 
-/// The records in memory, by mount id and by target.
+/// The records in memory, by mount id (with the file each is in) and by target.
 #[derive(Default)]
 struct Index {
-    by_id: HashMap<u32, Entry>,
+    by_id: HashMap<u32, (Version, Arc<Entry>)>,
     by_target: HashMap<PathBuf, Vec<u32>>,
 }
 
 impl Index {
-    fn insert(&mut self, entry: Entry) {
+    /// Indexes `entry`, kept in the file of `version`, unless a newer version of
+    /// its mount's record is indexed; the version that lost, to be removed.
+    fn insert(&mut self, version: Version, entry: Entry) -> Option<Version> {
         let id = entry.record.mount_id;
+        if let Some((old, _)) = self.by_id.get(&id) {
+            if old.seq > version.seq {
+                return Some(version);
+            }
+        }
         let ids = self
             .by_target
             .entry(entry.record.target.clone())
@@ -103,15 +102,16 @@ impl Index {
         if !ids.contains(&id) {
             ids.push(id);
         }
-        if let Some(old) = self.by_id.insert(id, entry) {
-            if old.record.target != self.by_id[&id].record.target {
-                self.unlink_target(&old.record.target, id);
-            }
+        let target = entry.record.target.clone();
+        let (old, old_entry) = self.by_id.insert(id, (version, Arc::new(entry)))?;
+        if old_entry.record.target != target {
+            self.unlink_target(&old_entry.record.target, id);
         }
+        Some(old)
     }
 
-    fn remove(&mut self, id: u32) -> Option<Entry> {
-        let entry = self.by_id.remove(&id)?;
+    fn remove(&mut self, id: u32) -> Option<Arc<Entry>> {
+        let (_, entry) = self.by_id.remove(&id)?;
         self.unlink_target(&entry.record.target, id);
         Some(entry)
     }
@@ -124,14 +124,14 @@ impl Index {
             }
         }
     }
+
+    fn snapshot(&self) -> Snapshot {
+        self.by_id.values().cloned().collect()
+    }
 }
 
 /// The whole-file record of earlier versions.
 const LEGACY: &str = "mounts.json";
-
-fn mount_file(id: u32) -> String {
-    format!("{id}.json")
-}
 
 fn intent_file(id: u64) -> String {
     format!("{id}.json")
@@ -142,37 +142,21 @@ impl Record {
     /// 0700), loading every mount and leaving the intents for [`Record::resolve`].
     /// A `mounts.json` of an older daemon is taken over and removed.
     pub fn open(state: &StateDir) -> Result<(Self, Vec<Pending>), RecordError> {
-        let mounts = state.subdir("mounts")?;
+        let (store, loaded) = Store::open(state)?;
         let intents = state.subdir("intents")?;
         let mut index = Index::default();
-        for (_, entry) in read_all(&mounts)? {
-            index.insert(entry);
+        for (version, entry) in loaded {
+            index.insert(version, entry);
         }
-        let pending = read_all(&intents)?;
-        let next = pending
-            .iter()
-            .filter_map(|(name, _)| name.strip_suffix(".json")?.parse::<u64>().ok())
-            .max()
-            .map_or(0, |n| n + 1);
+        let pending = read_intents(&intents)?;
+        let next = pending.iter().map(|p| p.intent.id + 1).max().unwrap_or(0);
         let record = Record {
-            mounts,
+            store,
             intents,
             index: Mutex::new(index),
             next_intent: AtomicU64::new(next),
         };
         record.take_over_legacy(state)?;
-        let pending = pending
-            .into_iter()
-            .map(|(name, entry)| Pending {
-                intent: Intent {
-                    id: name
-                        .strip_suffix(".json")
-                        .and_then(|n| n.parse().ok())
-                        .unwrap_or(0),
-                },
-                entry,
-            })
-            .collect();
         Ok((record, pending))
     }
 
@@ -201,66 +185,6 @@ impl Record {
         state
             .remove(LEGACY)
             .map_err(|source| RecordError::Write { path, source })
-    }
-
-    /// Resolves what the last daemon left: each record is kept when its mount is
-    /// still on its target in its executor's `table` (or when that table cannot be
-    /// read now), and dropped otherwise; each intent is adopted when a mount it
-    /// could have made is on its target (not the one that was there before, and
-    /// not recorded), and dropped otherwise. Linear in records plus table sizes.
-    /// Nothing is unmounted.
-    pub fn resolve(
-        &self,
-        pending: Vec<Pending>,
-        table_of: impl Fn(&str) -> Option<MountTable>,
-    ) -> Result<Recovery, RecordError> {
-        let mut tables: HashMap<String, Option<Lookup>> = HashMap::new();
-        let mut lookup = |executor: &str| -> Option<Lookup> {
-            tables
-                .entry(executor.to_owned())
-                .or_insert_with(|| table_of(executor).map(Lookup::new))
-                .clone()
-        };
-        let mut recovery = Recovery::default();
-        let recorded: Vec<Entry> = self.index.lock().unwrap().by_id.values().cloned().collect();
-        for entry in recorded {
-            let Some(table) = lookup(&entry.record.executor) else {
-                continue;
-            };
-            let r = &entry.record;
-            let there = table.by_id.get(&r.mount_id);
-            if there.is_none_or(|m| m.target != r.target) {
-                self.remove(r.mount_id)?;
-                recovery.vanished.push(entry.record);
-            }
-        }
-        for Pending { intent, entry } in pending {
-            let Some(table) = lookup(&entry.record.executor) else {
-                continue;
-            };
-            let made = table
-                .top
-                .get(&entry.record.target)
-                .filter(|m| Some(m.id) != entry.before && self.get(m.id).is_none());
-            match made {
-                Some(m) => {
-                    let record = MountRecord {
-                        mount_id: m.id,
-                        fstype: m.fstype.clone(),
-                        ..entry.record
-                    };
-                    self.write(Entry {
-                        record: record.clone(),
-                        asked_fstype: entry.asked_fstype,
-                        before: None,
-                    })?;
-                    recovery.adopted.push(record);
-                }
-                None => recovery.abandoned.push(entry.record),
-            }
-            self.abandon(intent)?;
-        }
-        Ok(recovery)
     }
 
     /// Writes `entry` durably as an intent, before the executor runs.
@@ -336,19 +260,24 @@ impl Record {
 
     /// Drops the record of the mount `id` (its mount is gone).
     pub fn remove(&self, id: u32) -> Result<(), RecordError> {
-        let name = mount_file(id);
-        self.mounts
-            .remove(&name)
-            .map_err(|source| RecordError::Write {
-                path: self.mounts.path().join(&name),
-                source,
-            })?;
-        self.index.lock().unwrap().remove(id);
+        let Some(version) = self.index.lock().unwrap().by_id.get(&id).map(|(v, _)| *v) else {
+            return Ok(());
+        };
+        self.store.remove(version)?;
+        {
+            let mut index = self.index.lock().unwrap();
+            // Unless a newer version was written meanwhile.
+            if index.by_id.get(&id).is_some_and(|(v, _)| *v == version) {
+                index.remove(id);
+            }
+        }
+        self.changed();
         Ok(())
     }
 
     pub fn get(&self, id: u32) -> Option<Entry> {
-        self.index.lock().unwrap().by_id.get(&id).cloned()
+        let index = self.index.lock().unwrap();
+        index.by_id.get(&id).map(|(_, e)| Entry::clone(e))
     }
 
     /// The recorded mounts on `target`, oldest first.
@@ -357,7 +286,11 @@ impl Record {
         index
             .by_target
             .get(target)
-            .map(|ids| ids.iter().map(|id| index.by_id[id].clone()).collect())
+            .map(|ids| {
+                ids.iter()
+                    .map(|id| Entry::clone(&index.by_id[id].1))
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
@@ -365,55 +298,54 @@ impl Record {
     pub fn mounts(&self) -> Vec<MountRecord> {
         let mut all: Vec<MountRecord> = {
             let index = self.index.lock().unwrap();
-            index.by_id.values().map(|e| e.record.clone()).collect()
+            index
+                .by_id
+                .values()
+                .map(|(_, e)| e.record.clone())
+                .collect()
         };
-        all.sort_by(|a, b| a.target.cmp(&b.target).then(a.mount_id.cmp(&b.mount_id)));
+        // By the targets' bytes: comparing them as paths, component by
+        // component, takes most of a status's time at thousands of mounts.
+        all.sort_unstable_by(|a, b| {
+            let (ta, tb) = (a.target.as_os_str(), b.target.as_os_str());
+            (ta.as_encoded_bytes(), a.mount_id).cmp(&(tb.as_encoded_bytes(), b.mount_id))
+        });
         all
     }
 
-    /// Writes the file of `entry`'s mount, then indexes it.
+    /// Writes what the next start reads first (the record's cache) now: for a
+    /// daemon that stops.
+    pub fn flush(&self) {
+        let snapshot = self.index.lock().unwrap().snapshot();
+        self.store.flush(snapshot);
+    }
+
+    /// Writes the file of `entry`'s mount, then indexes it; the version it
+    /// replaces is removed.
     fn write(&self, entry: Entry) -> Result<(), RecordError> {
-        let name = mount_file(entry.record.mount_id);
-        let bytes = serde_json::to_vec_pretty(&Entry {
+        let entry = Entry {
             before: None,
-            ..entry.clone()
-        })
-        .expect("records serialize");
-        self.mounts
-            .replace(&name, &bytes, 0o600)
-            .map_err(|source| RecordError::Write {
-                path: self.mounts.path().join(&name),
-                source,
-            })?;
-        self.index.lock().unwrap().insert(entry);
+            ..entry
+        };
+        let version = self.store.write(&entry)?;
+        let replaced = self.index.lock().unwrap().insert(version, entry);
+        if let Some(old) = replaced {
+            self.store.remove(old)?;
+        }
+        self.changed();
         Ok(())
     }
-}
 
-/// A table indexed for a restart: by id, and the mount on top of each target.
-#[derive(Clone)]
-struct Lookup {
-    by_id: std::rc::Rc<HashMap<u32, Mount>>,
-    top: std::rc::Rc<HashMap<PathBuf, Mount>>,
-}
-
-impl Lookup {
-    fn new(table: MountTable) -> Self {
-        let mut by_id = HashMap::with_capacity(table.mounts.len());
-        let mut top = HashMap::with_capacity(table.mounts.len());
-        // Later lines are mounted later: the last mount on a target is on top.
-        for m in table.mounts {
-            top.insert(m.target.clone(), m.clone());
-            by_id.insert(m.id, m);
-        }
-        Lookup {
-            by_id: by_id.into(),
-            top: top.into(),
-        }
+    /// Counts a change toward the next rewrite of the cache.
+    fn changed(&self) {
+        let records = self.index.lock().unwrap().by_id.len();
+        self.store
+            .changed(records, || self.index.lock().unwrap().snapshot());
     }
 }
 
-fn read_all(dir: &StateDir) -> Result<Vec<(String, Entry)>, RecordError> {
+/// The intents a killed daemon left.
+fn read_intents(dir: &StateDir) -> Result<Vec<Pending>, RecordError> {
     let files = dir.files().map_err(|source| RecordError::Read {
         path: dir.path().to_owned(),
         source,
@@ -425,7 +357,14 @@ fn read_all(dir: &StateDir) -> Result<Vec<(String, Entry)>, RecordError> {
                 path: dir.path().join(&name),
                 source,
             })?;
-            Ok((name, entry))
+            let id = name
+                .strip_suffix(".json")
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            Ok(Pending {
+                intent: Intent { id },
+                entry,
+            })
         })
         .collect()
 }
@@ -433,6 +372,17 @@ fn read_all(dir: &StateDir) -> Result<Vec<(String, Entry)>, RecordError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ns::mountinfo::MountTable;
+    use std::collections::HashSet;
+    use std::sync::atomic::AtomicBool;
+
+    /// An executor's namespace seen only through `table`.
+    fn by_table(table: &MountTable) -> Option<Seen<'_>> {
+        Some(Seen {
+            listed: None,
+            table: Box::new(|| Some(table.clone())),
+        })
+    }
 
     fn entry(target: &str, id: u32) -> Entry {
         Entry {
@@ -500,7 +450,7 @@ mod tests {
               50 7 0:52 / /k/pods/c rw - tmpfs tmpfs rw\n",
         )
         .unwrap();
-        let found = r.resolve(pending, |_| Some(table.clone())).unwrap();
+        let found = r.resolve(pending, |_| by_table(&table)).unwrap();
         assert_eq!(found.vanished, vec![b.record.clone()]);
         assert_eq!(found.adopted.len(), 1);
         assert_eq!(
@@ -577,5 +527,135 @@ mod tests {
             .unwrap();
         let err = Record::open(&state).err().unwrap().to_string();
         assert!(err.contains("mounts/40.json is not valid"), "{err}");
+    }
+
+    fn unique(id: u64, namespace: u64) -> Option<UniqueMount> {
+        Some(UniqueMount { id, namespace })
+    }
+
+    #[test]
+    fn a_restart_checks_unique_ids_by_listing_and_reads_the_table_only_for_others() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = open(dir.path());
+        let mut records = Vec::new();
+        for (i, (u, ns)) in [(3_000_000_001, 5), (3_000_000_002, 5), (3_000_000_003, 6)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut e = entry(&format!("/k/pods/{i}"), 40 + i as u32);
+            e.record.unique = unique(u, ns);
+            r.commit(r.intend(&e).unwrap(), e.clone()).unwrap();
+            records.push(e.record);
+        }
+        drop(r);
+        let (r, pending) = open(dir.path());
+        // Namespace 5 lists one of its two; the record from namespace 6 (a
+        // container made again) is looked up in the table, where 42 is.
+        let table = MountTable::parse(
+            b"27 1 0:1 / / rw - ext4 /dev/vda rw\n\
+              42 27 0:50 / /k/pods/2 rw - tmpfs tmpfs rw\n",
+        )
+        .unwrap();
+        let read = AtomicBool::new(false);
+        let seen = || Seen {
+            listed: Some((5, HashSet::from([3_000_000_002, 7]))),
+            table: Box::new(|| {
+                read.store(true, Ordering::Relaxed);
+                Some(table.clone())
+            }),
+        };
+        let found = r.resolve(pending, |_| Some(seen())).unwrap();
+        assert_eq!(found.vanished, vec![records[0].clone()]);
+        assert!(read.load(Ordering::Relaxed));
+        assert_eq!(r.mounts(), records[1..].to_vec());
+
+        // Every record listed: the table is not read.
+        let (r, pending) = open(dir.path());
+        r.remove(42).unwrap();
+        read.store(false, Ordering::Relaxed);
+        let found = r.resolve(pending, |_| Some(seen())).unwrap();
+        assert_eq!(found, Recovery::default());
+        assert!(!read.load(Ordering::Relaxed), "the table was read");
+    }
+
+    /// The names in `mounts/`, sorted.
+    fn files(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir.join("state/mounts"))
+            .unwrap()
+            .map(|f| f.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn a_start_takes_what_the_cache_holds_and_reads_the_rest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = open(dir.path());
+        for id in [40, 41, 42] {
+            let e = entry(&format!("/k/pods/{id}"), id);
+            r.commit(r.intend(&e).unwrap(), e).unwrap();
+        }
+        r.flush();
+        // Changed after the cache was written: one written, one removed, one
+        // changed (a new file, the old one gone).
+        let e = entry("/k/pods/43", 43);
+        r.commit(r.intend(&e).unwrap(), e).unwrap();
+        r.remove(41).unwrap();
+        let mut changed = entry("/k/pods/42", 42);
+        changed.record.options = vec!["size=2m".into()];
+        r.update(changed.clone()).unwrap();
+        let expected = r.mounts();
+        assert_eq!(files(dir.path()), ["40-1.json", "42-5.json", "43-4.json"]);
+        drop(r);
+        // What the cache holds is not read again: a file it holds may be garbled
+        // without the start noticing.
+        let cached = dir.path().join("state/mounts/40-1.json");
+        let kept = std::fs::read(&cached).unwrap();
+        std::fs::write(&cached, "garbled").unwrap();
+        let (r, _) = open(dir.path());
+        assert_eq!(r.mounts(), expected);
+        assert_eq!(r.get(42), Some(changed));
+        drop(r);
+        std::fs::write(&cached, kept).unwrap();
+
+        // Two versions of one mount (killed between writing one and removing the
+        // other): the newer is kept, the older removed.
+        let state = dir.path().join("state");
+        std::fs::copy(
+            state.join("mounts/43-4.json"),
+            state.join("mounts/43-2.json"),
+        )
+        .unwrap();
+        // A cache that is not usable: every file is read.
+        std::fs::write(state.join("mounts-cache.json"), "{torn").unwrap();
+        let (r, _) = open(dir.path());
+        assert_eq!(r.mounts(), expected);
+        assert_eq!(files(dir.path()), ["40-1.json", "42-5.json", "43-4.json"]);
+        // New versions go on after every one seen.
+        let e = entry("/k/pods/44", 44);
+        r.commit(r.intend(&e).unwrap(), e).unwrap();
+        assert!(files(dir.path()).contains(&"44-6.json".to_string()));
+    }
+
+    #[test]
+    fn the_cache_is_rewritten_every_so_many_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = open(dir.path());
+        let cache = dir.path().join("state/mounts-cache.json");
+        for id in 0..300 {
+            r.update(entry(&format!("/k/pods/{id}"), id)).unwrap();
+        }
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !cache.exists() {
+            assert!(std::time::Instant::now() < deadline, "no cache written");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        let text = std::fs::read_to_string(&cache).unwrap();
+        assert!(
+            text.contains("\"0-1.json\""),
+            "{}",
+            &text[..200.min(text.len())]
+        );
     }
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{
-    expect_success, install_helpers_line, mount_points_under, quote, sh, sidemount, Daemon,
-    ExternalAgent, Host, LoopDevice, Namespace, SIDEMOUNT,
+    expect_success, external_vcs_config, install_helpers_line, kubelet_root, mount_points_under,
+    pod_volume, quote, sh, sidemount, volume, Daemon, ExternalAgent, Host, LoopDevice, Namespace,
+    SIDEMOUNT,
 };
 use nix::sys::signal::Signal;
 
@@ -46,19 +47,6 @@ impl Kubelet {
     }
 }
 
-/// A shared kubelet root with a pod volume directory for each name.
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
-    root
-}
-
-fn volume(root: &Path, pod: &str, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/{pod}/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn is_mounted(pid: Option<u32>, target: &Path) -> bool {
     mount_points_under(pid, target).iter().any(|t| t == target)
 }
@@ -80,9 +68,9 @@ fn mounts_reach_host_and_kubelet(host: &Host, container: bool) {
     let source = host.dir("var/lib/kubelet/plugins/shared-data");
     std::fs::write(source.join("hello"), "from the plugin dir").unwrap();
 
-    let tmp = volume(&root, "p1", "scratch");
-    let bind = volume(&root, "p1", "data");
-    let ext4 = volume(&root, "p1", "disk");
+    let tmp = volume(&root, "scratch");
+    let bind = volume(&root, "data");
+    let ext4 = volume(&root, "disk");
     let lines = [
         // mount(8) runs the mount.tmpfs helper: sidemount.
         format!("mount -t tmpfs -o size=1m tmpfs {}", quote(&tmp)),
@@ -170,7 +158,7 @@ privileged_test! {
             &format!("{helpers}\nmount --make-private {}", quote(&root)),
         ));
         let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let out = kubelet.run(&daemon, &format!("mount -t tmpfs tmpfs {}", quote(&target)));
         assert_eq!(out.status.code(), Some(32));
         let err = String::from_utf8_lossy(&out.stderr);
@@ -208,7 +196,7 @@ privileged_test! {
         std::os::unix::fs::symlink("/etc", root.join("pods/p1/volumes/evil")).unwrap();
         let via_link = format!("{}/pods/p1/volumes/evil/ssl", root.display());
         refused(&["-t", "tmpfs", "tmpfs", &via_link], "symbolic link");
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let t = target.to_str().unwrap();
         refused(&["-t", "tmpfs", "--", "-oremount", t], "begins with '-'");
         refused(&["-t", "tmp fs", "tmpfs", t], "filesystem type");
@@ -233,7 +221,7 @@ privileged_test! {
     fn secrets_never_reach_logs_errors_or_status(host: &Host) {
         let root = kubelet_root(host);
         let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let t = target.to_str().unwrap();
         let run = |args: &[&str]| {
             Command::new(SIDEMOUNT).args(args).env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
@@ -290,7 +278,7 @@ fn sensitive_options_take_effect_unseen(root: &Path, daemon: &Daemon, logs: &[Pa
         (None, "2m", "size=2048k"),
         (Some("x-sidemount.test=1"), "3m", "size=3072k"),
     ] {
-        let target = volume(root, "p1", size);
+        let target = volume(root, size);
         let t = target.to_str().unwrap();
         let sensitive = format!("size={size},ro");
         let mut args = vec!["mount", "-t", "tmpfs", "--sensitive-options", &sensitive];
@@ -325,11 +313,7 @@ privileged_test! {
 privileged_test! {
     fn sensitive_options_reach_the_agents_mount_and_nothing_shown(host: &Host) {
         let root = kubelet_root(host);
-        let config = host.dir("etc").join("sidemount.yaml");
-        std::fs::write(&config, format!(
-            "kubelet_root: {}\nvcs:\n  - name: ext\n    types: [tmpfs]\n    image: example/ext:1\n    provider: external\n",
-            root.display()
-        )).unwrap();
+        let config = external_vcs_config(host, &root, "ext", "[tmpfs]");
         let socket = host.dir("run/agents").join("ext.sock");
         let _agent = ExternalAgent::start(host, "ext", &socket);
         let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
@@ -344,7 +328,7 @@ privileged_test! {
     fn a_killed_daemon_restarts_knowing_its_mounts(host: &Host) {
         let root = kubelet_root(host);
         let mut daemon = Daemon::start(host, &root, &[]);
-        let (a, b) = (volume(&root, "p1", "a"), volume(&root, "p1", "b"));
+        let (a, b) = (volume(&root, "a"), volume(&root, "b"));
         for t in [&a, &b] {
             let out = Command::new(SIDEMOUNT)
                 .args(["mount", "-t", "tmpfs", "tmpfs"])
@@ -369,7 +353,7 @@ privileged_test! {
     fn sigterm_finishes_and_leaves_mounts(host: &Host) {
         let root = kubelet_root(host);
         let mut daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let out = Command::new(SIDEMOUNT)
             .args(["mount", "-t", "tmpfs", "tmpfs"])
             .arg(&target)
@@ -391,7 +375,7 @@ privileged_test! {
         let daemon = Daemon::start(host, &root, &[]);
         let targets: Vec<PathBuf> = (0..100)
             .flat_map(|pod| (0..3).map(move |v| (pod, v)))
-            .map(|(pod, v)| volume(&root, &format!("pod-{pod}"), &format!("vol-{v}")))
+            .map(|(pod, v)| pod_volume(&root, &format!("pod-{pod}"), &format!("vol-{v}")))
             .collect();
         let all = |line: &dyn Fn(&Path) -> String| {
             let children: Vec<_> = targets
@@ -449,7 +433,7 @@ privileged_test! {
             Command::new(SIDEMOUNT).args(args)
                 .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
         };
-        let (tmp, bind, bad) = (volume(&root, "p1", "tmp"), volume(&root, "p1", "bind"), volume(&root, "p1", "bad"));
+        let (tmp, bind, bad) = (volume(&root, "tmp"), volume(&root, "bind"), volume(&root, "bad"));
 
         // A tmpfs is one mount(2), with the VFS options as flags and the rest as data.
         let t = tmp.to_str().unwrap();
@@ -501,15 +485,11 @@ fn status_probe(daemon: &Daemon, args: &[&str]) -> (Option<i32>, String, String)
 privileged_test! {
     fn an_external_agent_mounts_and_its_absence_fails_at_once(host: &Host) {
         let root = kubelet_root(host);
-        let config = host.dir("etc").join("sidemount.yaml");
-        std::fs::write(&config, format!(
-            "kubelet_root: {}\nagent_wait_seconds: 2\nvcs:\n  - name: ext\n    types: [tmpfs]\n    image: example/ext:1\n    provider: external\n",
-            root.display()
-        )).unwrap();
+        let config = external_vcs_config(host, &root, "ext", "[tmpfs]");
         let socket = host.dir("run/agents").join("ext.sock");
         let agent = ExternalAgent::start(host, "ext", &socket);
         let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
-        let (a, b) = (volume(&root, "p1", "a"), volume(&root, "p1", "b"));
+        let (a, b) = (volume(&root, "a"), volume(&root, "b"));
         let mount = |t: &Path| {
             Command::new(SIDEMOUNT)
                 .args(["mount", "-t", "tmpfs", "tmpfs"])
@@ -561,7 +541,7 @@ privileged_test! {
         let read = || -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(&file).unwrap_or_default()).unwrap_or_default()
         };
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let t = target.display().to_string();
         let run = |args: &[&str]| {
             Command::new(SIDEMOUNT).args(args).arg(&target)

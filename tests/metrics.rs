@@ -3,16 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{expect_success, sidemount, wait_until, Daemon, Host, SIDEMOUNT};
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
-    root
-}
+use common::{kubelet_root, volume, wait_until, Daemon, Host, SIDEMOUNT};
 
 /// `sidemount mount|umount ...` through the daemon; its exit code.
 fn forward(daemon: &Daemon, args: &[&str]) -> Option<i32> {
@@ -54,12 +48,6 @@ fn op(operation: &str, fstype: &str, status: &str) -> String {
     format!(
         r#"sidemount_operation_duration_seconds_count{{operation="{operation}",executor="host",fstype="{fstype}",status="{status}"}}"#
     )
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 privileged_test! {

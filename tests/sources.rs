@@ -10,22 +10,10 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{expect_success, mount_points_under, quote, sh, Daemon, Host, LoopDevice, SIDEMOUNT};
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    sh(&format!(
-        "mount --bind {0} {0} && mount --make-rshared {0}",
-        quote(&root)
-    ));
-    root
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{
+    expect_success, kubelet_root, mount_points_under, quote, sh, volume, Daemon, Host, LoopDevice,
+    SIDEMOUNT,
+};
 
 /// A daemon with this configuration (YAML) over `root`.
 fn daemon(host: &Host, root: &Path, yaml: &str) -> Daemon {

@@ -205,9 +205,14 @@ pub fn kubelet_root(host: &Host) -> PathBuf {
     root
 }
 
-/// The directory of a pod's volume `name` below the kubelet root, created.
+/// The directory of pod p1's volume `name` below the kubelet root, created.
 pub fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
+    pod_volume(root, "p1", name)
+}
+
+/// The directory of `pod`'s volume `name` below the kubelet root, created.
+pub fn pod_volume(root: &Path, pod: &str, name: &str) -> PathBuf {
+    let dir = root.join(format!("pods/{pod}/volumes/kubernetes.io~test/{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }

@@ -13,23 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::swap::Swapper;
-use common::{install_helpers_line, mount_points_under, quote, sh, Daemon, Host, LoopDevice};
+use common::{
+    install_helpers_line, kubelet_root, mount_points_under, quote, sh, volume, Daemon, Host,
+    LoopDevice,
+};
 use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
 
 const SIDEMOUNT: &str = common::SIDEMOUNT;
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    sh(&format!("{SIDEMOUNT} share {}", quote(&root)));
-    root
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// What a caller of mount(8) gets back: its exit code and combined output (what
 /// mount-utils reads).

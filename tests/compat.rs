@@ -49,16 +49,14 @@ privileged_test! {
         assert!(err.contains("mount point does not exist"), "{err}");
         // A busy target: umount(8)'s own words come through.
         let busy = volume(&root, "busy");
-        expect_success("mount", Command::new(SIDEMOUNT).args(["mount", "-t", "tmpfs", "tmpfs"]).arg(&busy)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        expect_success("mount", daemon.client(["mount", "-t", "tmpfs", "tmpfs", busy.to_str().unwrap()]));
         let mut holder = Command::new("sh").arg("-c").arg("exec sleep 1000").current_dir(&busy).spawn().unwrap();
         let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&busy)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("target is busy"), "{err}");
         holder.kill().unwrap();
         holder.wait().unwrap();
-        expect_success("umount", Command::new(SIDEMOUNT).arg("umount").arg(&busy)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        expect_success("umount", daemon.client(["umount", busy.to_str().unwrap()]));
         assert!(daemon.recorded().is_empty());
     }
 }
@@ -68,8 +66,7 @@ privileged_test! {
         let root = kubelet_root(host);
         let daemon = Daemon::start(host, &root, &[]);
         let mount = |args: &[&str], target: &Path| {
-            let out = Command::new(SIDEMOUNT).arg("mount").args(args).arg(target)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap();
+            let out = daemon.client([&["mount"], args, &[target.to_str().unwrap()]].concat());
             expect_success("mount", out);
         };
         // A tree: a tmpfs with two mounts inside, one of them with one of its own.

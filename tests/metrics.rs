@@ -6,18 +6,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{kubelet_root, volume, wait_until, Daemon, Host, SIDEMOUNT};
-
-/// `sidemount mount|umount ...` through the daemon; its exit code.
-fn forward(daemon: &Daemon, args: &[&str]) -> Option<i32> {
-    Command::new(SIDEMOUNT)
-        .args(args)
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap()
-        .status
-        .code()
-}
+use common::{kubelet_root, volume, wait_until, Daemon, Host};
 
 /// GET /metrics with curl: the content type and the body.
 fn scrape(curl_args: &[&str]) -> (String, String) {
@@ -57,12 +46,12 @@ privileged_test! {
         let (a, b) = (volume(&root, "a"), volume(&root, "b"));
         let outside = host.dir("elsewhere");
         let mount = |target: &Path| {
-            forward(&daemon, &["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target.to_str().unwrap()])
+            daemon.forward(&["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target.to_str().unwrap()]).0
         };
         // Two mounts, one unmount, one refused mount.
         assert_eq!(mount(&a), Some(0));
         assert_eq!(mount(&b), Some(0));
-        assert_eq!(forward(&daemon, &["umount", b.to_str().unwrap()]), Some(0));
+        assert_eq!(daemon.forward(&["umount", b.to_str().unwrap()]).0, Some(0));
         assert_eq!(mount(&outside), Some(32));
 
         let socket = daemon.socket.to_str().unwrap().to_owned();
@@ -108,7 +97,7 @@ privileged_test! {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
 
-        assert_eq!(forward(&daemon, &["umount", a.to_str().unwrap()]), Some(0));
+        assert_eq!(daemon.forward(&["umount", a.to_str().unwrap()]).0, Some(0));
         let (_, text) = scrape(&["--unix-socket", &socket, "http://sidemount/metrics"]);
         assert!(!text.contains("sidemount_mounts{"), "{text}");
         assert_eq!(sample(&text, &op("unmount", "tmpfs", "success")), Some(2.0), "{text}");

@@ -58,15 +58,6 @@ fn json_error(answer: &str, status: u16) -> serde_json::Value {
     e
 }
 
-fn mount_tmpfs(daemon: &Daemon, target: &Path) -> std::process::Output {
-    Command::new("timeout")
-        .args(["60", SIDEMOUNT, "mount", "-t", "tmpfs", "tmpfs"])
-        .arg(target)
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap()
-}
-
 privileged_test! {
     fn a_mount_succeeds_among_thousands_of_idle_and_slow_connections(host: &Host) {
         raise_open_files();
@@ -83,7 +74,7 @@ privileged_test! {
             })
             .collect();
         let target = volume(&root, "v");
-        expect_success("a real mount among them", mount_tmpfs(&daemon, &target));
+        expect_success("a real mount among them", daemon.client(["mount", "-t", "tmpfs", "tmpfs", target.to_str().unwrap()]));
         assert!(daemon.recorded().contains(&target.display().to_string()));
 
         // Each slow and idle connection is closed by the daemon, none left open.

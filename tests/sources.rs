@@ -24,18 +24,14 @@ fn daemon(host: &Host, root: &Path, yaml: &str) -> Daemon {
 
 /// `sidemount ARGS` against `daemon`, as `uid` (0: root).
 fn client(daemon: &Daemon, uid: u32, args: &[&str]) -> Output {
-    let mut command = match uid {
-        0 => Command::new(SIDEMOUNT),
-        uid => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .arg("--clear-groups")
-                .arg(SIDEMOUNT);
-            c
-        }
-    };
-    command
+    if uid == 0 {
+        return daemon.client(args);
+    }
+    Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(SIDEMOUNT)
         .args(args)
         .env("SIDEMOUNT_SOCKET", &daemon.socket)
         .output()
@@ -187,9 +183,7 @@ privileged_test! {
         let lossy = volumes.join("bad\u{fffd}");
         std::fs::create_dir_all(&lossy).unwrap();
 
-        let run = |args: &[&std::ffi::OsStr]| {
-            Command::new(SIDEMOUNT).args(args).env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
-        };
+        let run = |args: &[&std::ffi::OsStr]| daemon.client(args);
         expect_success("mount", run(&["mount".as_ref(), "-t".as_ref(), "tmpfs".as_ref(), "tmpfs".as_ref(), exact.as_os_str()]));
         assert_eq!(mount_points_under(None, &volumes), vec![exact.clone()]);
         let mounts = daemon.get("/v1/mounts").unwrap();

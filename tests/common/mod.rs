@@ -351,16 +351,24 @@ impl Daemon {
     }
 
     /// Runs `sidemount ARGS` with this daemon's socket, as a host kubelet runs
-    /// its mounter path, under a hang guard: (exit code, stderr).
-    pub fn forward(&self, args: &[&str]) -> (Option<i32>, String) {
+    /// its mounter path, under a hang guard: its output, whatever its status.
+    pub fn client<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let args: Vec<S> = args.into_iter().collect();
         let out = Command::new("timeout")
             .arg("60")
             .arg(SIDEMOUNT)
-            .args(args)
+            .args(&args)
             .env("SIDEMOUNT_SOCKET", &self.socket)
             .output()
             .unwrap();
-        assert_ne!(out.status.code(), Some(124), "{args:?} hung");
+        let shown: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        assert_ne!(out.status.code(), Some(124), "{shown:?} hung");
+        out
+    }
+
+    /// [`Daemon::client`]: (exit code, stderr).
+    pub fn forward(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.client(args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -392,10 +400,13 @@ impl Drop for Daemon {
 /// copy of the host's, as a Kubernetes sidecar with the kubelet root Bidirectional.
 pub struct ExternalAgent {
     pub child: std::process::Child,
+    /// Where it serves: `run/agents/VCS.sock`, where the daemon looks for it.
+    pub socket: PathBuf,
 }
 
 impl ExternalAgent {
-    pub fn start(host: &Host, vcs: &str, socket: &Path) -> ExternalAgent {
+    pub fn start(host: &Host, vcs: &str) -> ExternalAgent {
+        let socket = host.dir("run/agents").join(format!("{vcs}.sock"));
         let log = std::fs::File::create(host.dir("run").join(format!("agent-{vcs}.log"))).unwrap();
         let child = Command::new("unshare")
             .args([
@@ -409,7 +420,7 @@ impl ExternalAgent {
                 vcs,
                 "--socket",
             ])
-            .arg(socket)
+            .arg(&socket)
             .stderr(log)
             .spawn()
             .unwrap();
@@ -418,7 +429,7 @@ impl ExternalAgent {
                 .status
                 .success()
         });
-        ExternalAgent { child }
+        ExternalAgent { child, socket }
     }
 }
 

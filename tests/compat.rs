@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    expect_success, external_vcs_config, install_helpers_line, kubelet_root, mount_points_under,
+    daemon_with_helpers, expect_success, external_vcs_config, kubelet_root, mount_points_under,
     quote, sh, volume, Daemon, Host, LoopDevice, SIDEMOUNT,
 };
 
@@ -18,9 +18,7 @@ fn is_mounted(target: &Path) -> bool {
 
 privileged_test! {
     fn usage_errors_exit_1_and_failures_32_with_util_linux_phrases(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         // Usage errors: 1 on the mounter path and in the helpers, as mount(8)'s.
         for line in [
             format!("{SIDEMOUNT} mount --no-such-flag a /b"),
@@ -100,9 +98,7 @@ privileged_test! {
 
 privileged_test! {
     fn nofail_with_a_missing_source_succeeds_like_mount8(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "ext4"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "ext4");
         let target = volume(&root, "v");
         let gone = host.scratch.join("no-such-disk");
         let direct = daemon.run(&format!("mount -i -t ext4 -o nofail {} {}", quote(&gone), quote(&target)));
@@ -123,9 +119,7 @@ privileged_test! {
 
 privileged_test! {
     fn umount_through_a_symlink_below_the_roots_only(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let v = volume(&root, "v");
         let dir = v.parent().unwrap().to_owned();
         std::os::unix::fs::symlink(&v, dir.join("abs")).unwrap();
@@ -191,11 +185,9 @@ privileged_test! {
 
 privileged_test! {
     fn a_type_left_to_probe_is_found_by_libblkid_never_by_sidemounts_own_helper(host: &Host) {
-        let root = kubelet_root(host);
         // mount(8) probing by itself would call this helper, which asks the daemon
         // for the target it is busy with.
-        sh(&install_helpers_line(host, "ext4"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "ext4");
         let disk = LoopDevice::ext4(host, "disk");
         let v = volume(&root, "v");
         for types in ["", "-t auto ", "-t xfs,ext4 "] {

@@ -14,7 +14,7 @@ use std::process::Command;
 
 use common::swap::Swapper;
 use common::{
-    install_helpers_line, kubelet_root, mount_points_under, quote, sh, volume, Daemon, Host,
+    daemon_with_helpers, kubelet_root, mount_points_under, quote, sh, volume, Daemon, Host,
     LoopDevice,
 };
 use nix::fcntl::{open, openat, OFlag};
@@ -315,9 +315,7 @@ privileged_test! {
 /// finds the filesystem, checks it with `fsck -a` and just mounts; a read-only
 /// round mounts `ro,defaults` and checks nothing.
 fn format_and_mount(host: &Host, fstype: &str, mkfs: &[&str], size: &str) {
-    let root = kubelet_root(host);
-    sh(&install_helpers_line(host, fstype));
-    let daemon = Daemon::start(host, &root, &[]);
+    let (root, daemon) = daemon_with_helpers(host, fstype);
     let image = host.dir("images").join("disk.img");
     sh(&format!("truncate -s {size} {}", quote(&image)));
     let disk = LoopDevice::attach(&image);
@@ -378,9 +376,7 @@ privileged_test! {
 
 privileged_test! {
     fn umount_of_a_directory_not_mounted_says_so_as_umount8(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let ways = Ways::volumes(&daemon, &root);
         let direct = ways.replay(&["umount", "{T}"]);
         assert_eq!(direct.code, Some(32), "{}", direct.output);
@@ -395,9 +391,7 @@ privileged_test! {
 
 privileged_test! {
     fn tmpfs_with_the_kubelets_option_shapes(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let ways = Ways::volumes(&daemon, &root);
         // emptyDir (medium Memory) with a size limit; the noswap probe; a secret's
         // volume; mount-utils joins sensitive options into the same -o.

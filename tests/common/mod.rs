@@ -461,6 +461,15 @@ pub fn install_helpers_line(host: &Host, types: &str) -> String {
     )
 }
 
+/// A shared kubelet root and a daemon for it, with sidemount's helpers for `types`
+/// laid over /usr/sbin here, as on a node whose kubelet runs mount(8) itself.
+pub fn daemon_with_helpers(host: &Host, types: &str) -> (PathBuf, Daemon) {
+    let root = kubelet_root(host);
+    sh(&install_helpers_line(host, types));
+    let daemon = Daemon::start(host, &root, &[]);
+    (root, daemon)
+}
+
 /// A loop device over a fresh ext4 image, detached when dropped.
 pub struct LoopDevice {
     pub device: String,

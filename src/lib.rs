@@ -16,4 +16,7 @@ pub mod mount;
 pub mod node;
 pub mod ns;
 pub mod policy;
+// Unit-test support, below every layer: any module's tests may use it.
+#[cfg(test)]
+mod testing;
 pub mod vcs;

@@ -9,7 +9,7 @@ mod common;
 use std::path::Path;
 
 use common::{
-    has_option, install_helpers_line, kubelet_root, quote, sh, volume, Daemon, Host, SIDEMOUNT,
+    daemon_with_helpers, has_option, kubelet_root, quote, sh, volume, Daemon, Host, SIDEMOUNT,
 };
 
 fn ok(daemon: &Daemon, line: &str) {
@@ -39,9 +39,7 @@ fn records(daemon: &Daemon, target: &Path) -> Vec<(String, Vec<String>)> {
 
 privileged_test! {
     fn remounts_change_the_same_mount_and_its_record(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let v = volume(&root, "v");
         let q = quote(&v);
         ok(&daemon, &format!("{SIDEMOUNT} mount -t tmpfs -o size=1m,nosuid tmpfs {q}"));

@@ -5,7 +5,10 @@ mod common;
 
 use std::process::Output;
 
-use common::{expect_success, quote, sh, sidemount, Host};
+use common::{
+    expect_success, external_vcs_config, kubelet_root, quote, sh, sidemount, Daemon, ExternalAgent,
+    Host,
+};
 
 fn check(root: &str) -> (Output, serde_json::Value) {
     let out = sidemount(&[
@@ -53,9 +56,7 @@ privileged_test! {
 
 privileged_test! {
     fn check_from_a_kubelet_container_names_the_broken_peer_group(host: &Host) {
-        let root = host.dir("var/lib/kubelet");
-        let r = root.to_str().unwrap();
-        expect_success("share", sidemount(&["share", r]));
+        let root = kubelet_root(host);
         let cmd = format!("{} check --no-daemon --kubelet-root {} --output json", common::SIDEMOUNT, quote(&root));
 
         let shared = host.namespace("kubelet", "true");
@@ -74,9 +75,8 @@ privileged_test! {
 
 privileged_test! {
     fn check_finds_a_dockerd_with_mountflags_slave(host: &Host) {
-        let root = host.dir("var/lib/kubelet");
+        let root = kubelet_root(host);
         let r = root.to_str().unwrap();
-        expect_success("share", sidemount(&["share", r]));
         // A process named dockerd in a namespace where everything is a slave, as
         // systemd's MountFlags=slave leaves it.
         let bin = host.dir("bin").join("dockerd");
@@ -112,13 +112,9 @@ privileged_test! {
 
 privileged_test! {
     fn check_on_a_running_node_asks_the_daemon_its_vcs_and_helpers(host: &Host) {
-        let root = host.dir("var/lib/kubelet");
+        let root = kubelet_root(host);
         let r = root.to_str().unwrap();
-        expect_success("share", sidemount(&["share", r]));
-        let config = host.dir("etc").join("sidemount.yaml");
-        std::fs::write(&config, format!(
-            "kubelet_root: {r}\nagent_wait_seconds: 2\nvcs:\n  - name: fs\n    types: [fuse.sshfs]\n    image: sidemount/vcs-sshfs:latest\n    provider: external\n"
-        )).unwrap();
+        let config = external_vcs_config(host, &root, "fs", "[fuse.sshfs]");
         let helpers = host.dir("helpers");
         let h = helpers.to_str().unwrap();
         let socket = host.dir("run").join("sidemount.sock");
@@ -135,8 +131,8 @@ privileged_test! {
         let d = item(&report, "daemon");
         assert!(d["detail"].as_str().unwrap().contains("cannot reach the sidemount daemon"), "{d}");
 
-        let agent = common::ExternalAgent::start(host, "fs", &host.dir("run/agents").join("fs.sock"));
-        let _daemon = common::Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
+        let agent = ExternalAgent::start(host, "fs");
+        let _daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
         let (code, report) = check();
         assert_eq!(code, Some(1));
         assert_eq!(item(&report, "daemon")["ok"], true, "{report:#}");

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{
-    expect_success, external_vcs_config, install_helpers_line, kubelet_root, mount_points_under,
+    daemon_with_helpers, expect_success, external_vcs_config, kubelet_root, mount_points_under,
     quote, sh, volume, Daemon, Host, LoopDevice, SIDEMOUNT,
 };
 
@@ -18,9 +18,7 @@ fn is_mounted(target: &Path) -> bool {
 
 privileged_test! {
     fn usage_errors_exit_1_and_failures_32_with_util_linux_phrases(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         // Usage errors: 1 on the mounter path and in the helpers, as mount(8)'s.
         for line in [
             format!("{SIDEMOUNT} mount --no-such-flag a /b"),
@@ -49,16 +47,14 @@ privileged_test! {
         assert!(err.contains("mount point does not exist"), "{err}");
         // A busy target: umount(8)'s own words come through.
         let busy = volume(&root, "busy");
-        expect_success("mount", Command::new(SIDEMOUNT).args(["mount", "-t", "tmpfs", "tmpfs"]).arg(&busy)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        expect_success("mount", daemon.client(["mount", "-t", "tmpfs", "tmpfs", busy.to_str().unwrap()]));
         let mut holder = Command::new("sh").arg("-c").arg("exec sleep 1000").current_dir(&busy).spawn().unwrap();
         let (code, err) = daemon.run(&format!("{SIDEMOUNT} umount {}", quote(&busy)));
         assert_eq!(code, Some(32), "{err}");
         assert!(err.contains("target is busy"), "{err}");
         holder.kill().unwrap();
         holder.wait().unwrap();
-        expect_success("umount", Command::new(SIDEMOUNT).arg("umount").arg(&busy)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        expect_success("umount", daemon.client(["umount", busy.to_str().unwrap()]));
         assert!(daemon.recorded().is_empty());
     }
 }
@@ -68,8 +64,7 @@ privileged_test! {
         let root = kubelet_root(host);
         let daemon = Daemon::start(host, &root, &[]);
         let mount = |args: &[&str], target: &Path| {
-            let out = Command::new(SIDEMOUNT).arg("mount").args(args).arg(target)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap();
+            let out = daemon.client([&["mount"], args, &[target.to_str().unwrap()]].concat());
             expect_success("mount", out);
         };
         // A tree: a tmpfs with two mounts inside, one of them with one of its own.
@@ -103,9 +98,7 @@ privileged_test! {
 
 privileged_test! {
     fn nofail_with_a_missing_source_succeeds_like_mount8(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "ext4"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "ext4");
         let target = volume(&root, "v");
         let gone = host.scratch.join("no-such-disk");
         let direct = daemon.run(&format!("mount -i -t ext4 -o nofail {} {}", quote(&gone), quote(&target)));
@@ -126,9 +119,7 @@ privileged_test! {
 
 privileged_test! {
     fn umount_through_a_symlink_below_the_roots_only(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let v = volume(&root, "v");
         let dir = v.parent().unwrap().to_owned();
         std::os::unix::fs::symlink(&v, dir.join("abs")).unwrap();
@@ -194,11 +185,9 @@ privileged_test! {
 
 privileged_test! {
     fn a_type_left_to_probe_is_found_by_libblkid_never_by_sidemounts_own_helper(host: &Host) {
-        let root = kubelet_root(host);
         // mount(8) probing by itself would call this helper, which asks the daemon
         // for the target it is busy with.
-        sh(&install_helpers_line(host, "ext4"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "ext4");
         let disk = LoopDevice::ext4(host, "disk");
         let v = volume(&root, "v");
         for types in ["", "-t auto ", "-t xfs,ext4 "] {

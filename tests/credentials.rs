@@ -5,14 +5,12 @@
 mod common;
 
 use std::path::PathBuf;
-use std::process::Command;
 
-use common::{expect_success, quote, sh, Daemon, Host, SIDEMOUNT};
+use common::{expect_success, kubelet_root, quote, sh, Daemon, Host};
 
 privileged_test! {
     fn a_cifs_password_reaches_mount_cifs_in_a_file_not_its_argv(host: &Host) {
-        let root = host.dir("var/lib/kubelet");
-        sh(&format!("mount --bind {0} {0} && mount --make-rshared {0}", quote(&root)));
+        let root = kubelet_root(host);
         // A mount.cifs that logs its argv and the credentials file it was given,
         // then mounts a tmpfs where mount(8) asked.
         let helpers = host.dir("helpers");
@@ -37,12 +35,8 @@ exec mount -t tmpfs -o size=64k cifs-fake "$target"
             quote(&helper), quote(&helpers)));
         let daemon = Daemon::start(host, &root, &[]);
         let target = host.dir("var/lib/kubelet/pods/p/volumes/kubernetes.io~cifs/share");
-        let out = Command::new(SIDEMOUNT)
-            .args(["mount", "-t", "cifs", "-o", "vers=3.0,username=alice%hunter2,domain=CORP", "//server/share"])
-            .arg(&target)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket)
-            .output()
-            .unwrap();
+        let options = "vers=3.0,username=alice%hunter2,domain=CORP";
+        let out = daemon.client(["mount", "-t", "cifs", "-o", options, "//server/share", target.to_str().unwrap()]);
         expect_success("mount -t cifs", out);
 
         let logged = std::fs::read_to_string(&log).unwrap();
@@ -58,7 +52,6 @@ exec mount -t tmpfs -o size=64k cifs-fake "$target"
         let left: Vec<PathBuf> = std::fs::read_dir(&staging).unwrap().map(|e| e.unwrap().path()).collect();
         assert_eq!(left, Vec::<PathBuf>::new(), "left in {}", staging.display());
 
-        expect_success("umount", Command::new(SIDEMOUNT).arg("umount").arg(&target)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap());
+        expect_success("umount", daemon.client(["umount", target.to_str().unwrap()]));
     }
 }

@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use common::{
-    expect_success, install_helpers_line, mount_points_under, quote, sh, sidemount, Daemon,
-    ExternalAgent, Host, LoopDevice, Namespace, SIDEMOUNT,
+    expect_success, external_vcs_config, install_helpers_line, kubelet_root, mount_points_under,
+    pod_volume, quote, sh, sidemount, volume, Daemon, ExternalAgent, Host, LoopDevice, Namespace,
+    SIDEMOUNT,
 };
 use nix::sys::signal::Signal;
 
@@ -46,19 +47,6 @@ impl Kubelet {
     }
 }
 
-/// A shared kubelet root with a pod volume directory for each name.
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
-    root
-}
-
-fn volume(root: &Path, pod: &str, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/{pod}/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 fn is_mounted(pid: Option<u32>, target: &Path) -> bool {
     mount_points_under(pid, target).iter().any(|t| t == target)
 }
@@ -80,9 +68,9 @@ fn mounts_reach_host_and_kubelet(host: &Host, container: bool) {
     let source = host.dir("var/lib/kubelet/plugins/shared-data");
     std::fs::write(source.join("hello"), "from the plugin dir").unwrap();
 
-    let tmp = volume(&root, "p1", "scratch");
-    let bind = volume(&root, "p1", "data");
-    let ext4 = volume(&root, "p1", "disk");
+    let tmp = volume(&root, "scratch");
+    let bind = volume(&root, "data");
+    let ext4 = volume(&root, "disk");
     let lines = [
         // mount(8) runs the mount.tmpfs helper: sidemount.
         format!("mount -t tmpfs -o size=1m tmpfs {}", quote(&tmp)),
@@ -170,7 +158,7 @@ privileged_test! {
             &format!("{helpers}\nmount --make-private {}", quote(&root)),
         ));
         let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let out = kubelet.run(&daemon, &format!("mount -t tmpfs tmpfs {}", quote(&target)));
         assert_eq!(out.status.code(), Some(32));
         let err = String::from_utf8_lossy(&out.stderr);
@@ -190,12 +178,7 @@ privileged_test! {
         let daemon = Daemon::start(host, &root, &[]);
         let before = mount_points_under(None, &host.scratch);
         let refused = |args: &[&str], want: &str| {
-            let out = Command::new(SIDEMOUNT)
-                .arg("mount")
-                .args(args)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket)
-                .output()
-                .unwrap();
+            let out = daemon.client([&["mount"], args].concat());
             let err = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(32), "{args:?}: {err}");
             assert!(err.contains(want), "{args:?}: want {want:?} in {err}");
@@ -208,7 +191,7 @@ privileged_test! {
         std::os::unix::fs::symlink("/etc", root.join("pods/p1/volumes/evil")).unwrap();
         let via_link = format!("{}/pods/p1/volumes/evil/ssl", root.display());
         refused(&["-t", "tmpfs", "tmpfs", &via_link], "symbolic link");
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let t = target.to_str().unwrap();
         refused(&["-t", "tmpfs", "--", "-oremount", t], "begins with '-'");
         refused(&["-t", "tmp fs", "tmpfs", t], "filesystem type");
@@ -233,17 +216,14 @@ privileged_test! {
     fn secrets_never_reach_logs_errors_or_status(host: &Host) {
         let root = kubelet_root(host);
         let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let t = target.to_str().unwrap();
-        let run = |args: &[&str]| {
-            Command::new(SIDEMOUNT).args(args).env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
-        };
         // tmpfs refuses the option: the failure must not echo the secret.
-        let out = run(&["mount", "-t", "tmpfs", "-o", "password=hunter2", "tmpfs", t]);
+        let out = daemon.client(["mount", "-t", "tmpfs", "-o", "password=hunter2", "tmpfs", t]);
         assert_eq!(out.status.code(), Some(32));
         assert!(!String::from_utf8_lossy(&out.stderr).contains("hunter2"));
         // A caller-marked option mounts, and is shown nowhere.
-        let out = run(&["mount", "-t", "tmpfs", "--sensitive-options", "size=12345k", "-v", "tmpfs", t]);
+        let out = daemon.client(["mount", "-t", "tmpfs", "--sensitive-options", "size=12345k", "-v", "tmpfs", t]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
         assert!(!err.contains("12345k"), "{err}");
@@ -253,7 +233,7 @@ privileged_test! {
             .map(|f| std::fs::read_to_string(f.unwrap().path()).unwrap())
             .collect();
         assert!(state.contains("<redacted>") && !state.contains("12345k"), "{state}");
-        expect_success("umount", run(&["umount", t]));
+        expect_success("umount", daemon.client(["umount", t]));
         let log = daemon.log_text();
         assert!(log.contains("mounted and verified"), "{log}");
         // The failed request is logged, with its peer and code, and no secret.
@@ -267,13 +247,6 @@ privileged_test! {
 /// size, and the size shows nowhere: not in the daemon's log, status, records or
 /// state files, nor in `logs` (other logs to search).
 fn sensitive_options_take_effect_unseen(root: &Path, daemon: &Daemon, logs: &[PathBuf]) {
-    let run = |args: &[&str]| {
-        Command::new(SIDEMOUNT)
-            .args(args)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket)
-            .output()
-            .unwrap()
-    };
     let shown = || {
         let mut text = daemon.log_text();
         text.push_str(&daemon.get("/v1/status").unwrap().to_string());
@@ -290,13 +263,13 @@ fn sensitive_options_take_effect_unseen(root: &Path, daemon: &Daemon, logs: &[Pa
         (None, "2m", "size=2048k"),
         (Some("x-sidemount.test=1"), "3m", "size=3072k"),
     ] {
-        let target = volume(root, "p1", size);
+        let target = volume(root, size);
         let t = target.to_str().unwrap();
         let sensitive = format!("size={size},ro");
         let mut args = vec!["mount", "-t", "tmpfs", "--sensitive-options", &sensitive];
         args.extend(plain.iter().flat_map(|o| ["-o", *o]));
         args.extend(["tmpfs", t]);
-        expect_success("mount", run(&args));
+        expect_success("mount", daemon.client(&args));
         let seen = findmnt(&target);
         let fields: Vec<&str> = seen.split_whitespace().collect();
         assert!(
@@ -310,7 +283,7 @@ fn sensitive_options_take_effect_unseen(root: &Path, daemon: &Daemon, logs: &[Pa
             !text.contains("size=") && !text.contains(&sensitive),
             "{text}"
         );
-        expect_success("umount", run(&["umount", t]));
+        expect_success("umount", daemon.client(["umount", t]));
     }
 }
 
@@ -325,13 +298,8 @@ privileged_test! {
 privileged_test! {
     fn sensitive_options_reach_the_agents_mount_and_nothing_shown(host: &Host) {
         let root = kubelet_root(host);
-        let config = host.dir("etc").join("sidemount.yaml");
-        std::fs::write(&config, format!(
-            "kubelet_root: {}\nvcs:\n  - name: ext\n    types: [tmpfs]\n    image: example/ext:1\n    provider: external\n",
-            root.display()
-        )).unwrap();
-        let socket = host.dir("run/agents").join("ext.sock");
-        let _agent = ExternalAgent::start(host, "ext", &socket);
+        let config = external_vcs_config(host, &root, "ext", "[tmpfs]");
+        let _agent = ExternalAgent::start(host, "ext");
         let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
         let agent_log = host.dir("run").join("agent-ext.log");
         sensitive_options_take_effect_unseen(&root, &daemon, &[agent_log]);
@@ -344,14 +312,9 @@ privileged_test! {
     fn a_killed_daemon_restarts_knowing_its_mounts(host: &Host) {
         let root = kubelet_root(host);
         let mut daemon = Daemon::start(host, &root, &[]);
-        let (a, b) = (volume(&root, "p1", "a"), volume(&root, "p1", "b"));
+        let (a, b) = (volume(&root, "a"), volume(&root, "b"));
         for t in [&a, &b] {
-            let out = Command::new(SIDEMOUNT)
-                .args(["mount", "-t", "tmpfs", "tmpfs"])
-                .arg(t)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket)
-                .output()
-                .unwrap();
+            let out = daemon.client(["mount", "-t", "tmpfs", "tmpfs", t.to_str().unwrap()]);
             expect_success("mount", out);
         }
         assert_eq!(daemon.stop(Signal::SIGKILL).signal(), Some(9));
@@ -369,13 +332,8 @@ privileged_test! {
     fn sigterm_finishes_and_leaves_mounts(host: &Host) {
         let root = kubelet_root(host);
         let mut daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p1", "v");
-        let out = Command::new(SIDEMOUNT)
-            .args(["mount", "-t", "tmpfs", "tmpfs"])
-            .arg(&target)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket)
-            .output()
-            .unwrap();
+        let target = volume(&root, "v");
+        let out = daemon.client(["mount", "-t", "tmpfs", "tmpfs", target.to_str().unwrap()]);
         expect_success("mount", out);
         assert!(daemon.stop(Signal::SIGTERM).success());
         assert!(is_mounted(None, &target));
@@ -391,7 +349,7 @@ privileged_test! {
         let daemon = Daemon::start(host, &root, &[]);
         let targets: Vec<PathBuf> = (0..100)
             .flat_map(|pod| (0..3).map(move |v| (pod, v)))
-            .map(|(pod, v)| volume(&root, &format!("pod-{pod}"), &format!("vol-{v}")))
+            .map(|(pod, v)| pod_volume(&root, &format!("pod-{pod}"), &format!("vol-{v}")))
             .collect();
         let all = |line: &dyn Fn(&Path) -> String| {
             let children: Vec<_> = targets
@@ -418,7 +376,6 @@ privileged_test! {
     }
 }
 
-/// `sidemount status` against the daemon's socket: (exit code, stdout, stderr).
 /// findmnt's view of `target` in this namespace: "TYPE VFS-OPTIONS FS-OPTIONS".
 fn findmnt(target: &Path) -> String {
     sh(&format!(
@@ -445,41 +402,37 @@ privileged_test! {
         let daemon = Daemon::start_with_env(host, &root, &[], &[("PATH", &path), ("SIDEMOUNT_LOG", "sidemount=debug")]);
         let logged = || std::fs::read_to_string(&log).unwrap_or_default();
         let fell_back = "the one-call mount failed";
-        let client = |args: &[&str]| {
-            Command::new(SIDEMOUNT).args(args)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
-        };
-        let (tmp, bind, bad) = (volume(&root, "p1", "tmp"), volume(&root, "p1", "bind"), volume(&root, "p1", "bad"));
+        let (tmp, bind, bad) = (volume(&root, "tmp"), volume(&root, "bind"), volume(&root, "bad"));
 
         // A tmpfs is one mount(2), with the VFS options as flags and the rest as data.
         let t = tmp.to_str().unwrap();
-        expect_success("tmpfs", client(&["mount", "-t", "tmpfs", "-o", "size=2m,nosuid,mode=0750", "tmpfs", t]));
+        expect_success("tmpfs", daemon.client(["mount", "-t", "tmpfs", "-o", "size=2m,nosuid,mode=0750", "tmpfs", t]));
         let seen = findmnt(&tmp);
         assert!(seen.starts_with("tmpfs "), "{seen}");
         assert!(seen.contains("nosuid") && seen.contains("size=2048k") && seen.contains("mode=750"), "{seen}");
-        expect_success("umount", client(&["umount", t]));
+        expect_success("umount", daemon.client(["umount", t]));
         assert!(!is_mounted(None, &tmp));
         assert_eq!(logged(), "", "no util-linux for a tmpfs");
 
         // A bind is a clone of the checked source's handle, moved onto the target's:
         // no mount(8), which would resolve both names again.
         let source = host.dir("var/lib/kubelet/plugins/data");
-        expect_success("bind", client(&["mount", "-o", "bind,ro", source.to_str().unwrap(), bind.to_str().unwrap()]));
+        expect_success("bind", daemon.client(["mount", "-o", "bind,ro", source.to_str().unwrap(), bind.to_str().unwrap()]));
         assert!(is_mounted(None, &bind));
         assert!(findmnt(&bind).contains(" ro,"), "{}", findmnt(&bind));
         assert_eq!(logged(), "", "no util-linux for a bind");
-        expect_success("umount", client(&["umount", bind.to_str().unwrap()]));
+        expect_success("umount", daemon.client(["umount", bind.to_str().unwrap()]));
 
         // Options only libmount knows go to mount(8) at once: the kernel never
         // sees them (no "Unknown parameter" in its log, no failed call first).
-        expect_success("tmpfs", client(&["mount", "-t", "tmpfs", "-o", "nousers,uid=nobody,size=1m", "tmpfs", t]));
+        expect_success("tmpfs", daemon.client(["mount", "-t", "tmpfs", "-o", "nousers,uid=nobody,size=1m", "tmpfs", t]));
         assert!(logged().contains("nousers,uid=nobody,size=1m"), "{}", logged());
         assert!(findmnt(&tmp).contains("uid=65534"), "{}", findmnt(&tmp));
         assert!(!daemon.log_text().contains(fell_back), "{}", daemon.log_text());
-        expect_success("umount", client(&["umount", t]));
+        expect_success("umount", daemon.client(["umount", t]));
 
         // A failed call goes to mount(8), whose own error the caller reads.
-        let out = client(&["mount", "-t", "tmpfs", "-o", "size=banana", "tmpfs", bad.to_str().unwrap()]);
+        let out = daemon.client(["mount", "-t", "tmpfs", "-o", "size=banana", "tmpfs", bad.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(32), "{err}");
         assert!(err.contains("mount: ") && err.contains("bad option"), "{err}");
@@ -490,6 +443,7 @@ privileged_test! {
     }
 }
 
+/// `sidemount status` against the daemon's socket: (exit code, stdout, stderr).
 fn status_probe(daemon: &Daemon, args: &[&str]) -> (Option<i32>, String, String) {
     let mut all = vec!["status", "--socket", daemon.socket.to_str().unwrap()];
     all.extend_from_slice(args);
@@ -501,23 +455,12 @@ fn status_probe(daemon: &Daemon, args: &[&str]) -> (Option<i32>, String, String)
 privileged_test! {
     fn an_external_agent_mounts_and_its_absence_fails_at_once(host: &Host) {
         let root = kubelet_root(host);
-        let config = host.dir("etc").join("sidemount.yaml");
-        std::fs::write(&config, format!(
-            "kubelet_root: {}\nagent_wait_seconds: 2\nvcs:\n  - name: ext\n    types: [tmpfs]\n    image: example/ext:1\n    provider: external\n",
-            root.display()
-        )).unwrap();
-        let socket = host.dir("run/agents").join("ext.sock");
-        let agent = ExternalAgent::start(host, "ext", &socket);
+        let config = external_vcs_config(host, &root, "ext", "[tmpfs]");
+        let agent = ExternalAgent::start(host, "ext");
+        let socket = agent.socket.clone();
         let daemon = Daemon::start(host, &root, &["--config", config.to_str().unwrap()]);
-        let (a, b) = (volume(&root, "p1", "a"), volume(&root, "p1", "b"));
-        let mount = |t: &Path| {
-            Command::new(SIDEMOUNT)
-                .args(["mount", "-t", "tmpfs", "tmpfs"])
-                .arg(t)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket)
-                .output()
-                .unwrap()
-        };
+        let (a, b) = (volume(&root, "a"), volume(&root, "b"));
+        let mount = |t: &Path| daemon.client(["mount", "-t", "tmpfs", "tmpfs", t.to_str().unwrap()]);
 
         // Mounted by the agent, in its namespace, and proven on the host.
         expect_success("mount through the external agent", mount(&a));
@@ -544,9 +487,8 @@ privileged_test! {
         assert_eq!(daemon.recorded(), vec![a.display().to_string()]);
 
         // Back again, it unmounts what it made.
-        let _agent = ExternalAgent::start(host, "ext", &socket);
-        let out = Command::new(SIDEMOUNT).arg("umount").arg(&a)
-            .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap();
+        let _agent = ExternalAgent::start(host, "ext");
+        let out = daemon.client(["umount", a.to_str().unwrap()]);
         expect_success("umount through the new agent", out);
         assert!(!is_mounted(None, &a));
         assert!(daemon.recorded().is_empty());
@@ -561,12 +503,9 @@ privileged_test! {
         let read = || -> serde_json::Value {
             serde_json::from_slice(&std::fs::read(&file).unwrap_or_default()).unwrap_or_default()
         };
-        let target = volume(&root, "p1", "v");
+        let target = volume(&root, "v");
         let t = target.display().to_string();
-        let run = |args: &[&str]| {
-            Command::new(SIDEMOUNT).args(args).arg(&target)
-                .env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
-        };
+        let run = |args: &[&str]| daemon.client([args, &[t.as_str()]].concat());
         expect_success("mount", run(&["mount", "-t", "tmpfs", "tmpfs"]));
         common::wait_until("the status file shows the mount", || read()["mounts"][0]["target"] == t.as_str());
         let served = daemon.get("/v1/status").unwrap();
@@ -583,8 +522,7 @@ privileged_test! {
 
 privileged_test! {
     fn a_stopped_agent_takes_the_daemons_it_started_along(host: &Host) {
-        let socket = host.dir("run/agents").join("fs.sock");
-        let mut agent = ExternalAgent::start(host, "fs", &socket);
+        let mut agent = ExternalAgent::start(host, "fs");
         // A client that forks away into a session of its own, as FUSE daemons do;
         // the agent, a subreaper here (not PID 1), becomes its parent.
         let body = serde_json::json!({
@@ -593,7 +531,7 @@ privileged_test! {
         });
         let out = Command::new("curl")
             .args(["-sf", "--max-time", "10", "--unix-socket"])
-            .arg(&socket)
+            .arg(&agent.socket)
             .args(["-X", "POST", "http://agent/v1/run", "-d", &body.to_string()])
             .output()
             .unwrap();

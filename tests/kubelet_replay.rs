@@ -13,23 +13,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::swap::Swapper;
-use common::{install_helpers_line, mount_points_under, quote, sh, Daemon, Host, LoopDevice};
+use common::{
+    daemon_with_helpers, kubelet_root, mount_points_under, quote, sh, volume, Daemon, Host,
+    LoopDevice,
+};
 use nix::fcntl::{open, openat, OFlag};
 use nix::sys::stat::Mode;
 
 const SIDEMOUNT: &str = common::SIDEMOUNT;
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    sh(&format!("{SIDEMOUNT} share {}", quote(&root)));
-    root
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// What a caller of mount(8) gets back: its exit code and combined output (what
 /// mount-utils reads).
@@ -324,9 +315,7 @@ privileged_test! {
 /// finds the filesystem, checks it with `fsck -a` and just mounts; a read-only
 /// round mounts `ro,defaults` and checks nothing.
 fn format_and_mount(host: &Host, fstype: &str, mkfs: &[&str], size: &str) {
-    let root = kubelet_root(host);
-    sh(&install_helpers_line(host, fstype));
-    let daemon = Daemon::start(host, &root, &[]);
+    let (root, daemon) = daemon_with_helpers(host, fstype);
     let image = host.dir("images").join("disk.img");
     sh(&format!("truncate -s {size} {}", quote(&image)));
     let disk = LoopDevice::attach(&image);
@@ -387,9 +376,7 @@ privileged_test! {
 
 privileged_test! {
     fn umount_of_a_directory_not_mounted_says_so_as_umount8(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let ways = Ways::volumes(&daemon, &root);
         let direct = ways.replay(&["umount", "{T}"]);
         assert_eq!(direct.code, Some(32), "{}", direct.output);
@@ -404,9 +391,7 @@ privileged_test! {
 
 privileged_test! {
     fn tmpfs_with_the_kubelets_option_shapes(host: &Host) {
-        let root = kubelet_root(host);
-        sh(&install_helpers_line(host, "tmpfs"));
-        let daemon = Daemon::start(host, &root, &[]);
+        let (root, daemon) = daemon_with_helpers(host, "tmpfs");
         let ways = Ways::volumes(&daemon, &root);
         // emptyDir (medium Memory) with a size limit; the noswap probe; a secret's
         // volume; mount-utils joins sensitive options into the same -o.

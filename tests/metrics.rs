@@ -3,27 +3,10 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use common::{expect_success, sidemount, wait_until, Daemon, Host, SIDEMOUNT};
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
-    root
-}
-
-/// `sidemount mount|umount ...` through the daemon; its exit code.
-fn forward(daemon: &Daemon, args: &[&str]) -> Option<i32> {
-    Command::new(SIDEMOUNT)
-        .args(args)
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap()
-        .status
-        .code()
-}
+use common::{kubelet_root, volume, wait_until, Daemon, Host};
 
 /// GET /metrics with curl: the content type and the body.
 fn scrape(curl_args: &[&str]) -> (String, String) {
@@ -56,12 +39,6 @@ fn op(operation: &str, fstype: &str, status: &str) -> String {
     )
 }
 
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 privileged_test! {
     fn metrics_count_known_operations_on_the_socket_and_on_tcp(host: &Host) {
         let root = kubelet_root(host);
@@ -69,12 +46,12 @@ privileged_test! {
         let (a, b) = (volume(&root, "a"), volume(&root, "b"));
         let outside = host.dir("elsewhere");
         let mount = |target: &Path| {
-            forward(&daemon, &["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target.to_str().unwrap()])
+            daemon.forward(&["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", target.to_str().unwrap()]).0
         };
         // Two mounts, one unmount, one refused mount.
         assert_eq!(mount(&a), Some(0));
         assert_eq!(mount(&b), Some(0));
-        assert_eq!(forward(&daemon, &["umount", b.to_str().unwrap()]), Some(0));
+        assert_eq!(daemon.forward(&["umount", b.to_str().unwrap()]).0, Some(0));
         assert_eq!(mount(&outside), Some(32));
 
         let socket = daemon.socket.to_str().unwrap().to_owned();
@@ -120,7 +97,7 @@ privileged_test! {
             .unwrap();
         assert_eq!(String::from_utf8_lossy(&other.stdout), "404");
 
-        assert_eq!(forward(&daemon, &["umount", a.to_str().unwrap()]), Some(0));
+        assert_eq!(daemon.forward(&["umount", a.to_str().unwrap()]).0, Some(0));
         let (_, text) = scrape(&["--unix-socket", &socket, "http://sidemount/metrics"]);
         assert!(!text.contains("sidemount_mounts{"), "{text}");
         assert_eq!(sample(&text, &op("unmount", "tmpfs", "success")), Some(2.0), "{text}");

@@ -61,8 +61,7 @@ privileged_test! {
 
 privileged_test! {
     fn peer_groups_compare_across_namespaces(host: &Host) {
-        let root = host.dir("var/lib/kubelet");
-        expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
+        let root = common::kubelet_root(host);
         let group = own_table().peer_group(&root).unwrap();
         let this = Namespace::new("host", ProcRoot::default(), None);
         let ns = |kubelet: &common::Namespace| {

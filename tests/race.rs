@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::swap::Swapper;
-use common::{mount_points_under, quote, sh, Daemon, Host};
+use common::{kubelet_root, mount_points_under, pod_volume, quote, sh, Daemon, Host};
 use sidemount::api::client::Client;
 use sidemount::api::wire::{self, MountRequest, MountResponse, UnmountRequest, UnmountResponse};
 
@@ -60,14 +60,9 @@ fn tmpfs(target: &Path) -> MountRequest {
     }
 }
 
-/// A kubelet root, made shared as `sidemount share` would, and a directory
-/// outside it holding `secret`.
+/// A shared kubelet root, and a directory outside it holding `secret`.
 fn node(host: &Host) -> (PathBuf, PathBuf) {
-    let root = host.dir("var/lib/kubelet");
-    sh(&format!(
-        "mount --bind {0} {0} && mount --make-rshared {0}",
-        quote(&root)
-    ));
+    let root = kubelet_root(host);
     let outside = host.dir("etc-outside");
     std::fs::write(outside.join("secret"), "outside the roots").unwrap();
     (root, outside)
@@ -151,7 +146,7 @@ privileged_test! {
         std::fs::write(source.join("secret"), "inside").unwrap();
         let link = plugins.join("link");
         symlink(&outside, &link).unwrap();
-        let target = host.dir("var/lib/kubelet/pods/p/volumes/kubernetes.io~test/v");
+        let target = pod_volume(&root, "p", "v");
         let daemon = Daemon::start(host, &root, &[]);
         let api = Api::new(&daemon);
         let swapper = Swapper::start(&source, &link);
@@ -202,7 +197,7 @@ privileged_test! {
         image(&outside, "outside");
         let link = plugins.join("link");
         symlink(&outside, &link).unwrap();
-        let target = host.dir("var/lib/kubelet/pods/p/volumes/kubernetes.io~test/v");
+        let target = pod_volume(&root, "p", "v");
         let daemon = Daemon::start(host, &root, &[]);
         let api = Api::new(&daemon);
         let swapper = Swapper::start(&images, &link);

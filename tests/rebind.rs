@@ -30,6 +30,40 @@ fn fresh_copy(mount_point: &Path, root: &Path) -> std::os::fd::OwnedFd {
     rebind::clone_subtree(&Linux, dir.as_fd(), root).unwrap()
 }
 
+/// Puts a copy of the mount on `staging` on `mount_point` here, in place of the
+/// mount whose id is `stale`.
+fn swap_here(mount_point: &Path, stale: u64, staging: &Path) -> Result<(), RebindError> {
+    rebind::swap(
+        &Linux,
+        Swap {
+            namespace: None,
+            name: "here",
+            mount_point,
+            stale,
+            fresh: fresh_copy(staging, Path::new("/")),
+            propagation: None,
+        },
+    )
+}
+
+/// Replaces `stale`, a bind of the volume on `volume` in the namespace of `pid`, by
+/// a copy of the same directory of it, propagating as `stale` did.
+fn swap_in_pod(pid: u32, stale: &Mount, volume: &Path) {
+    let ns = MountNamespace::of(Path::new("/proc"), pid, format!("pid {pid}")).unwrap();
+    rebind::swap(
+        &Linux,
+        Swap {
+            namespace: Some(&ns),
+            name: "pod",
+            mount_point: &stale.target,
+            stale: stale.id.into(),
+            fresh: fresh_copy(volume, &stale.root),
+            propagation: rebind::propagation_like(&stale.propagation),
+        },
+    )
+    .unwrap();
+}
+
 privileged_test!(
     fn a_stale_mount_is_replaced_here_and_in_a_pods_private_bind(host: &Host) {
         // A shared kubelet root with a stale volume, a peer namespace (the
@@ -59,17 +93,7 @@ privileged_test!(
         let stale = mount_on(None, &volume);
 
         // A wrong mount id is refused and nothing changes.
-        let refused = rebind::swap(
-            &Linux,
-            Swap {
-                namespace: None,
-                name: "here",
-                mount_point: &volume,
-                stale: u64::from(stale.id) + 100_000,
-                fresh: fresh_copy(&staging, Path::new("/")),
-                propagation: None,
-            },
-        );
+        let refused = swap_here(&volume, u64::from(stale.id) + 100_000, &staging);
         assert!(
             matches!(refused, Err(RebindError::Moved { .. })),
             "{refused:?}"
@@ -80,18 +104,7 @@ privileged_test!(
         );
 
         // Here: the fresh copy takes the target's place, in the kubelet's peer too.
-        rebind::swap(
-            &Linux,
-            Swap {
-                namespace: None,
-                name: "here",
-                mount_point: &volume,
-                stale: stale.id.into(),
-                fresh: fresh_copy(&staging, Path::new("/")),
-                propagation: None,
-            },
-        )
-        .unwrap();
+        swap_here(&volume, stale.id.into(), &staging).unwrap();
         assert_eq!(
             std::fs::read_to_string(volume.join(which)).unwrap(),
             "fresh\n"
@@ -118,20 +131,7 @@ privileged_test!(
         let bind = &found[0];
         assert_eq!(bind.mount.target, data);
         assert_eq!(bind.mount.root, Path::new("/sub"));
-        let ns =
-            MountNamespace::of(Path::new("/proc"), bind.pid, format!("pid {}", bind.pid)).unwrap();
-        rebind::swap(
-            &Linux,
-            Swap {
-                namespace: Some(&ns),
-                name: "pod",
-                mount_point: &bind.mount.target,
-                stale: bind.mount.id.into(),
-                fresh: fresh_copy(&volume, &bind.mount.root),
-                propagation: rebind::propagation_like(&bind.mount.propagation),
-            },
-        )
-        .unwrap();
+        swap_in_pod(bind.pid, &bind.mount, &volume);
         assert_eq!(pod.sh(&format!("cat {}/which", quote(&data))), "fresh\n");
         assert!(holders(&ProcRoot::default(), (stale.major, stale.minor), &[]).is_empty());
         let in_pod = mount_on(Some(pod.pid), &data);
@@ -165,32 +165,9 @@ privileged_test!(
         let before = mount_on(Some(pod.pid), &data);
         assert!(before.propagation.master.is_some(), "{before:?}");
         let stale = mount_on(None, &volume);
-        rebind::swap(
-            &Linux,
-            Swap {
-                namespace: None,
-                name: "here",
-                mount_point: &volume,
-                stale: stale.id.into(),
-                fresh: fresh_copy(&staging, Path::new("/")),
-                propagation: None,
-            },
-        )
-        .unwrap();
-        let ns =
-            MountNamespace::of(Path::new("/proc"), pod.pid, format!("pid {}", pod.pid)).unwrap();
-        rebind::swap(
-            &Linux,
-            Swap {
-                namespace: Some(&ns),
-                name: "pod",
-                mount_point: &data,
-                stale: before.id.into(),
-                fresh: fresh_copy(&volume, Path::new("/")),
-                propagation: rebind::propagation_like(&before.propagation),
-            },
-        )
-        .unwrap();
+        swap_here(&volume, stale.id.into(), &staging).unwrap();
+        assert_eq!(before.root, Path::new("/"), "{before:?}");
+        swap_in_pod(pod.pid, &before, &volume);
         assert_eq!(pod.sh(&format!("cat {}/which", quote(&data))), "fresh\n");
         // A slave of the fresh mount's peer group: it receives, never sends.
         let after = mount_on(Some(pod.pid), &data);

@@ -10,20 +10,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{expect_success, mount_points_under, quote, sh, sidemount, Daemon, Host, SIDEMOUNT};
+use common::{
+    expect_success, kubelet_root, mount_points_under, pod_volume, quote, sh, Daemon, Host,
+    SIDEMOUNT,
+};
 use nix::sys::signal::Signal;
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
-    root
-}
-
-fn volume(root: &Path, pod: &str) -> PathBuf {
-    let dir = root.join(format!("pods/{pod}/volumes/kubernetes.io~test/v"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
 
 /// The targets mounted under the pods directory, and those recorded, sorted.
 fn mounted_and_recorded(daemon: &Daemon, root: &Path) -> (Vec<String>, Vec<String>) {
@@ -74,7 +65,7 @@ privileged_test! {
         for round in 0..4 {
             let threads: Vec<_> = (0..60)
                 .map(|i| {
-                    let target = volume(&root, &format!("r{round}-{i}"));
+                    let target = pod_volume(&root, &format!("r{round}-{i}"), "v");
                     let socket = daemon.socket.clone();
                     // 0.2 to 1.5 ms after the request is sent.
                     let after = Duration::from_micros(200 + (i as u64 * 1300 / 60));
@@ -104,7 +95,7 @@ privileged_test! {
             let mut daemon = Daemon::start(host, &root, &[]);
             let clients: Vec<_> = (0..50)
                 .map(|i| {
-                    let target = volume(&root, &format!("r{round}-{i}"));
+                    let target = pod_volume(&root, &format!("r{round}-{i}"), "v");
                     Command::new(SIDEMOUNT)
                         .args(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs"])
                         .arg(&target)
@@ -145,7 +136,7 @@ privileged_test! {
     fn fifty_concurrent_mounts_of_one_target_leave_one_mount_and_one_record(host: &Host) {
         let root = kubelet_root(host);
         let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p");
+        let target = pod_volume(&root, "p", "v");
         let mount = |source: &str| {
             Command::new(SIDEMOUNT)
                 .args(["mount", "-t", "tmpfs", "-o", "size=64k", source])
@@ -188,7 +179,7 @@ privileged_test! {
     fn a_mount_put_on_the_target_behind_the_daemons_back_is_not_unmounted(host: &Host) {
         let root = kubelet_root(host);
         let daemon = Daemon::start(host, &root, &[]);
-        let target = volume(&root, "p");
+        let target = pod_volume(&root, "p", "v");
         let run = |args: &[&str]| {
             Command::new(SIDEMOUNT)
                 .args(args)

@@ -7,17 +7,11 @@ mod common;
 use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use common::{expect_success, quote, sh, sidemount, Daemon, Host, SIDEMOUNT};
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    expect_success("share", sidemount(&["share", root.to_str().unwrap()]));
-    root
-}
+use common::{expect_success, kubelet_root, quote, sh, volume, Daemon, Host, SIDEMOUNT};
 
 /// Room for thousands of connections in this process.
 fn raise_open_files() {
@@ -64,15 +58,6 @@ fn json_error(answer: &str, status: u16) -> serde_json::Value {
     e
 }
 
-fn mount_tmpfs(daemon: &Daemon, target: &Path) -> std::process::Output {
-    Command::new("timeout")
-        .args(["60", SIDEMOUNT, "mount", "-t", "tmpfs", "tmpfs"])
-        .arg(target)
-        .env("SIDEMOUNT_SOCKET", &daemon.socket)
-        .output()
-        .unwrap()
-}
-
 privileged_test! {
     fn a_mount_succeeds_among_thousands_of_idle_and_slow_connections(host: &Host) {
         raise_open_files();
@@ -88,9 +73,8 @@ privileged_test! {
                 s
             })
             .collect();
-        let target = root.join("pods/p/volumes/kubernetes.io~test/v");
-        std::fs::create_dir_all(&target).unwrap();
-        expect_success("a real mount among them", mount_tmpfs(&daemon, &target));
+        let target = volume(&root, "v");
+        expect_success("a real mount among them", daemon.client(["mount", "-t", "tmpfs", "tmpfs", target.to_str().unwrap()]));
         assert!(daemon.recorded().contains(&target.display().to_string()));
 
         // Each slow and idle connection is closed by the daemon, none left open.
@@ -163,15 +147,14 @@ privileged_test! {
 }
 
 /// Runs `sidemount serve` expected to refuse to start; its stderr.
-fn refused_start(host: &Host, socket: &Path, state: &Path) -> String {
-    let root = host.dir("var/lib/kubelet");
+fn refused_start(root: &Path, socket: &Path, state: &Path) -> String {
     let out = Command::new("timeout")
         .args(["20", SIDEMOUNT, "serve", "--socket"])
         .arg(socket)
         .arg("--state-dir")
         .arg(state)
         .arg("--kubelet-root")
-        .arg(&root)
+        .arg(root)
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
@@ -195,7 +178,7 @@ privileged_test! {
         // Refused: a socket directory owned by someone else.
         let theirs = host.dir("theirs");
         std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
-        let err = refused_start(host, &theirs.join("s.sock"), &host.dir("ok").join("state"));
+        let err = refused_start(&root, &theirs.join("s.sock"), &host.dir("ok").join("state"));
         assert!(err.contains("owned by uid 65534") && err.contains("chown"), "{err}");
         assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534, "left as it was");
 
@@ -204,15 +187,15 @@ privileged_test! {
         let socket = host.dir("sock").join("s.sock");
         let state = |name: &str| host.dir("states").join(name);
         std::os::unix::fs::symlink(host.dir("elsewhere"), state("link")).unwrap();
-        let err = refused_start(host, &socket, &state("link"));
+        let err = refused_start(&root, &socket, &state("link"));
         assert!(err.contains("is a symbolic link"), "{err}");
         let nobody = host.dir("states/nobody");
         std::os::unix::fs::chown(&nobody, Some(65534), Some(65534)).unwrap();
-        let err = refused_start(host, &socket, &nobody);
+        let err = refused_start(&root, &socket, &nobody);
         assert!(err.contains("owned by uid 65534") && err.contains("chown 0:0"), "{err}");
         let open = host.dir("states/open");
         std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
-        let err = refused_start(host, &socket, &open);
+        let err = refused_start(&root, &socket, &open);
         assert!(err.contains("mode 0777") && err.contains("chmod go-w"), "{err}");
     }
 }

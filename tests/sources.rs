@@ -10,22 +10,10 @@ use std::os::unix::ffi::OsStringExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use common::{expect_success, mount_points_under, quote, sh, Daemon, Host, LoopDevice, SIDEMOUNT};
-
-fn kubelet_root(host: &Host) -> PathBuf {
-    let root = host.dir("var/lib/kubelet");
-    sh(&format!(
-        "mount --bind {0} {0} && mount --make-rshared {0}",
-        quote(&root)
-    ));
-    root
-}
-
-fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p/volumes/kubernetes.io~test/{name}"));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use common::{
+    expect_success, kubelet_root, mount_points_under, quote, sh, volume, Daemon, Host, LoopDevice,
+    SIDEMOUNT,
+};
 
 /// A daemon with this configuration (YAML) over `root`.
 fn daemon(host: &Host, root: &Path, yaml: &str) -> Daemon {
@@ -36,18 +24,14 @@ fn daemon(host: &Host, root: &Path, yaml: &str) -> Daemon {
 
 /// `sidemount ARGS` against `daemon`, as `uid` (0: root).
 fn client(daemon: &Daemon, uid: u32, args: &[&str]) -> Output {
-    let mut command = match uid {
-        0 => Command::new(SIDEMOUNT),
-        uid => {
-            let mut c = Command::new("setpriv");
-            c.arg(format!("--reuid={uid}"))
-                .arg(format!("--regid={uid}"))
-                .arg("--clear-groups")
-                .arg(SIDEMOUNT);
-            c
-        }
-    };
-    command
+    if uid == 0 {
+        return daemon.client(args);
+    }
+    Command::new("setpriv")
+        .arg(format!("--reuid={uid}"))
+        .arg(format!("--regid={uid}"))
+        .arg("--clear-groups")
+        .arg(SIDEMOUNT)
         .args(args)
         .env("SIDEMOUNT_SOCKET", &daemon.socket)
         .output()
@@ -199,9 +183,7 @@ privileged_test! {
         let lossy = volumes.join("bad\u{fffd}");
         std::fs::create_dir_all(&lossy).unwrap();
 
-        let run = |args: &[&std::ffi::OsStr]| {
-            Command::new(SIDEMOUNT).args(args).env("SIDEMOUNT_SOCKET", &daemon.socket).output().unwrap()
-        };
+        let run = |args: &[&std::ffi::OsStr]| daemon.client(args);
         expect_success("mount", run(&["mount".as_ref(), "-t".as_ref(), "tmpfs".as_ref(), "tmpfs".as_ref(), exact.as_os_str()]));
         assert_eq!(mount_points_under(None, &volumes), vec![exact.clone()]);
         let mounts = daemon.get("/v1/mounts").unwrap();

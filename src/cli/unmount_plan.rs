@@ -141,14 +141,11 @@ mod tests {
     #[test]
     fn a_device_node_bound_onto_a_mount_point_is_that_mount_point() {
         // A block device node stands for one bound onto a mount point.
-        let Some(dev) = std::fs::read_dir("/dev")
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.metadata().is_ok_and(|m| m.file_type().is_block_device()))
-        else {
+        let Some(node) = crate::testing::block_device_or_skip(
+            "a_device_node_bound_onto_a_mount_point_is_that_mount_point",
+        ) else {
             return;
         };
-        let node = dev.path();
         let t = table(&[
             "20 1 0:20 / / rw - tmpfs root rw",
             &format!("40 20 0:5 /x {} rw - devtmpfs devtmpfs rw", node.display()),

@@ -276,28 +276,26 @@ mod tests {
 
     #[test]
     fn a_device_node_below_the_roots_is_never_reached_through_a_link() {
-        let Some(dev) = std::fs::read_dir("/dev")
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.file_type().is_ok_and(|t| t.is_block_device()))
-        else {
+        let Some(dev) = crate::testing::block_device_or_skip(
+            "a_device_node_below_the_roots_is_never_reached_through_a_link",
+        ) else {
             return;
         };
-        use std::os::unix::fs::{FileTypeExt, MetadataExt};
-        let rdev = dev.metadata().unwrap().rdev();
+        use std::os::unix::fs::MetadataExt;
+        let rdev = std::fs::metadata(&dev).unwrap().rdev();
         let dir = tempfile::tempdir().unwrap();
         let roots = [dir.path().to_owned()];
         // A pod's link to a device: refused below the roots.
         let planted = dir.path().join("planted");
-        symlink(dev.path(), &planted).unwrap();
+        symlink(&dev, &planted).unwrap();
         let err = device_node(&planted, rdev, &roots).unwrap_err();
         assert!(matches!(err, PolicyError::Symlink { .. }), "{err:?}");
         // A udev link elsewhere is followed to the node.
         let outside = tempfile::tempdir().unwrap();
         let by_path = outside.path().join("by-path");
-        symlink(dev.path(), &by_path).unwrap();
+        symlink(&dev, &by_path).unwrap();
         let checked = device_node(&by_path, rdev, &roots).unwrap();
-        assert_eq!(checked.path, std::fs::canonicalize(dev.path()).unwrap());
+        assert_eq!(checked.path, std::fs::canonicalize(&dev).unwrap());
         // Another device number than the one checked.
         let err = device_node(&by_path, rdev + 1, &roots).unwrap_err();
         assert!(matches!(err, PolicyError::DeviceReplaced { .. }), "{err:?}");

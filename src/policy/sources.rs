@@ -474,15 +474,13 @@ mod tests {
 
     #[test]
     fn a_bound_device_node_passes_the_device_rules() {
-        let Some(dev) = std::fs::read_dir("/dev")
-            .unwrap()
-            .filter_map(Result::ok)
-            .find(|e| e.metadata().is_ok_and(|m| m.file_type().is_block_device()))
+        let Some(dev) =
+            crate::testing::block_device_or_skip("a_bound_device_node_passes_the_device_rules")
         else {
             return;
         };
-        let path = dev.path().display().to_string();
-        let rdev = dev.metadata().unwrap().rdev();
+        let path = dev.display().to_string();
+        let rdev = std::fs::metadata(&dev).unwrap().rdev();
         let mut none = rules();
         none.block_devices = vec!["/dev/none*".into()];
         let refusal = none

@@ -205,9 +205,14 @@ pub fn kubelet_root(host: &Host) -> PathBuf {
     root
 }
 
-/// The directory of a pod's volume `name` below the kubelet root, created.
+/// The directory of pod p1's volume `name` below the kubelet root, created.
 pub fn volume(root: &Path, name: &str) -> PathBuf {
-    let dir = root.join(format!("pods/p1/volumes/kubernetes.io~test/{name}"));
+    pod_volume(root, "p1", name)
+}
+
+/// The directory of `pod`'s volume `name` below the kubelet root, created.
+pub fn pod_volume(root: &Path, pod: &str, name: &str) -> PathBuf {
+    let dir = root.join(format!("pods/{pod}/volumes/kubernetes.io~test/{name}"));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
@@ -346,16 +351,24 @@ impl Daemon {
     }
 
     /// Runs `sidemount ARGS` with this daemon's socket, as a host kubelet runs
-    /// its mounter path, under a hang guard: (exit code, stderr).
-    pub fn forward(&self, args: &[&str]) -> (Option<i32>, String) {
+    /// its mounter path, under a hang guard: its output, whatever its status.
+    pub fn client<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Output {
+        let args: Vec<S> = args.into_iter().collect();
         let out = Command::new("timeout")
             .arg("60")
             .arg(SIDEMOUNT)
-            .args(args)
+            .args(&args)
             .env("SIDEMOUNT_SOCKET", &self.socket)
             .output()
             .unwrap();
-        assert_ne!(out.status.code(), Some(124), "{args:?} hung");
+        let shown: Vec<&OsStr> = args.iter().map(AsRef::as_ref).collect();
+        assert_ne!(out.status.code(), Some(124), "{shown:?} hung");
+        out
+    }
+
+    /// [`Daemon::client`]: (exit code, stderr).
+    pub fn forward(&self, args: &[&str]) -> (Option<i32>, String) {
+        let out = self.client(args);
         (
             out.status.code(),
             String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -387,10 +400,13 @@ impl Drop for Daemon {
 /// copy of the host's, as a Kubernetes sidecar with the kubelet root Bidirectional.
 pub struct ExternalAgent {
     pub child: std::process::Child,
+    /// Where it serves: `run/agents/VCS.sock`, where the daemon looks for it.
+    pub socket: PathBuf,
 }
 
 impl ExternalAgent {
-    pub fn start(host: &Host, vcs: &str, socket: &Path) -> ExternalAgent {
+    pub fn start(host: &Host, vcs: &str) -> ExternalAgent {
+        let socket = host.dir("run/agents").join(format!("{vcs}.sock"));
         let log = std::fs::File::create(host.dir("run").join(format!("agent-{vcs}.log"))).unwrap();
         let child = Command::new("unshare")
             .args([
@@ -404,7 +420,7 @@ impl ExternalAgent {
                 vcs,
                 "--socket",
             ])
-            .arg(socket)
+            .arg(&socket)
             .stderr(log)
             .spawn()
             .unwrap();
@@ -413,7 +429,7 @@ impl ExternalAgent {
                 .status
                 .success()
         });
-        ExternalAgent { child }
+        ExternalAgent { child, socket }
     }
 }
 
@@ -443,6 +459,15 @@ pub fn install_helpers_line(host: &Host, types: &str) -> String {
         "mount -t overlay helpers -o lowerdir={}:/usr/sbin /usr/sbin",
         dir.display()
     )
+}
+
+/// A shared kubelet root and a daemon for it, with sidemount's helpers for `types`
+/// laid over /usr/sbin here, as on a node whose kubelet runs mount(8) itself.
+pub fn daemon_with_helpers(host: &Host, types: &str) -> (PathBuf, Daemon) {
+    let root = kubelet_root(host);
+    sh(&install_helpers_line(host, types));
+    let daemon = Daemon::start(host, &root, &[]);
+    (root, daemon)
 }
 
 /// A loop device over a fresh ext4 image, detached when dropped.

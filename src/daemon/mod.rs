@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 mod heal;
 mod heal_binds;
+mod heal_record;
 mod heal_staging;
 mod healer;
 pub mod health;

@@ -76,10 +76,9 @@ impl Daemon {
         // 4. Execute, on the mount just seen there, and the recorded one: a
         //    record's unique id names a mount of the namespace it was made in,
         //    which a restarted container has replaced with copies of its own.
-        let unique = recorded
-            .and_then(|r| r.unique)
-            .filter(|u| views.executor.unique_id() == Some(u.namespace))
-            .map(|u| u.id);
+        let unique = views
+            .executor
+            .recorded_unique(recorded.and_then(|r| r.unique));
         let expected = Expected {
             id: mount.id,
             unique,

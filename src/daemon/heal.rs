@@ -183,13 +183,7 @@ impl Daemon {
         req: &MountRequest,
         options: &MountOptions,
     ) -> Result<Healed, HealError> {
-        let target = record.target.as_path();
-        let exec = self
-            .named(&record.executor)
-            .ok_or_else(|| PipelineError::UnknownExecutor {
-                target: target.to_owned(),
-                executor: record.executor.clone(),
-            })?;
+        let exec = self.made_by(record)?;
         exec.ready().await.map_err(PipelineError::NotReady)?;
         let ns = exec.namespace().await.map_err(PipelineError::Namespaces)?;
         // 1. The stale mount as the daemon sees it, if its client did not unmount it.

@@ -188,8 +188,8 @@ impl Daemon {
         options: &MountOptions,
     ) -> Result<Arc<dyn Executor>, PipelineError> {
         if executor::changes(req, options) {
-            if let Some(made) = self.made_by(&req.target) {
-                return made;
+            if let Some(made) = self.record.on_target(&req.target).pop() {
+                return self.made_by(&made.record);
             }
         }
         Ok(match req.fstype.as_str() {

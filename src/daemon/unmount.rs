@@ -49,8 +49,8 @@ impl Daemon {
         let _claim = self.claim(target, deadline).await?;
         // 3. The executor that made it (by the record, else by its type).
         let recorded = self.record.on_target(target).pop().map(|e| e.record);
-        let exec = match self.made_by(target) {
-            Some(made) => made?,
+        let exec = match &recorded {
+            Some(made) => self.made_by(made)?,
             // Not made by the daemon: route it by the type mounted there now.
             None => {
                 let own = self.own_namespace();

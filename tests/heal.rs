@@ -562,3 +562,45 @@ fn the_agent_answering_again_wakes_the_watch() {
     });
     assert!(daemon.log_text().contains("the agent answers again"));
 }
+
+#[test]
+fn a_mount_put_over_the_recorded_one_is_not_healed_in_its_place() {
+    let Some(mut node) = Node::new("a_mount_put_over_the_recorded_one_is_not_healed_in_its_place")
+    else {
+        return;
+    };
+    let port = node.sshd();
+    let (_, container, config) = node.sshfs_config("agent");
+    let daemon = start_daemon(&node, &config);
+    let target = node.volume("p1");
+    mount_from_host(&node, &daemon, port, &target, "");
+    let recorded = recorded_id(&daemon);
+    // Another client mounts the export over it in the VCS container: a mount of
+    // the recorded type on the recorded target, but not the daemon's.
+    let over = node.mount_line(port, &target);
+    docker_ok(&["exec", &container, "sh", "-euc", &over]);
+    let top = id_in_container(&container, &target);
+    assert_ne!(top, recorded);
+    // Both clients die: both mounts are left corrupted.
+    let clients = sshfs_pids(&node.dir("export"));
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    for pid in clients {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    eventually("a heal is tried", HEAL_BOUND, &daemon, || {
+        !health_of(&daemon, &target)["last_heal"].is_null()
+    });
+    // Its unique id tells the mount on top from the recorded one: left as it is.
+    let health = health_of(&daemon, &target);
+    assert_eq!(health["health"], "corrupted", "{health:#}");
+    let last = &health["last_heal"];
+    assert_eq!(last["result"], "failed", "{health:#}");
+    let error = last["error"].as_str().unwrap();
+    assert!(error.contains("is not the recorded mount"), "{error}");
+    assert_eq!(id_in_container(&container, &target), top);
+    assert_eq!(recorded_id(&daemon), recorded);
+}

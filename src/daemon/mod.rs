@@ -22,6 +22,7 @@ pub mod routes;
 mod run;
 pub mod state_dir;
 mod status;
+mod turn;
 mod undo;
 mod unmount;
 mod upgrade;

@@ -369,6 +369,32 @@ fn mount_from_host(node: &Node, daemon: &Daemon, port: u16, target: &Path, sensi
     expect_success("sidemount mount", out);
 }
 
+/// What [`sshfs_volume`] set up.
+struct SshfsVolume {
+    port: u16,
+    vcs: String,
+    container: String,
+    daemon: Daemon,
+    target: PathBuf,
+}
+
+/// sshd, the sshfs VCS, the daemon checking every `interval` seconds, and the
+/// export mounted from the host on a pod's volume.
+fn sshfs_volume(node: &mut Node, interval: &str) -> SshfsVolume {
+    let port = node.sshd();
+    let (vcs, container, config) = node.sshfs_config("agent");
+    let daemon = start_daemon_checking(node, &config, interval);
+    let target = node.volume("p1");
+    mount_from_host(node, &daemon, port, &target, "");
+    SshfsVolume {
+        port,
+        vcs,
+        container,
+        daemon,
+        target,
+    }
+}
+
 /// The health the daemon last found for the mount on `target`.
 fn health_of(daemon: &Daemon, target: &Path) -> serde_json::Value {
     let status = daemon.get("/v1/status").unwrap();
@@ -386,11 +412,13 @@ fn the_export_coming_back_heals_the_mount() {
     let Some(mut node) = Node::new("the_export_coming_back_heals_the_mount") else {
         return;
     };
-    let port = node.sshd();
-    let (vcs, container, config) = node.sshfs_config("agent");
-    let daemon = start_daemon(&node, &config);
-    let target = node.volume("p1");
-    mount_from_host(&node, &daemon, port, &target, "");
+    let SshfsVolume {
+        port,
+        vcs,
+        container,
+        daemon,
+        target,
+    } = sshfs_volume(&mut node, "1");
     let pod = node.pod_bound("pod", &target, "rprivate");
     assert_eq!(pod.sh("cat /data/hello.txt"), HELLO);
     let clients = sshfs_pids(&node.dir("export"));
@@ -546,12 +574,13 @@ fn the_agent_answering_again_wakes_the_watch() {
     let Some(mut node) = Node::new("the_agent_answering_again_wakes_the_watch") else {
         return;
     };
-    let port = node.sshd();
-    let (_, container, config) = node.sshfs_config("agent");
     // The timer would check again only in an hour.
-    let daemon = start_daemon_checking(&node, &config, "3600");
-    let target = node.volume("p1");
-    mount_from_host(&node, &daemon, port, &target, "");
+    let SshfsVolume {
+        container,
+        daemon,
+        target,
+        ..
+    } = sshfs_volume(&mut node, "3600");
     docker_ok(&["kill", &container]);
     // Down long enough for the watch to see its agent gone.
     std::thread::sleep(Duration::from_secs(3));
@@ -561,4 +590,48 @@ fn the_agent_answering_again_wakes_the_watch() {
         std::fs::read_to_string(&file).is_ok_and(|s| s == HELLO)
     });
     assert!(daemon.log_text().contains("the agent answers again"));
+}
+
+#[test]
+fn a_mount_put_over_the_recorded_one_is_not_healed_in_its_place() {
+    let Some(mut node) = Node::new("a_mount_put_over_the_recorded_one_is_not_healed_in_its_place")
+    else {
+        return;
+    };
+    let SshfsVolume {
+        port,
+        container,
+        daemon,
+        target,
+        ..
+    } = sshfs_volume(&mut node, "1");
+    let recorded = recorded_id(&daemon);
+    // Another client mounts the export over it in the VCS container: a mount of
+    // the recorded type on the recorded target, but not the daemon's.
+    let over = node.mount_line(port, &target);
+    docker_ok(&["exec", &container, "sh", "-euc", &over]);
+    let top = id_in_container(&container, &target);
+    assert_ne!(top, recorded);
+    // Both clients die: both mounts are left corrupted.
+    let clients = sshfs_pids(&node.dir("export"));
+    assert_eq!(clients.len(), 2, "{clients:?}");
+    for pid in clients {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid as i32),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .unwrap();
+    }
+    eventually("a heal is tried", HEAL_BOUND, &daemon, || {
+        !health_of(&daemon, &target)["last_heal"].is_null()
+    });
+    // Its unique id tells the mount on top from the recorded one: left as it is.
+    let health = health_of(&daemon, &target);
+    assert_eq!(health["health"], "corrupted", "{health:#}");
+    let last = &health["last_heal"];
+    assert_eq!(last["result"], "failed", "{health:#}");
+    let error = last["error"].as_str().unwrap();
+    assert!(error.contains("is not the recorded mount"), "{error}");
+    assert_eq!(id_in_container(&container, &target), top);
+    assert_eq!(recorded_id(&daemon), recorded);
 }

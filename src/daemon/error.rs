@@ -165,6 +165,12 @@ pub enum HealError {
     Step(Box<PipelineError>),
     #[error("the mount on {target} changed while it was looked up")]
     Changed { target: PathBuf },
+    #[error("the mount on {target} is not the recorded mount {mount_id} (its unique id differs): left as it is")]
+    NotRecorded { target: PathBuf, mount_id: u32 },
+    #[error(
+        "the record of mount {mount_id} on {target} changed during the heal: it is left as it is"
+    )]
+    RecordChanged { target: PathBuf, mount_id: u32 },
     #[error(transparent)]
     Staging(#[from] StagingError),
     #[error("cannot make the staging point {path}: {source}")]
@@ -206,7 +212,9 @@ impl HealError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::Step(e) => e.code(Operation::Mount),
-            Self::Changed { .. } => ErrorCode::Busy,
+            Self::Changed { .. } | Self::NotRecorded { .. } | Self::RecordChanged { .. } => {
+                ErrorCode::Busy
+            }
             Self::NotPropagated { .. } => ErrorCode::PropagationBroken,
             Self::Verify(source) => verify_code(source, ErrorCode::MountFailed),
             Self::Swap { .. } | Self::StillStale { .. } => ErrorCode::MountFailed,

@@ -28,6 +28,7 @@ use crate::mount::rebind::{self, Swap};
 use crate::mount::syscall::MntFlags;
 use crate::ns::holders::holders;
 use crate::ns::mountinfo::Mount;
+use crate::ns::namespace::Namespace;
 use crate::policy::{CheckedTarget, Policy};
 
 /// The stale mount, if still on the target (its client may have unmounted it).
@@ -119,6 +120,11 @@ impl Daemon {
         let Ok(_claim) = self.claim(&target, Duration::ZERO).await else {
             return;
         };
+        // What the check found is still what is recorded: not unmounted meanwhile,
+        // and its id not given to the record of another mount.
+        if !self.still_recorded(&record) {
+            return;
+        }
         if !self
             .healer
             .schedule
@@ -177,16 +183,11 @@ impl Daemon {
         req: &MountRequest,
         options: &MountOptions,
     ) -> Result<Healed, HealError> {
-        let target = record.target.as_path();
-        let exec = self
-            .named(&record.executor)
-            .ok_or_else(|| PipelineError::UnknownExecutor {
-                target: target.to_owned(),
-                executor: record.executor.clone(),
-            })?;
+        let exec = self.made_by(record)?;
         exec.ready().await.map_err(PipelineError::NotReady)?;
+        let ns = exec.namespace().await.map_err(PipelineError::Namespaces)?;
         // 1. The stale mount as the daemon sees it, if its client did not unmount it.
-        let stale = self.stale(record)?;
+        let stale = self.stale(record, &ns)?;
         // 2. The same request, on a staging point of its own, checked to a handle.
         let (dir, point) = self.staging_point(record.mount_id)?;
         let staged = MountRequest {
@@ -198,7 +199,6 @@ impl Daemon {
             .policy
             .check_staged(&staged, options, &dir)
             .map_err(PipelineError::Policy)?;
-        let ns = exec.namespace().await.map_err(PipelineError::Namespaces)?;
         let before = self.before(&ns, &point)?;
         let (result, made) = match exec.mount(&staged, options, &checked, self.timeout).await {
             Ok(made) => {
@@ -243,8 +243,9 @@ impl Daemon {
     }
 
     /// The stale mount on the target of `record`, resolved as an unmount's target
-    /// is, and checked by its id.
-    fn stale(&self, record: &MountRecord) -> Result<Stale, HealError> {
+    /// is, checked by its id, and known for the recorded one (see
+    /// [`Daemon::is_recorded_mount`]) in the executor's namespace `ns`.
+    fn stale(&self, record: &MountRecord, ns: &Namespace) -> Result<Stale, HealError> {
         let target = record.target.as_path();
         let own = self.own_namespace();
         let mount = own
@@ -258,6 +259,7 @@ impl Daemon {
                     target: target.to_owned(),
                 });
             }
+            self.is_recorded_mount(record, ns, m)?;
         }
         let device = mount
             .as_ref()
@@ -349,17 +351,12 @@ impl Daemon {
                 target: target.to_owned(),
             });
         }
-        // 7. The record takes the new mount id.
-        self.record
-            .replace_mount_id(
-                record.mount_id,
-                mount.id,
-                views.executor.unique_mount_at(target, mount.id),
-            )
-            .map_err(|source| HealError::Record {
-                target: target.to_owned(),
-                source,
-            })?;
+        // 7. The record takes the new mount's ids.
+        self.rerecord(
+            record,
+            mount.id,
+            views.executor.unique_mount_at(target, mount.id),
+        )?;
         self.healer.set_device(target, (mount.major, mount.minor));
         // 8. Every other namespace that still holds the stale superblock, each
         //    given a copy of the healed mount, opened as the target was.

@@ -8,6 +8,7 @@ pub mod config;
 mod error;
 mod heal;
 mod heal_binds;
+mod heal_record;
 mod heal_staging;
 mod healer;
 pub mod health;
@@ -21,6 +22,7 @@ pub mod routes;
 mod run;
 pub mod state_dir;
 mod status;
+mod turn;
 mod undo;
 mod unmount;
 mod upgrade;
@@ -32,7 +34,7 @@ use std::time::Duration;
 
 use tracing::warn;
 
-use crate::api::wire::{ApiError, ErrorCode};
+use crate::api::wire::{ApiError, ErrorCode, MountRecord};
 use crate::daemon::claims::{Claim, Claims};
 use crate::daemon::config::Config;
 use crate::daemon::error::PipelineError;
@@ -187,16 +189,13 @@ impl Daemon {
             .map_or_else(|| self.executors[0].clone(), |h| h.executor.clone())
     }
 
-    /// The executor that made the newest recorded mount on `target`, if any.
-    fn made_by(&self, target: &Path) -> Option<Result<Arc<dyn Executor>, PipelineError>> {
-        let made = self.record.on_target(target).pop()?;
-        Some(
-            self.named(&made.record.executor)
-                .ok_or_else(|| PipelineError::UnknownExecutor {
-                    target: target.to_owned(),
-                    executor: made.record.executor,
-                }),
-        )
+    /// The executor that made the recorded mount `made`.
+    fn made_by(&self, made: &MountRecord) -> Result<Arc<dyn Executor>, PipelineError> {
+        self.named(&made.executor)
+            .ok_or_else(|| PipelineError::UnknownExecutor {
+                target: made.target.clone(),
+                executor: made.executor.clone(),
+            })
     }
 
     /// The daemon's own mount namespace.

@@ -10,6 +10,7 @@ use tracing::info;
 use crate::api::wire::{self, ApiError, MountRecord, MountRequest, MountResponse, Peer};
 use crate::daemon::error::{Operation, PipelineError};
 use crate::daemon::record::Entry;
+use crate::daemon::turn::Turn;
 use crate::daemon::verify::{self, Views};
 use crate::daemon::Daemon;
 use crate::executor::{self, Executor, Made};
@@ -25,7 +26,8 @@ impl Daemon {
         // What a peer other than root always gets is part of its request.
         let req = self.policy.enforced(req, peer.uid);
         let options = self.policy.options(&req);
-        let executor = match self.route_request(&req, &options) {
+        let recorded = self.record.on_target(&req.target).pop().map(|e| e.record);
+        let executor = match self.route_request(&req, &options, recorded.as_ref()) {
             Ok(exec) => exec.name().to_owned(),
             Err(_) => self.executors[0].name().to_owned(),
         };
@@ -70,14 +72,18 @@ impl Daemon {
         };
         let target = req.target.as_path();
         // 2. One operation at a time on a target; the others wait their turn.
-        let _claim = self.claim(target, deadline).await?;
-        // 3. The executor for this type, and the namespaces that must see the mount.
-        let exec = self.route_request(req, options)?;
-        exec.ready().await.map_err(PipelineError::NotReady)?;
-        let views = self
-            .views(exec.as_ref(), req.caller_pid.or(peer.pid))
-            .await
-            .map_err(PipelineError::Namespaces)?;
+        // 3. The executor for this type (a change's: the one that made the
+        //    mount), and the namespaces that must see the mount.
+        let caller = req.caller_pid.or(peer.pid);
+        let turn = self.turn(target, deadline, caller, |recorded| {
+            self.route_request(req, options, recorded)
+        });
+        let Turn {
+            claim: _claim,
+            exec,
+            views,
+            ..
+        } = turn.await?;
         let before = self.before(&views.executor, target)?;
         // A remount or a propagation change acts on the mount already there.
         if executor::changes(req, options) {
@@ -180,16 +186,18 @@ impl Daemon {
     }
 
     /// The executor of a request: for a change of the mount on its target, the
-    /// one that made that mount (by the record); else the VCS that claims its
-    /// type (a bind given none has mount(8)'s `none`), else the host executor.
+    /// one that made that mount (`recorded`, the newest record there); else the
+    /// VCS that claims its type (a bind given none has mount(8)'s `none`), else
+    /// the host executor.
     fn route_request(
         &self,
         req: &MountRequest,
         options: &MountOptions,
+        recorded: Option<&MountRecord>,
     ) -> Result<Arc<dyn Executor>, PipelineError> {
         if executor::changes(req, options) {
-            if let Some(made) = self.made_by(&req.target) {
-                return made;
+            if let Some(made) = recorded {
+                return self.made_by(made);
             }
         }
         Ok(match req.fstype.as_str() {

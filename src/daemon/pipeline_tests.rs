@@ -21,17 +21,17 @@ use crate::policy::{CheckedMount, CheckedTarget};
 
 const EXECUTOR_PID: u32 = 4242;
 const DAEMON_PID: u32 = 4343;
-const ROOT: Peer = Peer { uid: 0, pid: None };
+pub(super) const ROOT: Peer = Peer { uid: 0, pid: None };
 
 /// A node made of files: the daemon's own proc (`self`), the host's (`1`), the
 /// executor's (`4242`), a kubelet root with one volume, and a state directory.
-struct Node {
+pub(super) struct Node {
     dir: tempfile::TempDir,
-    target: PathBuf,
+    pub(super) target: PathBuf,
 }
 
 impl Node {
-    fn new() -> Node {
+    pub(super) fn new() -> Node {
         let dir = tempfile::tempdir().unwrap();
         for table in [
             &format!("own/{DAEMON_PID}"),
@@ -59,7 +59,7 @@ impl Node {
         self.dir.path().join("state")
     }
 
-    async fn daemon(&self, exec: Arc<Fake>, syscall: Arc<Recording>) -> Daemon {
+    pub(super) async fn daemon(&self, exec: Arc<Fake>, syscall: Arc<Recording>) -> Daemon {
         let config = Config {
             kubelet_root: self.dir.path().join("kubelet"),
             ..Config::default()
@@ -76,7 +76,7 @@ impl Node {
             .with_own_pid(DAEMON_PID)
     }
 
-    fn request(&self, source: &str) -> MountRequest {
+    pub(super) fn request(&self, source: &str) -> MountRequest {
         MountRequest {
             source: source.into(),
             target: self.target.clone(),
@@ -93,7 +93,7 @@ impl Node {
 
 /// An executor that "mounts" by appending a mountinfo line to the tables it
 /// reaches, and "unmounts" by removing the last line on the target from them.
-struct Fake {
+pub(super) struct Fake {
     node_dir: PathBuf,
     /// The tables a mount lands in: its own first, then where it propagates.
     reaches: Vec<PathBuf>,
@@ -103,7 +103,7 @@ struct Fake {
 }
 
 impl Fake {
-    fn new(node: &Node, reaches: &[&str], fail_unmount: bool) -> Arc<Fake> {
+    pub(super) fn new(node: &Node, reaches: &[&str], fail_unmount: bool) -> Arc<Fake> {
         Arc::new(Fake {
             node_dir: node.dir.path().to_owned(),
             reaches: reaches.iter().map(|t| node.table(t)).collect(),

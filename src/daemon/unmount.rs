@@ -8,6 +8,7 @@ use tracing::info;
 use crate::api::wire::{self, ApiError, Peer, UnmountRequest, UnmountResponse};
 use crate::daemon::error::{Operation, PipelineError};
 use crate::daemon::mount::lookup_error;
+use crate::daemon::turn::Turn;
 use crate::daemon::verify::{self, VerifyError};
 use crate::daemon::Daemon;
 use crate::executor::{Expected, UnmountFlags};
@@ -46,25 +47,25 @@ impl Daemon {
         let target = path.as_path();
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
         // 2. One operation at a time on a target; the others wait their turn.
-        let _claim = self.claim(target, deadline).await?;
         // 3. The executor that made it (by the record, else by its type).
-        let recorded = self.record.on_target(target).pop().map(|e| e.record);
-        let exec = match self.made_by(target) {
-            Some(made) => made?,
+        let caller = req.caller_pid.or(peer.pid);
+        let turn = self.turn(target, deadline, caller, |recorded| match recorded {
+            Some(made) => self.made_by(made),
             // Not made by the daemon: route it by the type mounted there now.
             None => {
                 let own = self.own_namespace();
                 let here = own
                     .mount_at(target)
                     .map_err(|source| lookup_error(target, &own, source))?;
-                self.route(here.as_ref().map_or("", |m| m.fstype.as_str()))
+                Ok(self.route(here.as_ref().map_or("", |m| m.fstype.as_str())))
             }
-        };
-        exec.ready().await.map_err(PipelineError::NotReady)?;
-        let views = self
-            .views(exec.as_ref(), req.caller_pid.or(peer.pid))
-            .await
-            .map_err(PipelineError::Namespaces)?;
+        });
+        let Turn {
+            claim: _claim,
+            recorded,
+            exec,
+            views,
+        } = turn.await?;
         let mount = views
             .executor
             .mount_at(target)
@@ -76,10 +77,9 @@ impl Daemon {
         // 4. Execute, on the mount just seen there, and the recorded one: a
         //    record's unique id names a mount of the namespace it was made in,
         //    which a restarted container has replaced with copies of its own.
-        let unique = recorded
-            .and_then(|r| r.unique)
-            .filter(|u| views.executor.unique_id() == Some(u.namespace))
-            .map(|u| u.id);
+        let unique = views
+            .executor
+            .recorded_unique(recorded.and_then(|r| r.unique));
         let expected = Expected {
             id: mount.id,
             unique,

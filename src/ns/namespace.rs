@@ -67,6 +67,15 @@ impl Namespace {
         })
     }
 
+    /// The unique id of a recorded mount when it names a mount of this namespace:
+    /// a namespace made again (a restarted container) holds copies of the mount
+    /// under ids of their own. `None`: compare by the reusable id and the target.
+    pub fn recorded_unique(&self, recorded: Option<UniqueMount>) -> Option<u64> {
+        recorded
+            .filter(|u| self.unique_id() == Some(u.namespace))
+            .map(|u| u.id)
+    }
+
     /// This namespace's own id (`NS_GET_MNTNS_ID`, Linux 6.11), never given to
     /// another one while the machine runs.
     pub fn unique_id(&self) -> Option<u64> {

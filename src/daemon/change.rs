@@ -53,8 +53,8 @@ impl Daemon {
             })?;
         let recorded = self
             .record
-            .get(id)
-            .filter(|e| e.record.target == target && e.record.executor == exec.name());
+            .get(target, id)
+            .filter(|e| e.record.executor == exec.name());
         let record = match recorded {
             Some(entry) => {
                 let entry = Entry {

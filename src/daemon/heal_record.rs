@@ -20,7 +20,7 @@ impl Daemon {
     /// forgotten, and not the record of another mount that was given its id.
     pub(super) fn still_recorded(&self, record: &MountRecord) -> bool {
         self.record
-            .get(record.mount_id)
+            .get(&record.target, record.mount_id)
             .is_some_and(|e| e.record == *record)
     }
 
@@ -73,7 +73,7 @@ impl Daemon {
                 mount_id: record.mount_id,
             });
         }
-        let held = self.record.get(id).filter(|_| id != record.mount_id);
+        let held = self.record.with_id(id).filter(|_| id != record.mount_id);
         let recorded = match held {
             Some(other) => {
                 warn!(target = %target.display(), mount_id = id, held_by = %other.record.target.display(),
@@ -83,7 +83,7 @@ impl Daemon {
             None => id,
         };
         self.record
-            .replace_mount_id(record.mount_id, recorded, unique)
+            .replace_mount_id(target, record.mount_id, recorded, unique)
             .map_err(|source| HealError::Record {
                 target: target.to_owned(),
                 source,

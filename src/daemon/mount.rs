@@ -300,7 +300,7 @@ impl Daemon {
                 return Err(already_mounted(entry));
             }
             self.record
-                .remove(id)
+                .remove(target, id)
                 .map_err(|source| PipelineError::Forget {
                     target: target.to_owned(),
                     source,

@@ -126,10 +126,7 @@ impl Daemon {
             target: target.to_owned(),
             source,
         };
-        let recorded_here = self
-            .record
-            .get(id)
-            .is_some_and(|e| e.record.target == target);
+        let recorded_here = self.record.get(target, id).is_some();
         let gone: Vec<u32> = if recorded_here {
             vec![id]
         } else {
@@ -147,7 +144,7 @@ impl Daemon {
                 .collect()
         };
         for &id in &gone {
-            self.record.remove(id).map_err(forget_err)?;
+            self.record.remove(target, id).map_err(forget_err)?;
         }
         if !gone.is_empty() {
             self.healer.forget(target);

@@ -7,20 +7,21 @@
 //! resolves each record and intent against the mount table (see [`resolve`]).
 //! Files are written and fsynced outside the lock that guards the in-memory index.
 
+mod index;
 mod resolve;
 mod store;
 
-use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use serde::{Deserialize, Serialize};
 
 use crate::api::wire::{MountRecord, UniqueMount};
 use crate::daemon::state_dir::{StateDir, StateDirError};
+use index::Index;
 pub use resolve::{Recovery, Seen};
-use store::{Snapshot, Store, Version};
+use store::Store;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
@@ -78,58 +79,6 @@ pub struct Record {
     next_intent: AtomicU64,
 }
 
-/// The records in memory, by mount id (with the file each is in) and by target.
-#[derive(Default)]
-struct Index {
-    by_id: HashMap<u32, (Version, Arc<Entry>)>,
-    by_target: HashMap<PathBuf, Vec<u32>>,
-}
-
-impl Index {
-    /// Indexes `entry`, kept in the file of `version`, unless a newer version of
-    /// its mount's record is indexed; the version that lost, to be removed.
-    fn insert(&mut self, version: Version, entry: Entry) -> Option<Version> {
-        let id = entry.record.mount_id;
-        if let Some((old, _)) = self.by_id.get(&id) {
-            if old.seq > version.seq {
-                return Some(version);
-            }
-        }
-        let ids = self
-            .by_target
-            .entry(entry.record.target.clone())
-            .or_default();
-        if !ids.contains(&id) {
-            ids.push(id);
-        }
-        let target = entry.record.target.clone();
-        let (old, old_entry) = self.by_id.insert(id, (version, Arc::new(entry)))?;
-        if old_entry.record.target != target {
-            self.unlink_target(&old_entry.record.target, id);
-        }
-        Some(old)
-    }
-
-    fn remove(&mut self, id: u32) -> Option<Arc<Entry>> {
-        let (_, entry) = self.by_id.remove(&id)?;
-        self.unlink_target(&entry.record.target, id);
-        Some(entry)
-    }
-
-    fn unlink_target(&mut self, target: &Path, id: u32) {
-        if let Some(ids) = self.by_target.get_mut(target) {
-            ids.retain(|&i| i != id);
-            if ids.is_empty() {
-                self.by_target.remove(target);
-            }
-        }
-    }
-
-    fn snapshot(&self) -> Snapshot {
-        self.by_id.values().cloned().collect()
-    }
-}
-
 /// The whole-file record of earlier versions.
 const LEGACY: &str = "mounts.json";
 
@@ -145,9 +94,11 @@ impl Record {
         let (store, loaded) = Store::open(state)?;
         let intents = state.subdir("intents")?;
         let mut index = Index::default();
-        for (version, entry) in loaded {
-            index.insert(version, entry);
-        }
+        let older: Vec<_> = loaded
+            .into_iter()
+            .filter_map(|(version, entry)| index.insert(version, entry))
+            .collect();
+        store.remove_all(&older)?;
         let pending = read_intents(&intents)?;
         let next = pending.iter().map(|p| p.intent.id + 1).max().unwrap_or(0);
         let record = Record {
@@ -231,17 +182,18 @@ impl Record {
             })
     }
 
-    /// Gives the record of the mount `old` the ids of the mount made in its place
-    /// (a heal). The new entry's file is written durably before the old one is
-    /// removed, so a kill between the two leaves both, and a restart drops the one
-    /// whose mount is gone. False when no record has that id.
+    /// Gives the record of the mount `old` on `target` the ids of the mount made
+    /// in its place (a heal). The new entry's file is written durably before the
+    /// old one is removed, so a kill between the two leaves both, and a restart
+    /// drops the one whose mount is gone. False when there is no such record.
     pub fn replace_mount_id(
         &self,
+        target: &Path,
         old: u32,
         new: u32,
         unique: Option<UniqueMount>,
     ) -> Result<bool, RecordError> {
-        let Some(entry) = self.get(old) else {
+        let Some(entry) = self.get(target, old) else {
             return Ok(false);
         };
         let record = MountRecord {
@@ -252,57 +204,49 @@ impl Record {
         if record != entry.record {
             self.write(Entry { record, ..entry })?;
             if old != new {
-                self.remove(old)?;
+                self.remove(target, old)?;
             }
         }
         Ok(true)
     }
 
-    /// Drops the record of the mount `id` (its mount is gone).
-    pub fn remove(&self, id: u32) -> Result<(), RecordError> {
-        let Some(version) = self.index.lock().unwrap().by_id.get(&id).map(|(v, _)| *v) else {
+    /// Drops the record of the mount `id` on `target` (its mount is gone).
+    pub fn remove(&self, target: &Path, id: u32) -> Result<(), RecordError> {
+        let Some(version) = self.index.lock().unwrap().get(target, id).map(|(v, _)| *v) else {
             return Ok(());
         };
         self.store.remove(version)?;
-        {
-            let mut index = self.index.lock().unwrap();
-            // Unless a newer version was written meanwhile.
-            if index.by_id.get(&id).is_some_and(|(v, _)| *v == version) {
-                index.remove(id);
-            }
-        }
+        // Unless a newer version was written meanwhile.
+        self.index.lock().unwrap().remove(target, id, Some(version));
         self.changed();
         Ok(())
     }
 
-    pub fn get(&self, id: u32) -> Option<Entry> {
+    /// The record of the mount `id` on `target`.
+    pub fn get(&self, target: &Path, id: u32) -> Option<Entry> {
         let index = self.index.lock().unwrap();
-        index.by_id.get(&id).map(|(_, e)| Entry::clone(e))
+        index.get(target, id).map(|(_, e)| Entry::clone(e))
+    }
+
+    /// A record that holds the mount id `id`, whatever its target: one, unless
+    /// a stale record (its mount gone with its namespace) holds it too.
+    pub fn with_id(&self, id: u32) -> Option<Entry> {
+        let index = self.index.lock().unwrap();
+        index.with_id(id).map(|e| Entry::clone(e))
     }
 
     /// The recorded mounts on `target`, oldest first.
     pub fn on_target(&self, target: &Path) -> Vec<Entry> {
         let index = self.index.lock().unwrap();
-        index
-            .by_target
-            .get(target)
-            .map(|ids| {
-                ids.iter()
-                    .map(|id| Entry::clone(&index.by_id[id].1))
-                    .collect()
-            })
-            .unwrap_or_default()
+        index.on_target(target).map(|e| Entry::clone(e)).collect()
     }
 
     /// Every record, by target.
     pub fn mounts(&self) -> Vec<MountRecord> {
         let mut all: Vec<MountRecord> = {
             let index = self.index.lock().unwrap();
-            index
-                .by_id
-                .values()
-                .map(|(_, e)| e.record.clone())
-                .collect()
+            let all = index.snapshot();
+            all.into_iter().map(|(_, e)| e.record.clone()).collect()
         };
         // By the targets' bytes: comparing them as paths, component by
         // component, takes most of a status's time at thousands of mounts.
@@ -338,7 +282,7 @@ impl Record {
 
     /// Counts a change toward the next rewrite of the cache.
     fn changed(&self) {
-        let records = self.index.lock().unwrap().by_id.len();
+        let records = self.index.lock().unwrap().len();
         self.store
             .changed(records, || self.index.lock().unwrap().snapshot());
     }
@@ -429,7 +373,7 @@ mod tests {
             r.on_target(Path::new("/k/pods/a")),
             vec![a.clone(), stacked.clone()]
         );
-        r.remove(45).unwrap();
+        r.remove(Path::new("/k/pods/a"), 45).unwrap();
         // Killed with two intents out: one made its mount (50 on c), one did not.
         r.intend(&Entry {
             before: Some(7),
@@ -484,15 +428,16 @@ mod tests {
         for e in [&a, &b] {
             r.commit(r.intend(e).unwrap(), e.clone()).unwrap();
         }
-        assert!(r.replace_mount_id(40, 77, None).unwrap());
-        assert!(!r.replace_mount_id(40, 78, None).unwrap());
+        let (pa, pb) = (Path::new("/k/pods/a"), Path::new("/k/pods/b"));
+        assert!(r.replace_mount_id(pa, 40, 77, None).unwrap());
+        assert!(!r.replace_mount_id(pa, 40, 78, None).unwrap());
         // The same id again (the kernel reused it): the record stays.
-        assert!(r.replace_mount_id(41, 41, None).unwrap());
+        assert!(r.replace_mount_id(pb, 41, 41, None).unwrap());
         let healed = MountRecord {
             mount_id: 77,
             ..a.record.clone()
         };
-        assert_eq!(r.get(40), None);
+        assert_eq!(r.get(pa, 40), None);
         assert_eq!(
             r.on_target(Path::new("/k/pods/a"))
                 .into_iter()
@@ -571,7 +516,7 @@ mod tests {
 
         // Every record listed: the table is not read.
         let (r, pending) = open(dir.path());
-        r.remove(42).unwrap();
+        r.remove(Path::new("/k/pods/2"), 42).unwrap();
         read.store(false, Ordering::Relaxed);
         let found = r.resolve(pending, |_| Some(seen())).unwrap();
         assert_eq!(found, Recovery::default());
@@ -601,7 +546,7 @@ mod tests {
         // changed (a new file, the old one gone).
         let e = entry("/k/pods/43", 43);
         r.commit(r.intend(&e).unwrap(), e).unwrap();
-        r.remove(41).unwrap();
+        r.remove(Path::new("/k/pods/41"), 41).unwrap();
         let mut changed = entry("/k/pods/42", 42);
         changed.record.options = vec!["size=2m".into()];
         r.update(changed.clone()).unwrap();
@@ -615,7 +560,7 @@ mod tests {
         std::fs::write(&cached, "garbled").unwrap();
         let (r, _) = open(dir.path());
         assert_eq!(r.mounts(), expected);
-        assert_eq!(r.get(42), Some(changed));
+        assert_eq!(r.get(Path::new("/k/pods/42"), 42), Some(changed));
         drop(r);
         std::fs::write(&cached, kept).unwrap();
 
@@ -657,5 +602,25 @@ mod tests {
             "{}",
             &text[..200.min(text.len())]
         );
+    }
+
+    #[test]
+    fn a_reused_mount_id_never_writes_over_the_record_of_another_target() {
+        let dir = tempfile::tempdir().unwrap();
+        let (r, _) = open(dir.path());
+        // 40's mount went with its namespace; the kernel gives 40 again.
+        let (stale, fresh) = (entry("/k/pods/a", 40), entry("/k/pods/b", 40));
+        for e in [&stale, &fresh] {
+            r.commit(r.intend(e).unwrap(), e.clone()).unwrap();
+        }
+        let both = vec![stale.record.clone(), fresh.record.clone()];
+        assert_eq!(r.mounts(), both);
+        assert_eq!(r.with_id(40).map(|e| e.record.mount_id), Some(40));
+        drop(r);
+        let (r, _) = open(dir.path());
+        assert_eq!(r.mounts(), both);
+        r.remove(Path::new("/k/pods/b"), 40).unwrap();
+        assert_eq!(r.mounts(), vec![stale.record.clone()]);
+        assert_eq!(r.with_id(40), Some(stale));
     }
 }

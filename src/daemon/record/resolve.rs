@@ -51,7 +51,7 @@ impl Record {
             if executor(&mut executors, &mut seen_of, &r.executor).and_then(|e| e.holds(r))
                 == Some(false)
             {
-                self.remove(r.mount_id)?;
+                self.remove(&r.target, r.mount_id)?;
                 recovery.vanished.push(r.clone());
             }
         }
@@ -62,7 +62,7 @@ impl Record {
             };
             let made = table
                 .top(&entry.record.target)
-                .filter(|m| Some(m.id) != entry.before && self.get(m.id).is_none());
+                .filter(|m| Some(m.id) != entry.before && self.get(&m.target, m.id).is_none());
             match made {
                 Some(m) => {
                     let record = MountRecord {

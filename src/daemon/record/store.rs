@@ -91,10 +91,9 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens `mounts/` in `state` and loads every record: from the cache when it
-    /// holds the file, from the file otherwise. Of two files of one mount (a kill
-    /// between writing the new and removing the old), the newer is kept and the
-    /// older removed.
+    /// Opens `mounts/` in `state` and loads every file's record: from the cache
+    /// when it holds the file, from the file otherwise. Two files of one record
+    /// are possible (a kill between writing the new and removing the old).
     pub fn open(state: &StateDir) -> Result<(Store, Vec<(Version, Entry)>), RecordError> {
         let mounts = state.subdir("mounts")?;
         let read_err = |source| RecordError::Read {
@@ -128,25 +127,7 @@ impl Store {
             })?;
             versions.push((Version::of_file(&name).expect("listed as one"), entry));
         }
-        // The newest file of each mount; older ones go.
-        versions.sort_unstable_by_key(|(v, _)| (v.id, std::cmp::Reverse(v.seq)));
-        let mut loaded: Vec<(Version, Entry)> = Vec::with_capacity(versions.len());
-        let mut stale = false;
-        for (version, entry) in versions {
-            if loaded.last().is_some_and(|(v, _)| v.id == version.id) {
-                remove_file(&mounts, &version.file(), false)?;
-                stale = true;
-            } else {
-                loaded.push((version, entry));
-            }
-        }
-        if stale {
-            mounts.sync().map_err(|source| RecordError::Write {
-                path: mounts.path().to_owned(),
-                source,
-            })?;
-        }
-        let next = loaded
+        let next = versions
             .iter()
             .map(|(v, _)| v.seq + 1)
             .chain([cache.next, 1])
@@ -178,7 +159,7 @@ impl Store {
             state,
             writing,
         };
-        Ok((store, loaded))
+        Ok((store, versions))
     }
 
     /// Writes `entry` durably to a file of its own: its new version.
@@ -205,6 +186,20 @@ impl Store {
     /// Removes the file of `version` durably.
     pub fn remove(&self, version: Version) -> Result<(), RecordError> {
         remove_file(&self.mounts, &version.file(), true)
+    }
+
+    /// Removes the files of `versions` (older versions of records), durably.
+    pub fn remove_all(&self, versions: &[Version]) -> Result<(), RecordError> {
+        for version in versions {
+            remove_file(&self.mounts, &version.file(), false)?;
+        }
+        match versions.is_empty() {
+            true => Ok(()),
+            false => self.mounts.sync().map_err(|source| RecordError::Write {
+                path: self.mounts.path().to_owned(),
+                source,
+            }),
+        }
     }
 
     /// Counts a change; once enough have been made since the last rewrite of the

@@ -338,6 +338,12 @@ privileged_test! {
         assert!(daemon.stop(Signal::SIGTERM).success());
         assert!(is_mounted(None, &target));
         assert!(daemon.log_text().contains("stopped; mounts stay"));
+        // What the next start reads first is written as the daemon stops: the
+        // record's cache holds the mount, and the daemon started again knows it.
+        let cache = std::fs::read_to_string(daemon.state_dir.join("mounts-cache.json")).unwrap();
+        assert!(cache.contains(target.to_str().unwrap()), "{cache}");
+        let daemon = Daemon::start(host, &root, &[]);
+        assert_eq!(daemon.recorded(), vec![target.display().to_string()]);
     }
 }
 

@@ -7,6 +7,7 @@
 # agent8 row adds an option that only mount(8) handles, to show that path too.
 #   hack/bench.sh [ITERATIONS]     (default 200)
 # Without a dockerd that answers, only the direct and host paths are measured.
+# Then hack/bench-record.sh: the record's cost at 0, 1,000 and 10,000 mounts.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . hack/lib.sh
@@ -56,15 +57,17 @@ run_exec() {
   SIDEMOUNT_SOCKET=$run/exec/sidemount.sock "$bin" mount -t tmpfs tmpfs "$root/pods/exec"
   SIDEMOUNT_SOCKET=$run/exec/sidemount.sock "$bin" umount "$root/pods/exec"
 }
-# batch NAME SOCKET: one curl process posts N mount+unmount pairs of a tmpfs on
-# $root/pods/NAME to the API on SOCKET (a daemon's or an agent's), so no process
-# starts per request on the caller's side; writes the mean per pair to samples/NAME.
+# batch NAME SOCKET [FIELDS]: one curl process posts N mount+unmount pairs of a
+# tmpfs on $root/pods/NAME to the API on SOCKET (a daemon's or an agent's), so no
+# process starts per request on the caller's side; FIELDS (JSON members, each with a
+# leading comma) are added to every request. Writes the mean per pair to
+# samples/NAME.
 batch() {
-  local name=$1 socket=$2 target=$root/pods/$1 args=() i t0 t1
+  local name=$1 socket=$2 fields=${3:-} target=$root/pods/$1 args=() i t0 t1
   local api=(--next -sf --unix-socket "$socket" -o /dev/null -d)
   for ((i = 0; i < n; i++)); do
-    args+=("${api[@]}" "{\"source\": \"tmpfs\", \"target\": \"$target\", \"fstype\": \"tmpfs\"}" http://sidemount/v1/mounts)
-    args+=("${api[@]}" "{\"target\": \"$target\"}" http://sidemount/v1/unmounts)
+    args+=("${api[@]}" "{\"source\": \"tmpfs\", \"target\": \"$target\", \"fstype\": \"tmpfs\"$fields}" http://sidemount/v1/mounts)
+    args+=("${api[@]}" "{\"target\": \"$target\"$fields}" http://sidemount/v1/unmounts)
   done
   t0=$EPOCHREALTIME
   curl --fail-early "${args[@]:1}"
@@ -102,7 +105,8 @@ rounds() {
   batch api_host "$run/host/sidemount.sock"
   if [ -n "$docker" ]; then
     batch api_agent "$run/agent/sidemount.sock"
-    batch api_agent_only "$run/agent/agents/bench-agent-$token.sock"
+    # An agent resolves targets beneath the roots the daemon names.
+    batch api_agent_only "$run/agent/agents/bench-agent-$token.sock" ", \"beneath\": [\"$root\"]"
   fi
 }
 
@@ -267,3 +271,8 @@ for p in "${paths[@]}" "${apis[@]}"; do
     }'
 done
 [ -n "$docker" ] || echo "(no dockerd answers: the agent and exec paths were not measured)"
+
+# The record's cost beside it: a pair with 0, 1,000 and 10,000 mounts recorded, and
+# the restart to the first answer with as many (see hack/bench-record.sh).
+echo
+SIDEMOUNT_BIN=$bin bash hack/bench-record.sh "$n"

@@ -381,18 +381,16 @@ impl Executor for DockerExec {
         Ok(String::new())
     }
 
+    /// `docker exec` of the command, its input fed on stdin as a mount's
+    /// password is.
     async fn run(
         &self,
         command: &[String],
         stdin: Option<&str>,
         deadline: Duration,
     ) -> Result<Executed, ExecError> {
-        if stdin.is_some_and(|s| !s.is_empty()) {
-            return Err(ExecError::NoStdin {
-                container: self.spec.container_name(),
-            });
-        }
-        self.exec(command.to_vec(), None, deadline).await
+        self.exec(command.to_vec(), stdin.map(str::to_owned), deadline)
+            .await
     }
 }
 

@@ -130,9 +130,6 @@ pub enum ExecError {
     },
     #[error("{executor} runs no commands: `run` needs a volume-client container ({command})")]
     NoCommands { executor: String, command: String },
-    /// `docker exec` as the engine API runs it passes no input.
-    #[error("{container}: input on stdin needs `mode: agent`; docker exec here passes none")]
-    NoStdin { container: String },
     /// The agent could not be asked (no HTTP answer).
     #[error("{0}")]
     Unreachable(ClientError),
@@ -160,7 +157,6 @@ impl ExecError {
             | ExecError::Engine { .. }
             | ExecError::NotRunning { .. }
             | ExecError::NoCommands { .. }
-            | ExecError::NoStdin { .. }
             | ExecError::Staging(_)
             | ExecError::Unreachable(_) => ErrorCode::ExecutorUnavailable,
             ExecError::Remote { error, .. } => match error.code {

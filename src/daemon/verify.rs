@@ -70,18 +70,6 @@ pub struct Views {
     pub shared_root: PathBuf,
 }
 
-/// The same filesystem directory as `original`, mounted in another namespace:
-/// the same device and root, or a member or slave of the peer group `original`
-/// made, which only its propagated copies join. The root alone can differ
-/// between two reads: it is the path of a directory a pod may rename meanwhile.
-fn is_copy(mount: &Mount, original: &Mount) -> bool {
-    let peers = original.propagation.shared.is_some_and(|g| {
-        mount.propagation.shared == Some(g) || mount.propagation.master == Some(g)
-    });
-    (mount.major, mount.minor) == (original.major, original.minor)
-        && (mount.root == original.root || peers)
-}
-
 fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
     Sighting {
         namespace: namespace.name.clone(),
@@ -128,7 +116,7 @@ pub fn mounted(
     };
     let mut seen = vec![sighting(&views.executor, Some(&mount))];
     for ns in &views.others {
-        match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {
+        match ns.mount_at(target)?.filter(|m| m.is_copy_of(&mount)) {
             Some(copy) => seen.push(sighting(ns, Some(&copy))),
             None => return Err(missing(target, &mount, ns, views)?),
         }
@@ -282,7 +270,7 @@ pub fn changed(
     }
     let mut seen = vec![sighting(executor, Some(&mount))];
     for ns in &views.others {
-        match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {
+        match ns.mount_at(target)?.filter(|m| m.is_copy_of(&mount)) {
             Some(copy) => seen.push(sighting(ns, Some(&copy))),
             None => return Err(missing(target, &mount, ns, views)?),
         }
@@ -312,7 +300,7 @@ pub fn unmounted(
     for ns in &views.others {
         seen.push(still(
             ns,
-            ns.mount_at(target)?.filter(|m| is_copy(m, mount)),
+            ns.mount_at(target)?.filter(|m| m.is_copy_of(mount)),
         )?);
     }
     Ok(seen)
@@ -340,11 +328,11 @@ mod tests {
         let renamed_slave = mount("90 80 0:30 /v/evil /k/t rw master:7 - tmpfs tmpfs rw");
         let other_dir = mount("90 80 0:30 /v/evil /k/t rw shared:8 - tmpfs tmpfs rw");
         let other_device = mount("90 80 0:31 /v/sub /k/t rw shared:7 - tmpfs tmpfs rw");
-        assert!(is_copy(&peer, &original));
-        assert!(is_copy(&renamed_peer, &original) && is_copy(&renamed_slave, &original));
-        assert!(!is_copy(&other_dir, &original) && !is_copy(&other_device, &original));
+        assert!(peer.is_copy_of(&original));
+        assert!(renamed_peer.is_copy_of(&original) && renamed_slave.is_copy_of(&original));
+        assert!(!other_dir.is_copy_of(&original) && !other_device.is_copy_of(&original));
         let private = mount("40 20 0:30 /v/sub /k/t rw - tmpfs tmpfs rw");
-        assert!(!is_copy(&renamed_peer, &private) && is_copy(&peer, &private));
+        assert!(!renamed_peer.is_copy_of(&private) && peer.is_copy_of(&private));
     }
 
     #[test]

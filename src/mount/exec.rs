@@ -80,8 +80,9 @@ pub enum ExecError {
     /// A bind or move reached an executor without a checked source.
     #[error("a bind or move onto {} without a checked source", target.display())]
     NoSource { target: PathBuf },
-    /// A step taken in a VCS container's mount namespace failed: entering it,
-    /// resolving the target there, or moving the mount onto it.
+    /// A step taken in another mount namespace failed (a VCS container's, or
+    /// one a copy of a mount reached): entering it, resolving the target there,
+    /// or acting on that handle.
     #[error("{executor}: {step}: {source}")]
     InContainer {
         executor: String,

@@ -10,6 +10,7 @@ use std::time::Duration;
 use tracing::info;
 
 use crate::api::wire::{MountRecord, MountRequest, MountResponse};
+use crate::daemon::copies;
 use crate::daemon::error::PipelineError;
 use crate::daemon::mount::Before;
 use crate::daemon::record::Entry;
@@ -44,13 +45,18 @@ impl Daemon {
             .await
             .map_err(PipelineError::Execute)?;
         let output = options.scrub(&made.output);
-        let (mount, seen) =
-            verify::changed(target, id, &Wanted::of(options), views).map_err(|source| {
-                PipelineError::Change {
-                    source,
-                    output: output.clone(),
-                }
-            })?;
+        let wanted = Wanted::of(options);
+        let root = &checked.target.root;
+        let proved = match verify::changed(target, id, &wanted, views) {
+            Ok(mount) => copies::given(target, root, &mount, &wanted, views, deadline)
+                .await
+                .map(|seen| (mount, seen)),
+            Err(e) => Err(e),
+        };
+        let (mount, seen) = proved.map_err(|source| PipelineError::Change {
+            source,
+            output: output.clone(),
+        })?;
         let recorded = self
             .record
             .get(id)

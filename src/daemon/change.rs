@@ -1,9 +1,11 @@
 //! Changes to the mount already on a target: a remount (with or without bind)
 //! or a propagation change. Policy and the target's turn are those of a new
-//! mount; the executor makes one call on the target's handle; the proof is that
-//! the same mount is still there and now shows what was asked; the record of a
-//! mount the daemon made is brought up to date, never duplicated. Nothing new
-//! was mounted, so nothing is undone.
+//! mount; the executor makes one call on the target's handle; its copies in the
+//! host's and the caller's namespaces are given the per-mount flags asked,
+//! which do not propagate (see [`copies`](super::copies)); the proof is that
+//! the same mount is still there and now shows what was asked, and each copy
+//! the flags; the record of a mount the daemon made is brought up to date,
+//! never duplicated. Nothing new was mounted, so nothing is undone.
 
 use std::time::Duration;
 

@@ -2,7 +2,8 @@
 //! and without bind), the kubelet's read-only bind pair, propagation changes
 //! (`--make-*`, `-o private`), on the mounter path and through mount(8) ->
 //! helper; the same mount afterwards, one record brought up to date; targets
-//! outside the roots or reached through a symlink are refused.
+//! outside the roots or reached through a symlink are refused; a caller's copy
+//! that cannot take the flags asked fails the change, naming its namespace.
 
 mod common;
 
@@ -120,6 +121,33 @@ privileged_test! {
         assert_eq!(records(&daemon, &v).len(), 1);
         ok(&daemon, &format!("{SIDEMOUNT} umount {q}"));
         assert!(daemon.recorded().is_empty());
+    }
+}
+
+privileged_test! {
+    fn a_copy_that_cannot_take_the_flags_asked_fails_the_change(host: &Host) {
+        let root = kubelet_root(host);
+        let daemon = Daemon::start(host, &root, &[]);
+        let source = root.join("plugins/data");
+        std::fs::create_dir_all(&source).unwrap();
+        let v = volume(&root, "locked");
+        let (s, q) = (quote(&source), quote(&v));
+        ok(&daemon, &format!("{SIDEMOUNT} mount -o bind,ro {s} {q}"));
+        // A caller in a user namespace of its own: the kernel locks the flags
+        // its copies had when they were made, so its copy stays read-only.
+        let (code, err) = daemon.run(&format!(
+            "unshare -Ur -m --propagation unchanged -- {SIDEMOUNT} mount -o bind,remount,rw {s} {q}"
+        ));
+        assert_eq!(code, Some(32), "{err}");
+        assert!(
+            err.contains("in the caller (pid") && err.contains("cannot be given the options asked"),
+            "{err}"
+        );
+        assert!(err.contains("Operation not permitted"), "{err}");
+        // Here, where nothing is locked, the change was made.
+        let (_, options, _, stacked) = seen(&v);
+        assert!(has_option(&options, "rw") && stacked == 1, "{options}");
+        ok(&daemon, &format!("{SIDEMOUNT} umount {q}"));
     }
 }
 

@@ -4,13 +4,15 @@
 //! that is there (findmnt in the container shows it changed, still one mount),
 //! and its one record is brought up to date; a retry stacks nothing. A bind
 //! there takes the source the daemon checked, not what its name shows in the
-//! container.
+//! container. A read-only bind (made so, or remounted so) is read-only in every
+//! namespace it reached, the host's and a containerized kubelet's, with either
+//! executor: per-mount flags do not propagate by themselves.
 
 mod common;
 
 use std::path::Path;
 
-use common::node::{docker_ok, Node};
+use common::node::{docker_ok, Kubelet, Node};
 use common::{has_option, quote, Daemon};
 
 /// findmnt in `container`: ID, VFS-OPTIONS and PROPAGATION of the mount on top
@@ -88,6 +90,10 @@ fn exec_mode_changes_the_mount_in_the_container() {
         ])
     };
     assert!(write(&bind).contains("Read-only file system"), "read-only");
+    // Here (the host's namespace, and the caller's) too: per-mount flags do
+    // not propagate, the daemon gave this copy its own.
+    let here = std::fs::write(bind.join("f"), "x").unwrap_err();
+    assert_eq!(here.raw_os_error(), Some(libc::EROFS), "{here}");
 
     // Propagation changes on that bind, by the record's executor although the
     // request names no type.
@@ -202,4 +208,121 @@ fn exec_mode_binds_the_checked_source_not_its_name_in_the_container() {
     );
     ok(&daemon, &["umount", t]);
     assert!(daemon.recorded().is_empty());
+}
+
+/// How `dir` looks from each of the kubelet container, here, and the VCS
+/// `container` when it is the executor: whether a write into it is refused as
+/// read-only, and its VFS-OPTIONS as findmnt shows them there.
+fn read_only_everywhere(
+    kubelet: &Kubelet,
+    container: Option<&str>,
+    dir: &Path,
+) -> Vec<(bool, String)> {
+    let d = quote(dir);
+    let line = format!(
+        "touch {d}/.probe 2>&1 && rm -f {d}/.probe && echo writable; findmnt -n -o VFS-OPTIONS --mountpoint {d} | tail -n 1"
+    );
+    let there = container.map(|c| docker_ok(&["exec", c, "sh", "-c", &line]));
+    [Some(kubelet.sh(&line)), Some(common::sh(&line)), there]
+        .iter()
+        .flatten()
+        .map(|out| {
+            let options = out.lines().last().unwrap_or_default().trim().to_owned();
+            (out.contains("Read-only file system"), options)
+        })
+        .collect()
+}
+
+/// The kubelet container's mounter-path call `args`, which must succeed.
+fn kubelet_ok(kubelet: &Kubelet, args: &str) {
+    kubelet.sh(&format!("sidemount mount {args}"));
+}
+
+/// From a containerized kubelet: a bind made read-only by `bind,remount,ro`,
+/// and one mounted `bind,ro`, refuse writes (EROFS) and show `ro` in the
+/// kubelet's namespace, the host's and the executor's; `bind,remount,rw` makes
+/// every copy writable again. `exec`: the VCS runs in exec mode, else binds go
+/// to the host executor.
+fn read_only_binds_reach_every_namespace(test: &str, exec: bool) {
+    let Some(mut node) = Node::new(test) else {
+        return;
+    };
+    let vcs = node.vcs("kernel");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let types = if exec { "none" } else { "tmpfs" };
+    let config = node.config("sidemount.yaml", &Node::kernel_vcs(&vcs, types, "exec"));
+    let daemon = node.start_daemon(&config);
+    let kubelet = node.kubelet("tmpfs", &daemon.socket);
+    let root = node.kubelet_root();
+    let source = root.join("plugins/data");
+    std::fs::create_dir_all(&source).unwrap();
+    let (remounted, made_ro) = (node.volume("remounted"), node.volume("made-ro"));
+    let s = quote(&source);
+    let executor = if exec {
+        format!("vcs/{vcs}")
+    } else {
+        "host".into()
+    };
+    let executor_container = exec.then_some(container.as_str());
+    let ro = |dir: &Path| {
+        let seen = read_only_everywhere(&kubelet, executor_container, dir);
+        for (refused, options) in &seen {
+            assert!(*refused && has_option(options, "ro"), "{seen:?}");
+        }
+    };
+
+    // Made read-only when it is made.
+    kubelet_ok(&kubelet, &format!("-o bind,ro {s} {}", quote(&made_ro)));
+    ro(&made_ro);
+    kubelet_ok(&kubelet, &format!("-o bind {s} {}", quote(&remounted)));
+    let seen = read_only_everywhere(&kubelet, executor_container, &remounted);
+    assert!(
+        seen.iter()
+            .all(|(refused, o)| !refused && has_option(o, "rw")),
+        "{seen:?}"
+    );
+    kubelet_ok(
+        &kubelet,
+        &format!("-o bind,remount,ro {s} {}", quote(&remounted)),
+    );
+    ro(&remounted);
+    let records = daemon.records_on(&remounted);
+    assert_eq!(
+        (records.len(), records[0].0.as_str()),
+        (1, executor.as_str())
+    );
+    // And writable again, in every namespace.
+    kubelet_ok(
+        &kubelet,
+        &format!("-o bind,remount,rw {s} {}", quote(&remounted)),
+    );
+    let seen = read_only_everywhere(&kubelet, executor_container, &remounted);
+    assert!(
+        seen.iter()
+            .all(|(refused, o)| !refused && has_option(o, "rw")),
+        "{seen:?}"
+    );
+
+    for target in [&remounted, &made_ro] {
+        kubelet.sh(&format!("sidemount umount {}", quote(target)));
+    }
+    assert!(common::mount_points_under(None, &root.join("pods")).is_empty());
+    assert!(daemon.recorded().is_empty());
+}
+
+#[test]
+fn exec_mode_read_only_binds_are_read_only_in_every_namespace() {
+    read_only_binds_reach_every_namespace(
+        "exec_mode_read_only_binds_are_read_only_in_every_namespace",
+        true,
+    );
+}
+
+#[test]
+fn host_read_only_binds_are_read_only_for_a_containerized_kubelet() {
+    read_only_binds_reach_every_namespace(
+        "host_read_only_binds_are_read_only_for_a_containerized_kubelet",
+        false,
+    );
 }

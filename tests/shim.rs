@@ -1,7 +1,8 @@
 //! Command shims and the daemons an agent keeps, on real processes: sidemount
 //! linked as a program name forwards the call through the daemon to the agent of
-//! the VCS whose `run` list allows it, with its stdin and exit status; an agent
-//! started with `--daemon` starts that program again when it exits.
+//! the VCS whose `run` list allows it, with its stdin and exit status, by the
+//! agent or by `docker exec` with a real dockerd; an agent started with
+//! `--daemon` starts that program again when it exits.
 
 mod common;
 
@@ -9,6 +10,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
+use common::node::{docker_ok, Node};
 use common::{expect_success, sidemount, wait_until, Daemon, Host, SIDEMOUNT};
 
 /// An agent started by the test, with `--daemon` arguments; killed when dropped.
@@ -81,6 +83,37 @@ fn shims(host: &Host, names: &str) -> PathBuf {
     dir
 }
 
+/// The shim `name` in `dir` called with `args` and `input` on its stdin, through
+/// the daemon at `socket`: its exit code, stdout and stderr.
+fn call(
+    dir: &Path,
+    socket: &Path,
+    name: &str,
+    args: &[&str],
+    input: &str,
+) -> (Option<i32>, String, String) {
+    let mut child = Command::new(dir.join(name))
+        .args(args)
+        .env("SIDEMOUNT_SOCKET", socket)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 privileged_test! {
     fn a_shim_runs_its_command_in_the_vcs_that_allows_it(host: &Host) {
         let root = host.dir("var/lib/kubelet");
@@ -96,21 +129,7 @@ privileged_test! {
         let dir = shims(host, "wc,sh,tr");
         let daemon_socket = daemon.socket.clone();
         let call = |name: &str, args: &[&str], input: &str| {
-            let mut child = Command::new(dir.join(name))
-                .args(args)
-                .env("SIDEMOUNT_SOCKET", &daemon_socket)
-                .stdin(Stdio::piped())
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap();
-            child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
-            let out = child.wait_with_output().unwrap();
-            (
-                out.status.code(),
-                String::from_utf8_lossy(&out.stdout).into_owned(),
-                String::from_utf8_lossy(&out.stderr).into_owned(),
-            )
+            call(&dir, &daemon_socket, name, args, input)
         };
 
         // stdin goes to the command; its output comes back.
@@ -168,4 +187,41 @@ privileged_test! {
                     .is_ok_and(|s| s.contains(") Z "))
         });
     }
+}
+
+#[test]
+fn a_shim_feeds_its_stdin_to_a_command_run_by_docker_exec() {
+    let Some(mut node) = Node::new("a_shim_feeds_its_stdin_to_a_command_run_by_docker_exec") else {
+        return;
+    };
+    let vcs = node.vcs("tools");
+    let container = node.vcs_container(&vcs);
+    node.track(&container);
+    let entry = format!(
+        "{}    run: [sh, cat]\n",
+        Node::kernel_vcs(&vcs, "tmpfs", "exec")
+    );
+    let daemon = node.start_daemon(&node.config("sidemount.yaml", &entry));
+    let dir = shims(&node.host, "sh,cat");
+    let call =
+        |name: &str, args: &[&str], input: &str| call(&dir, &daemon.socket, name, args, input);
+
+    // What the shim reads reaches the command in the container, whole.
+    let (code, out, err) = call(
+        "sh",
+        &["-c", "read x; echo got:$x; cat /etc/hostname"],
+        "fed\n",
+    );
+    assert_eq!(code, Some(0), "{out}{err}");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("got:fed"), "{out}");
+    // It ran in the VCS container: its hostname is the container's id.
+    let id = docker_ok(&["inspect", "-f", "{{.Config.Hostname}}", &container]);
+    assert_eq!(lines.next(), Some(id.trim()), "{out}");
+    let text = "two lines\nof text\n";
+    let (code, out, err) = call("cat", &[], text);
+    assert_eq!((code, out.as_str()), (Some(0), text), "{err}");
+    // No input: the command reads an end of file at once.
+    let (code, out, err) = call("sh", &["-c", "read x || echo none:$x"], "");
+    assert_eq!((code, out.as_str()), (Some(0), "none:\n"), "{err}");
 }

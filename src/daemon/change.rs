@@ -1,15 +1,18 @@
 //! Changes to the mount already on a target: a remount (with or without bind)
 //! or a propagation change. Policy and the target's turn are those of a new
-//! mount; the executor makes one call on the target's handle; the proof is that
-//! the same mount is still there and now shows what was asked; the record of a
-//! mount the daemon made is brought up to date, never duplicated. Nothing new
-//! was mounted, so nothing is undone.
+//! mount; the executor makes one call on the target's handle; its copies in the
+//! host's and the caller's namespaces are given the per-mount flags asked,
+//! which do not propagate (see [`copies`](super::copies)); the proof is that
+//! the same mount is still there and now shows what was asked, and each copy
+//! the flags; the record of a mount the daemon made is brought up to date,
+//! never duplicated. Nothing new was mounted, so nothing is undone.
 
 use std::time::Duration;
 
 use tracing::info;
 
 use crate::api::wire::{MountRecord, MountRequest, MountResponse};
+use crate::daemon::copies;
 use crate::daemon::error::PipelineError;
 use crate::daemon::mount::Before;
 use crate::daemon::record::Entry;
@@ -44,13 +47,18 @@ impl Daemon {
             .await
             .map_err(PipelineError::Execute)?;
         let output = options.scrub(&made.output);
-        let (mount, seen) =
-            verify::changed(target, id, &Wanted::of(options), views).map_err(|source| {
-                PipelineError::Change {
-                    source,
-                    output: output.clone(),
-                }
-            })?;
+        let wanted = Wanted::of(options);
+        let root = &checked.target.root;
+        let proved = match verify::changed(target, id, &wanted, views) {
+            Ok(mount) => copies::given(target, root, &mount, &wanted, views, deadline)
+                .await
+                .map(|seen| (mount, seen)),
+            Err(e) => Err(e),
+        };
+        let (mount, seen) = proved.map_err(|source| PipelineError::Change {
+            source,
+            output: output.clone(),
+        })?;
         let recorded = self
             .record
             .get(target, id)

@@ -244,7 +244,9 @@ fn verify_code(source: &VerifyError, failed: ErrorCode) -> ErrorCode {
         VerifyError::Missing { .. } => ErrorCode::PropagationBroken,
         VerifyError::NotMounted { .. }
         | VerifyError::NotSame { .. }
-        | VerifyError::Unchanged { .. } => failed,
+        | VerifyError::Unchanged { .. }
+        | VerifyError::Attributes { .. }
+        | VerifyError::NotGiven { .. } => failed,
         VerifyError::StillMounted { .. } | VerifyError::Elsewhere { .. } | VerifyError::Read(_) => {
             ErrorCode::Internal
         }

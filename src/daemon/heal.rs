@@ -20,7 +20,8 @@ use crate::api::wire::{HealReport, Health, MountRecord, MountRequest, UnmountReq
 use crate::daemon::error::{HealError, PipelineError};
 use crate::daemon::heal_binds::{abort_fuse, as_they_were, rebind_all};
 use crate::daemon::mount::{lookup_error, Before, Undo};
-use crate::daemon::{verify, Daemon};
+use crate::daemon::verify::{self, Wanted};
+use crate::daemon::Daemon;
 use crate::executor::{Executor, Made};
 use crate::mount::by_handle;
 use crate::mount::options::MountOptions;
@@ -344,8 +345,10 @@ impl Daemon {
             .views(exec, req.caller_pid)
             .await
             .map_err(PipelineError::Namespaces)?;
-        let (mount, _seen) =
-            verify::mounted(target, None, &Made::default(), &views).map_err(HealError::Verify)?;
+        let nothing = Wanted::default();
+        let mount = verify::mounted(target, None, &Made::default(), &nothing, &views)
+            .and_then(|mount| verify::reached(target, &mount, &nothing, &views).map(|_| mount))
+            .map_err(HealError::Verify)?;
         if Some((mount.major, mount.minor)) == stale.device {
             return Err(HealError::StillStale {
                 target: target.to_owned(),

@@ -5,6 +5,7 @@
 mod change;
 mod claims;
 pub mod config;
+mod copies;
 mod error;
 mod heal;
 mod heal_binds;

@@ -8,10 +8,11 @@ use std::sync::Arc;
 use tracing::info;
 
 use crate::api::wire::{self, ApiError, MountRecord, MountRequest, MountResponse, Peer};
+use crate::daemon::copies;
 use crate::daemon::error::{Operation, PipelineError};
 use crate::daemon::record::Entry;
 use crate::daemon::turn::Turn;
-use crate::daemon::verify::{self, Views};
+use crate::daemon::verify::{self, Views, Wanted};
 use crate::daemon::Daemon;
 use crate::executor::{self, Executor, Made};
 use crate::mount::options::MountOptions;
@@ -140,7 +141,15 @@ impl Daemon {
         let output = made.output.clone();
         // 6. Prove it in every namespace (the executor's by the mount it made, when
         //    it holds it); undo when it did not arrive everywhere.
-        let (mount, seen) = match verify::mounted(target, before.executor, &made, &views) {
+        let wanted = Wanted::of_mount(options);
+        let root = &checked.target.root;
+        let proved = match verify::mounted(target, before.executor, &made, &wanted, &views) {
+            Ok(mount) => copies::given(target, root, &mount, &wanted, &views, deadline)
+                .await
+                .map(|seen| (mount, seen)),
+            Err(e) => Err(e),
+        };
+        let (mount, seen) = match proved {
             Ok(found) => found,
             Err(source) => {
                 self.undo_and_forget(exec.as_ref(), &undo, Some(&made), intent)
@@ -275,12 +284,12 @@ impl Daemon {
                 if !same {
                     return Err(already_mounted(entry));
                 }
-                let (_, seen) =
-                    verify::mounted(target, None, &Made::default(), views).map_err(|source| {
-                        PipelineError::Verify {
-                            source,
-                            output: String::new(),
-                        }
+                let wanted = Wanted::of_mount(options);
+                let seen = verify::mounted(target, None, &Made::default(), &wanted, views)
+                    .and_then(|mount| verify::reached(target, &mount, &wanted, views))
+                    .map_err(|source| PipelineError::Verify {
+                        source,
+                        output: String::new(),
                     })?;
                 info!(target = %target.display(), mount_id = id, "already mounted by the same request");
                 return Ok(Some(MountResponse {

@@ -1,13 +1,15 @@
 //! Proves that a mount reached every namespace that must see it (the executor's,
-//! the host's, the caller's), or that an unmount left them all, by looking up the
-//! target in each; when it did not, names from their mountinfo the mount whose
-//! propagation breaks the chain.
+//! the host's, the caller's) showing the per-mount options asked in each, or
+//! that an unmount left them all, by looking up the target in each; when it did
+//! not, names from their mountinfo the mount whose propagation breaks the chain,
+//! or the copy that shows other options.
 
 use std::path::{Path, PathBuf};
 
 use crate::api::wire::Sighting;
 use crate::executor::Made;
 use crate::mount::options::MountOptions;
+use crate::mount::syscall::{MountAttr, MountAttrFlags};
 use crate::ns::mountinfo::{normalize, Mount, MountinfoError};
 use crate::ns::namespace::{tables, Namespace};
 use crate::ns::propagation::{link_mounts, Link};
@@ -46,6 +48,20 @@ pub enum VerifyError {
         namespace: String,
         shows: String,
     },
+    /// `shows`: what its per-mount options are, and what was asked.
+    #[error("the mount on {target} in the {namespace} namespace shows {shows}")]
+    Attributes {
+        target: String,
+        namespace: String,
+        shows: String,
+    },
+    /// A copy lacked the per-mount options asked and could not be given them.
+    #[error("the copy of the mount on {target} in the {namespace} namespace cannot be given the options asked: {cause}")]
+    NotGiven {
+        target: String,
+        namespace: String,
+        cause: String,
+    },
     #[error(transparent)]
     Read(#[from] MountinfoError),
 }
@@ -70,18 +86,6 @@ pub struct Views {
     pub shared_root: PathBuf,
 }
 
-/// The same filesystem directory as `original`, mounted in another namespace:
-/// the same device and root, or a member or slave of the peer group `original`
-/// made, which only its propagated copies join. The root alone can differ
-/// between two reads: it is the path of a directory a pod may rename meanwhile.
-fn is_copy(mount: &Mount, original: &Mount) -> bool {
-    let peers = original.propagation.shared.is_some_and(|g| {
-        mount.propagation.shared == Some(g) || mount.propagation.master == Some(g)
-    });
-    (mount.major, mount.minor) == (original.major, original.minor)
-        && (mount.root == original.root || peers)
-}
-
 fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
     Sighting {
         namespace: namespace.name.clone(),
@@ -91,8 +95,8 @@ fn sighting(namespace: &Namespace, mount: Option<&Mount>) -> Sighting {
 }
 
 /// After a mount: the new mount on `target` in the executor's namespace (not the
-/// one, if any, that was there `before`), and where it was seen. Fails naming
-/// the first namespace it did not reach.
+/// one, if any, that was there `before`), showing the per-mount options
+/// `wanted`; [`reached`] then proves its copies.
 ///
 /// `made`: the mount the executor made. One it holds by its fd (in the daemon's
 /// own namespace) is looked up by its unique id, wherever it landed, and must be
@@ -102,8 +106,9 @@ pub fn mounted(
     target: &Path,
     before: Option<u32>,
     made: &Made,
+    wanted: &Wanted,
     views: &Views,
-) -> Result<(Mount, Vec<Sighting>), VerifyError> {
+) -> Result<Mount, VerifyError> {
     let not_mounted = || VerifyError::NotMounted {
         target: target.display().to_string(),
         namespace: views.executor.name.clone(),
@@ -126,14 +131,55 @@ pub fn mounted(
             .filter(|m| made.reported.is_none_or(|id| id == m.id))
             .ok_or_else(not_mounted)?,
     };
-    let mut seen = vec![sighting(&views.executor, Some(&mount))];
+    wanted.flags_of(target, &views.executor, &mount)?;
+    Ok(mount)
+}
+
+/// Where `mount` (the executor's, on `target`) was seen: in the executor's
+/// namespace and as a copy in every other one, each showing the per-mount
+/// options `wanted`. Fails naming the first namespace it did not reach, or
+/// whose copy shows other options.
+pub fn reached(
+    target: &Path,
+    mount: &Mount,
+    wanted: &Wanted,
+    views: &Views,
+) -> Result<Vec<Sighting>, VerifyError> {
+    let mut seen = vec![sighting(&views.executor, Some(mount))];
     for ns in &views.others {
-        match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {
-            Some(copy) => seen.push(sighting(ns, Some(&copy))),
-            None => return Err(missing(target, &mount, ns, views)?),
+        match ns.mount_at(target)?.filter(|m| m.is_copy_of(mount)) {
+            Some(copy) => {
+                wanted.flags_of(target, ns, &copy)?;
+                seen.push(sighting(ns, Some(&copy)));
+            }
+            None => return Err(missing(target, mount, ns, views)?),
         }
     }
-    Ok((mount, seen))
+    Ok(seen)
+}
+
+/// The other namespaces whose copy of `mount` on `target` lacks the per-mount
+/// options `wanted` (a namespace seen twice, once): propagation made it with
+/// the flags its original had then, and no later change of the original
+/// reaches it.
+pub fn lacking(
+    target: &Path,
+    mount: &Mount,
+    wanted: &Wanted,
+    views: &Views,
+) -> Result<Vec<Namespace>, VerifyError> {
+    let mut copies: Vec<u32> = Vec::new();
+    let mut lacking = Vec::new();
+    for ns in &views.others {
+        let copy = ns.mount_at(target)?.filter(|m| m.is_copy_of(mount));
+        if let Some(copy) = copy.filter(|c| !wanted.flags_shown_by(c)) {
+            if !copies.contains(&copy.id) {
+                copies.push(copy.id);
+                lacking.push(ns.clone());
+            }
+        }
+    }
+    Ok(lacking)
 }
 
 /// Why `mount` did not reach `ns`, from both namespaces' tables: the mounts that
@@ -166,8 +212,8 @@ fn missing(
     })
 }
 
-/// What a change asks the mount on its target to show: per-mount options present
-/// or absent (a remount), and a propagation.
+/// What a mount or a change asks the mount on its target to show: per-mount
+/// options present or absent, and a propagation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wanted {
     present: Vec<&'static str>,
@@ -191,22 +237,57 @@ const SHOWN: &[(&str, &str, bool)] = &[
     ("nodiratime", "nodiratime", true),
 ];
 
+/// The mount attribute mount_setattr(2) sets for each shown per-mount option.
+const ATTRIBUTES: &[(&str, MountAttrFlags)] = &[
+    ("ro", MountAttrFlags::MOUNT_ATTR_RDONLY),
+    ("nosuid", MountAttrFlags::MOUNT_ATTR_NOSUID),
+    ("nodev", MountAttrFlags::MOUNT_ATTR_NODEV),
+    ("noexec", MountAttrFlags::MOUNT_ATTR_NOEXEC),
+    ("noatime", MountAttrFlags::MOUNT_ATTR_NOATIME),
+    ("relatime", MountAttrFlags::MOUNT_ATTR_RELATIME),
+    ("nodiratime", MountAttrFlags::MOUNT_ATTR_NODIRATIME),
+];
+
+/// The atime modes: one is set by clearing the others.
+const ATIME: &[&str] = &["noatime", "relatime"];
+
+/// The per-mount options a new mount is held to in every namespace: those that
+/// restrict what its users may do there.
+const RESTRICTING: &[&str] = &["ro", "nosuid", "nodev", "noexec"];
+
 /// Propagation options, with or without `make-` and `r`, as the kind they set.
 const PROPAGATION: &[&str] = &["shared", "slave", "private", "unbindable"];
 
 impl Wanted {
     /// What `options` of a change ask for; the last of each kind counts.
     pub fn of(options: &MountOptions) -> Wanted {
+        Wanted::asked(options, options.has("remount"))
+    }
+
+    /// What `options` of a new mount hold it to: the per-mount options among
+    /// them that restrict its users (the last of a flag's pair counts).
+    pub fn of_mount(options: &MountOptions) -> Wanted {
+        let asked = Wanted::asked(options, true);
+        Wanted {
+            present: asked
+                .present
+                .into_iter()
+                .filter(|o| RESTRICTING.contains(o))
+                .collect(),
+            ..Wanted::default()
+        }
+    }
+
+    /// The per-mount options (when `flags`) and the propagation `options` ask.
+    fn asked(options: &MountOptions, flags: bool) -> Wanted {
         let mut wanted = Wanted::default();
-        let remount = options.has("remount");
         for option in options.iter() {
             let name = option.name().strip_prefix("make-").unwrap_or(option.name());
             let flat = name.strip_prefix('r').unwrap_or(name);
             if let Some(kind) = PROPAGATION.iter().find(|k| **k == flat || **k == name) {
                 wanted.propagation = Some(kind);
             }
-            if let Some((_, shown, on)) =
-                SHOWN.iter().find(|(n, ..)| *n == name).filter(|_| remount)
+            if let Some((_, shown, on)) = SHOWN.iter().find(|(n, ..)| *n == name).filter(|_| flags)
             {
                 wanted.present.retain(|s| s != shown);
                 wanted.absent.retain(|s| s != shown);
@@ -219,12 +300,50 @@ impl Wanted {
         wanted
     }
 
-    /// Whether `mount` shows what was asked.
-    fn shown_by(&self, mount: &Mount) -> bool {
+    /// Whether any per-mount option is asked.
+    pub fn names_flags(&self) -> bool {
+        !self.present.is_empty() || !self.absent.is_empty()
+    }
+
+    /// The attributes mount_setattr(2) sets and clears on a mount to make it
+    /// show the per-mount options asked.
+    pub fn attributes(&self) -> MountAttr {
+        let of = |names: &[&str]| {
+            ATTRIBUTES
+                .iter()
+                .filter(|(name, _)| names.contains(name))
+                .fold(MountAttrFlags::empty(), |all, (_, attr)| all | *attr)
+        };
+        let mut clear = of(&self.absent);
+        if self.present.iter().any(|o| ATIME.contains(o)) {
+            clear |= MountAttrFlags::MOUNT_ATTR__ATIME;
+        }
+        MountAttr::flags(of(&self.present), clear)
+    }
+
+    /// Whether `mount` shows the per-mount options asked.
+    fn flags_shown_by(&self, mount: &Mount) -> bool {
         let options: Vec<&str> = mount.options.split(',').collect();
-        let p = &mount.propagation;
         self.present.iter().all(|o| options.contains(o))
             && !self.absent.iter().any(|o| options.contains(o))
+    }
+
+    /// `mount`, on `target` in `ns`, shows the per-mount options asked.
+    fn flags_of(&self, target: &Path, ns: &Namespace, mount: &Mount) -> Result<(), VerifyError> {
+        match self.flags_shown_by(mount) {
+            true => Ok(()),
+            false => Err(VerifyError::Attributes {
+                target: target.display().to_string(),
+                namespace: ns.name.clone(),
+                shows: format!("{}, not {self}", mount.options),
+            }),
+        }
+    }
+
+    /// Whether `mount` shows what was asked.
+    fn shown_by(&self, mount: &Mount) -> bool {
+        let p = &mount.propagation;
+        self.flags_shown_by(mount)
             && match self.propagation {
                 None => true,
                 Some("shared") => p.shared.is_some(),
@@ -251,15 +370,15 @@ impl std::fmt::Display for Wanted {
 }
 
 /// After a change of mount `before` on `target`: the same mount is still there in
-/// the executor's namespace and shows what was asked (`wanted`), and a copy of
-/// it is still on the target in every other namespace (per-mount flags and
-/// propagation are each mount's own: only the executor's is changed).
+/// the executor's namespace and shows what was asked (`wanted`); [`reached`]
+/// then proves its copies, which must show the per-mount options asked
+/// (propagation is each mount's own: only the executor's is changed).
 pub fn changed(
     target: &Path,
     before: u32,
     wanted: &Wanted,
     views: &Views,
-) -> Result<(Mount, Vec<Sighting>), VerifyError> {
+) -> Result<Mount, VerifyError> {
     let executor = &views.executor;
     let mount = executor.mount_at(target)?;
     let mount = match mount {
@@ -280,14 +399,7 @@ pub fn changed(
             shows: format!("{} ({}), not {wanted}", mount.options, mount.propagation),
         });
     }
-    let mut seen = vec![sighting(executor, Some(&mount))];
-    for ns in &views.others {
-        match ns.mount_at(target)?.filter(|m| is_copy(m, &mount)) {
-            Some(copy) => seen.push(sighting(ns, Some(&copy))),
-            None => return Err(missing(target, &mount, ns, views)?),
-        }
-    }
-    Ok((mount, seen))
+    Ok(mount)
 }
 
 /// After an unmount of `mount`: gone from every namespace.
@@ -312,7 +424,7 @@ pub fn unmounted(
     for ns in &views.others {
         seen.push(still(
             ns,
-            ns.mount_at(target)?.filter(|m| is_copy(m, mount)),
+            ns.mount_at(target)?.filter(|m| m.is_copy_of(mount)),
         )?);
     }
     Ok(seen)
@@ -340,11 +452,11 @@ mod tests {
         let renamed_slave = mount("90 80 0:30 /v/evil /k/t rw master:7 - tmpfs tmpfs rw");
         let other_dir = mount("90 80 0:30 /v/evil /k/t rw shared:8 - tmpfs tmpfs rw");
         let other_device = mount("90 80 0:31 /v/sub /k/t rw shared:7 - tmpfs tmpfs rw");
-        assert!(is_copy(&peer, &original));
-        assert!(is_copy(&renamed_peer, &original) && is_copy(&renamed_slave, &original));
-        assert!(!is_copy(&other_dir, &original) && !is_copy(&other_device, &original));
+        assert!(peer.is_copy_of(&original));
+        assert!(renamed_peer.is_copy_of(&original) && renamed_slave.is_copy_of(&original));
+        assert!(!other_dir.is_copy_of(&original) && !other_device.is_copy_of(&original));
         let private = mount("40 20 0:30 /v/sub /k/t rw - tmpfs tmpfs rw");
-        assert!(!is_copy(&renamed_peer, &private) && is_copy(&peer, &private));
+        assert!(!renamed_peer.is_copy_of(&private) && peer.is_copy_of(&private));
     }
 
     #[test]
@@ -371,5 +483,40 @@ mod tests {
         assert!(!as_slave.shown_by(&rw_shared));
         let no_bind = wanted(&["runbindable"]);
         assert!(no_bind.shown_by(&unbindable) && !no_bind.shown_by(&slave));
+    }
+
+    #[test]
+    fn a_copy_is_given_the_attributes_asked_and_a_new_mount_the_restricting_ones() {
+        let attrs = |w: &Wanted| {
+            let a = w.attributes();
+            (
+                MountAttrFlags::from_bits_retain(a.attr_set as u32),
+                MountAttrFlags::from_bits_retain(a.attr_clr as u32),
+            )
+        };
+        use MountAttrFlags as F;
+        assert_eq!(
+            attrs(&wanted(&["bind,remount,ro,nosuid"])),
+            (F::MOUNT_ATTR_RDONLY | F::MOUNT_ATTR_NOSUID, F::empty())
+        );
+        assert_eq!(
+            attrs(&wanted(&["remount,rw,dev,noatime"])),
+            (
+                F::MOUNT_ATTR_NOATIME,
+                F::MOUNT_ATTR_RDONLY | F::MOUNT_ATTR_NODEV | F::MOUNT_ATTR__ATIME
+            )
+        );
+        assert!(!wanted(&["make-private"]).names_flags());
+        // A new mount is held to what restricts its users, the last of a pair.
+        let options = |list: &[&str]| {
+            let list: Vec<String> = list.iter().map(|o| o.to_string()).collect();
+            Wanted::of_mount(&MountOptions::new(&list, &[], &[]))
+        };
+        let ro = options(&["bind,ro,noatime,nosuid,suid,private"]);
+        assert_eq!(ro.to_string(), "ro");
+        let rw_copy = mount("90 80 0:30 / /k/a rw,relatime shared:7 - tmpfs tmpfs rw");
+        let ro_copy = mount("90 80 0:30 / /k/a ro,relatime shared:7 - tmpfs tmpfs rw");
+        assert!(ro.flags_shown_by(&ro_copy) && !ro.flags_shown_by(&rw_copy));
+        assert!(!options(&["ro,rw", "exec"]).names_flags());
     }
 }

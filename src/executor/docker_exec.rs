@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::change::change;
 use super::host::unmount_checked;
 use super::plan::{plan, Plan};
-use super::step::{self, blocking, syscall_failed};
+use super::step::{self, blocking, entering, resolve_there, syscall_failed};
 use super::{namespace_of, ExecError, Executor, Expected, Made, UnmountFlags};
 use crate::api::wire::{Executed, MountRequest};
 use crate::mount::by_handle::{self, Api};
@@ -29,10 +29,10 @@ use crate::mount::staging::{Point, Staging};
 use crate::mount::syscall::{Linux, MsFlags, Syscall};
 use crate::mount::util_linux::{mount_args, shown};
 use crate::ns::beneath::mountinfo_id;
-use crate::ns::enter::{EnterError, MountNamespace};
+use crate::ns::enter::MountNamespace;
 use crate::ns::mountinfo::ProcRoot;
 use crate::ns::namespace::Namespace;
-use crate::policy::{CheckedMount, CheckedTarget, Policy};
+use crate::policy::{CheckedMount, CheckedTarget};
 use crate::vcs::docker::{Docker, DockerError, Spec};
 
 /// Where the staging tmpfs goes in the container.
@@ -381,18 +381,16 @@ impl Executor for DockerExec {
         Ok(String::new())
     }
 
+    /// `docker exec` of the command, its input fed on stdin as a mount's
+    /// password is.
     async fn run(
         &self,
         command: &[String],
         stdin: Option<&str>,
         deadline: Duration,
     ) -> Result<Executed, ExecError> {
-        if stdin.is_some_and(|s| !s.is_empty()) {
-            return Err(ExecError::NoStdin {
-                container: self.spec.container_name(),
-            });
-        }
-        self.exec(command.to_vec(), None, deadline).await
+        self.exec(command.to_vec(), stdin.map(str::to_owned), deadline)
+            .await
     }
 }
 
@@ -471,24 +469,4 @@ struct Bind {
     recursive: bool,
     flags: MsFlags,
     propagation: Option<(MsFlags, bool)>,
-}
-
-/// In the container's namespace: `target` resolved beneath `root` there, by
-/// the rules of the daemon's own check (no symlink, no `..`, strictly below).
-fn resolve_there(target: &Path, root: &Path) -> Result<CheckedTarget, ExecError> {
-    Policy::resolve_target(target, &[root.to_owned()]).map_err(|e| ExecError::InContainer {
-        executor: String::new(),
-        step: "resolving the target beneath the kubelet root",
-        source: Box::new(e),
-    })
-}
-
-/// A failure to enter the container's mount namespace, on a thread that does not
-/// know the executor's name (see `DockerExec::named`).
-fn entering(e: EnterError) -> ExecError {
-    ExecError::InContainer {
-        executor: String::new(),
-        step: "entering its mount namespace",
-        source: Box::new(e),
-    }
 }

@@ -4,6 +4,7 @@
 
 mod agent_client;
 mod change;
+mod copies;
 mod docker_exec;
 mod host;
 mod plan;
@@ -14,6 +15,7 @@ use std::time::Duration;
 
 pub use crate::mount::staging::{Staging, StagingError};
 pub use agent_client::AgentClient;
+pub use copies::set_on_copy;
 pub use docker_exec::DockerExec;
 pub use host::{Host, Runner};
 pub use plan::{changes, propagation_of};

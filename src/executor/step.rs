@@ -1,13 +1,15 @@
 //! What the executors share about a mount step: it runs off the async threads
-//! within its deadline, and mount(8)'s failure on a staging point is told in the
-//! target's name, which is the one the caller knows.
+//! within its deadline, mount(8)'s failure on a staging point is told in the
+//! target's name, which is the one the caller knows, and a step in another
+//! mount namespace resolves the target there by the daemon's own rules.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::ExecError;
 use crate::mount::syscall::SyscallError;
-use crate::policy::CheckedTarget;
+use crate::ns::enter::EnterError;
+use crate::policy::{CheckedTarget, Policy};
 
 /// Runs `call` on a blocking thread within `deadline`: the handles it needs are
 /// copies, so the thread may outlive the request.
@@ -52,6 +54,27 @@ pub(super) fn syscall_failed(target: &CheckedTarget, e: SyscallError) -> ExecErr
         call: "mount",
         said: format!("mount: {}: {}.\n", target.path.display(), e.errno().desc()),
         target: target.path.clone(),
+        source: Box::new(e),
+    }
+}
+
+/// In another mount namespace (a thread that entered it): `target` resolved
+/// beneath `root` there, by the rules of the daemon's own check (no symlink, no
+/// `..`, strictly below).
+pub(super) fn resolve_there(target: &Path, root: &Path) -> Result<CheckedTarget, ExecError> {
+    Policy::resolve_target(target, &[root.to_owned()]).map_err(|e| ExecError::InContainer {
+        executor: String::new(),
+        step: "resolving the target beneath the kubelet root",
+        source: Box::new(e),
+    })
+}
+
+/// A failure to enter another mount namespace, on a thread that does not know
+/// whose it is (the caller names it, see `DockerExec::named`).
+pub(super) fn entering(e: EnterError) -> ExecError {
+    ExecError::InContainer {
+        executor: String::new(),
+        step: "entering its mount namespace",
         source: Box::new(e),
     }
 }

@@ -80,8 +80,9 @@ pub enum ExecError {
     /// A bind or move reached an executor without a checked source.
     #[error("a bind or move onto {} without a checked source", target.display())]
     NoSource { target: PathBuf },
-    /// A step taken in a VCS container's mount namespace failed: entering it,
-    /// resolving the target there, or moving the mount onto it.
+    /// A step taken in another mount namespace failed (a VCS container's, or
+    /// one a copy of a mount reached): entering it, resolving the target there,
+    /// or acting on that handle.
     #[error("{executor}: {step}: {source}")]
     InContainer {
         executor: String,
@@ -130,9 +131,6 @@ pub enum ExecError {
     },
     #[error("{executor} runs no commands: `run` needs a volume-client container ({command})")]
     NoCommands { executor: String, command: String },
-    /// `docker exec` as the engine API runs it passes no input.
-    #[error("{container}: input on stdin needs `mode: agent`; docker exec here passes none")]
-    NoStdin { container: String },
     /// The agent could not be asked (no HTTP answer).
     #[error("{0}")]
     Unreachable(ClientError),
@@ -160,7 +158,6 @@ impl ExecError {
             | ExecError::Engine { .. }
             | ExecError::NotRunning { .. }
             | ExecError::NoCommands { .. }
-            | ExecError::NoStdin { .. }
             | ExecError::Staging(_)
             | ExecError::Unreachable(_) => ErrorCode::ExecutorUnavailable,
             ExecError::Remote { error, .. } => match error.code {

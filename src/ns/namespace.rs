@@ -92,7 +92,7 @@ impl Namespace {
     /// Whether this is the reading process's own mount namespace: the same ns/mnt
     /// or, when that may not be opened, the same first mount (a mount belongs to
     /// exactly one namespace).
-    fn is_own(&self) -> bool {
+    pub fn is_own(&self) -> bool {
         let own = Namespace::new("self", self.proc.clone(), None);
         match (self.identity(), own.identity()) {
             (Some(a), Some(b)) => a == b,

@@ -96,6 +96,19 @@ impl Mount {
     pub fn contains(&self, path: &Path) -> bool {
         path.starts_with(&self.target)
     }
+
+    /// Whether this is `original`'s filesystem directory, mounted in another
+    /// namespace: the same device and root, or a member or slave of the peer
+    /// group `original` made, which only its propagated copies join. The root
+    /// alone can differ between two reads: it is the path of a directory a pod
+    /// may rename meanwhile.
+    pub fn is_copy_of(&self, original: &Mount) -> bool {
+        let peers = original.propagation.shared.is_some_and(|g| {
+            self.propagation.shared == Some(g) || self.propagation.master == Some(g)
+        });
+        (self.major, self.minor) == (original.major, original.minor)
+            && (self.root == original.root || peers)
+    }
 }
 
 /// A consistent snapshot of one namespace's mount table, in kernel order (a later

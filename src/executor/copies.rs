@@ -15,10 +15,11 @@ use std::time::Duration;
 use super::step::{blocking, entering, resolve_there, syscall_failed};
 use super::ExecError;
 use crate::mount::syscall::{AtFlags, Linux, MountAttr, Syscall};
-use crate::ns::beneath::{mountinfo_id, thread_self};
+use crate::ns::beneath::{mountinfo_id, on_mount, thread_self};
 use crate::ns::enter::MountNamespace;
 use crate::ns::mountinfo::{normalize, Mount, MountTable};
 use crate::ns::namespace::Namespace;
+use crate::ns::statmount;
 
 /// Gives the copy of `original` on `target` in `ns` the attributes `attr`; the
 /// target is resolved there beneath `root`. Fails, naming `ns`, when the mount
@@ -85,13 +86,24 @@ fn set_attributes(
         source,
     };
     let id = mountinfo_id(fd).map_err(|e| failed("reading the id of the mount there", e.into()))?;
-    let table = MountTable::read_path(&thread_self("mountinfo"))
-        .map_err(|e| failed("reading its mount table", e.into()))?;
-    let copy = table
-        .by_id(id)
+    // The handle's mount as mountinfo shows it: by statmount(2) of its unique
+    // id, at a cost independent of the table; from the table on older kernels.
+    let by_unique = match on_mount(fd) {
+        Ok(on) if on.unique => statmount::by_id(on.id).ok().flatten(),
+        _ => None,
+    };
+    let found = match by_unique {
+        Some(m) => Some(m),
+        None => MountTable::read_path(&thread_self("mountinfo"))
+            .map_err(|e| failed("reading its mount table", e.into()))?
+            .by_id(id)
+            .cloned(),
+    };
+    let copy = found
+        .as_ref()
         .filter(|m| m.target == normalize(target) && m.is_copy_of(original));
     if copy.is_none() {
-        let shows = table.by_id(id).map_or_else(
+        let shows = found.map_or_else(
             || format!("mount {id}, not in its table"),
             |m| format!("mount {id} on {}", m.target.display()),
         );

@@ -46,8 +46,8 @@ impl Daemon {
         let path = checked.path.clone();
         let target = path.as_path();
         let deadline = wire::deadline(req.timeout_seconds, self.timeout);
-        // 2. One operation at a time on a target; the others wait their turn.
-        // 3. The executor that made it (by the record, else by its type).
+        // 2. The target's turn (one operation at a time on it), and the executor
+        //    that made its mount: by the record, else by the type mounted there.
         let caller = req.caller_pid.or(peer.pid);
         let turn = self.turn(target, deadline, caller, |recorded| match recorded {
             Some(made) => self.made_by(made),
@@ -74,7 +74,7 @@ impl Daemon {
                 target: target.to_owned(),
                 namespace: views.executor.name.clone(),
             })?;
-        // 4. Execute, on the mount just seen there, and the recorded one: a
+        // 3. Execute, on the mount just seen there, and the recorded one: a
         //    record's unique id names a mount of the namespace it was made in,
         //    which a restarted container has replaced with copies of its own.
         let unique = views
@@ -92,7 +92,7 @@ impl Daemon {
             .unmount(checked, Some(expected), &mount.fstype, flags, deadline)
             .await
             .map_err(PipelineError::Execute)?;
-        // 5. Prove it is gone everywhere; forget the record of that mount (by its
+        // 4. Prove it is gone everywhere; forget the record of that mount (by its
         //    id: a mount it covered keeps its own) once the executor's copy is gone.
         let proof = verify::unmounted(target, &mount, &views);
         let executor_gone = match &proof {

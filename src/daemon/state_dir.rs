@@ -185,6 +185,18 @@ impl StateDir {
         }
     }
 
+    /// Renames the file `from` to `to` (which must not exist), durably only once
+    /// the directory is synced.
+    pub fn rename(&self, from: &str, to: &str) -> std::io::Result<()> {
+        Ok(rustix::fs::renameat_with(
+            &self.fd,
+            from,
+            &self.fd,
+            to,
+            rustix::fs::RenameFlags::NOREPLACE,
+        )?)
+    }
+
     /// Makes the directory's entries durable.
     pub fn sync(&self) -> std::io::Result<()> {
         Ok(rustix::fs::fsync(&self.fd)?)

@@ -82,6 +82,20 @@ impl Index {
         on_target.unwrap_or_default().iter().map(|(_, e)| e)
     }
 
+    /// Gives each record kept in a file of an earlier version (SEQ 0) the
+    /// version `renumber` gives its file.
+    pub(super) fn renumber_legacy<E>(
+        &mut self,
+        mut renumber: impl FnMut(Version) -> Result<Version, E>,
+    ) -> Result<(), E> {
+        for (version, _) in self.by_target.values_mut().flatten() {
+            if version.seq == 0 {
+                *version = renumber(*version)?;
+            }
+        }
+        Ok(())
+    }
+
     pub(super) fn len(&self) -> usize {
         self.len
     }

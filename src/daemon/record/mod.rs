@@ -99,6 +99,7 @@ impl Record {
             .filter_map(|(version, entry)| index.insert(version, entry))
             .collect();
         store.remove_all(&older)?;
+        index.renumber_legacy(|version| store.renumber(version))?;
         let pending = read_intents(&intents)?;
         let next = pending.iter().map(|p| p.intent.id + 1).max().unwrap_or(0);
         let record = Record {
@@ -622,5 +623,34 @@ mod tests {
         r.remove(Path::new("/k/pods/b"), 40).unwrap();
         assert_eq!(r.mounts(), vec![stale.record.clone()]);
         assert_eq!(r.with_id(40), Some(stale));
+    }
+
+    #[test]
+    fn an_older_daemons_files_take_versioned_names_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let mounts = dir.path().join("state/mounts");
+        std::fs::create_dir_all(&mounts).unwrap();
+        let (a, b) = (entry("/k/pods/a", 40), entry("/k/pods/b", 41));
+        for e in [&a, &b] {
+            let name = format!("{}.json", e.record.mount_id);
+            std::fs::write(mounts.join(name), serde_json::to_vec(e).unwrap()).unwrap();
+        }
+        let (r, _) = open(dir.path());
+        let both = vec![a.record.clone(), b.record.clone()];
+        assert_eq!(r.mounts(), both);
+        let renamed = files(dir.path());
+        assert_eq!(renamed.len(), 2);
+        assert!(renamed.iter().all(|n| n.contains('-')), "{renamed:?}");
+        // Cached from now on, like any version.
+        r.flush();
+        drop(r);
+        let (r, _) = open(dir.path());
+        assert_eq!(r.mounts(), both);
+        assert_eq!(files(dir.path()), renamed);
+        let cache = std::fs::read_to_string(dir.path().join("state/mounts-cache.json")).unwrap();
+        assert!(
+            renamed.iter().all(|n| cache.contains(n.as_str())),
+            "{cache}"
+        );
     }
 }

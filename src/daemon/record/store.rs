@@ -188,6 +188,24 @@ impl Store {
         remove_file(&self.mounts, &version.file(), true)
     }
 
+    /// Gives the file of `version`, written by an earlier version under the name
+    /// it rewrote in place (`ID.json`, so never cached), the name of a version of
+    /// its own, without rewriting it. A kill before the directory is synced
+    /// leaves the old name, renamed again at the next start.
+    pub fn renumber(&self, version: Version) -> Result<Version, RecordError> {
+        let new = Version {
+            id: version.id,
+            seq: self.next.fetch_add(1, Ordering::Relaxed),
+        };
+        self.mounts
+            .rename(&version.file(), &new.file())
+            .map_err(|source| RecordError::Write {
+                path: self.mounts.path().join(new.file()),
+                source,
+            })?;
+        Ok(new)
+    }
+
     /// Removes the files of `versions` (older versions of records), durably.
     pub fn remove_all(&self, versions: &[Version]) -> Result<(), RecordError> {
         for version in versions {

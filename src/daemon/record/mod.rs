@@ -89,7 +89,8 @@ fn intent_file(id: u64) -> String {
 impl Record {
     /// Opens the record in the state directory (`mounts/` and `intents/`, created
     /// 0700), loading every mount and leaving the intents for [`Record::resolve`].
-    /// A `mounts.json` of an older daemon is taken over and removed.
+    /// A `mounts.json` of an older daemon is taken over and removed; its
+    /// `mounts/ID.json` files, rewritten in place, take versioned names.
     pub fn open(state: &StateDir) -> Result<(Self, Vec<Pending>), RecordError> {
         let (store, loaded) = Store::open(state)?;
         let intents = state.subdir("intents")?;

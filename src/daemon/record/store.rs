@@ -268,9 +268,9 @@ fn write_cache(state: &StateDir, writing: &Mutex<()>, snapshot: Snapshot, next: 
         .chain([next])
         .max()
         .unwrap_or(0);
+    // No version is SEQ 0 by now: a start renames those files first.
     let files: HashMap<String, (&MountRecord, &String)> = snapshot
         .iter()
-        .filter(|(v, _)| v.seq != 0)
         .map(|(v, e)| (v.file(), (&e.record, &e.asked_fstype)))
         .collect();
     let bytes = serde_json::to_vec(&Cache { next, files }).expect("records serialize");
